@@ -1,0 +1,5 @@
+"""`python -m taxiway` is the `taxiway` command."""
+
+from taxiway.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""Human-readable rendering of machine plans (`taxiway config machines`)."""
+
+from __future__ import annotations
+
+import shlex
+
+from taxiway.plan.machine import Check, MachineSpec, Port, ServiceSpec
+
+
+def machines_text(specs: dict[str, MachineSpec]) -> str:
+    return "\n".join(_group(spec) for spec in specs.values())
+
+
+def _group(spec: MachineSpec) -> str:
+    g = spec.guest
+    lines = [f"[{spec.group}]"]
+    lines.append(f"  command   {_command(spec)}")
+    gpu = f", {g.gpus}x {g.gpu_kind}" if g.gpu_kind else ""
+    lines.append(f"  guest     {g.cpus} {g.cpu_kind} cpu, {g.memory_mb} MB{gpu} ({g.size})")
+    for svc in spec.services:
+        lines.append(f"  service   {_service(svc)}")
+        for check in svc.checks:
+            lines.append(f"    check   {check.name}: {_check(check)}")
+    for check in spec.checks:
+        lines.append(f"  check     {check.name}: {_check(check)} (gates deploys, not routing)")
+    for mc in spec.machine_checks:
+        lines.append(f"  machine check  {shlex.join(mc.command)}")
+    for m in spec.mounts:
+        lines.append(f"  volume    {m.name} at {m.path} ({m.size_gb:g} GB)")
+    for f in spec.files:
+        source = f"secret {f.secret_name}" if f.secret_name else "content"
+        lines.append(f"  file      {f.guest_path} ({source})")
+    for s in spec.statics:
+        lines.append(f"  static    {s.url_prefix} -> {s.guest_path}")
+    if spec.metrics:
+        lines.append(f"  metrics   :{spec.metrics.port}{spec.metrics.path}")
+    r = spec.restart
+    retries = f", {r.max_retries} retries" if r.max_retries is not None else ""
+    lines.append(f"  restart   {r.policy}{retries}")
+    lines.append(f"  stop      {spec.stop_config.signal}, then {spec.stop_config.timeout}")
+    env = ", ".join(f"{k}={v}" for k, v in spec.env.items())
+    lines.append(f"  env       {env}")
+    return "\n".join(lines) + "\n"
+
+
+def _command(spec: MachineSpec) -> str:
+    init = spec.init
+    if init.exec:
+        return shlex.join(init.exec) + " (exec)"
+    parts = (init.entrypoint or []) + (init.cmd or [])
+    if not parts:
+        return "(the image's ENTRYPOINT/CMD)"
+    return shlex.join(parts)
+
+
+def _service(svc: ServiceSpec) -> str:
+    ports = ", ".join(_port(p) for p in svc.ports) or "no ports"
+    c = svc.concurrency
+    hard = f"/{c.hard_limit}" if c.hard_limit else ""
+    auto = f"autostop {svc.autostop}, autostart {'on' if svc.autostart else 'off'}"
+    if svc.min_machines_running:
+        auto += f", min {svc.min_machines_running}"
+    return (
+        f"{svc.protocol} {ports} -> :{svc.internal_port} "
+        f"[{c.type} {c.soft_limit}{hard}; {auto}] ({svc.source})"
+    )
+
+
+def _port(p: Port) -> str:
+    where = str(p.port) if p.start_port is None else f"{p.start_port}-{p.end_port}"
+    handlers = "+".join(p.handlers) if p.handlers else "raw"
+    return f"{where}/{handlers}" + (" (force https)" if p.force_https else "")
+
+
+def _check(check: Check) -> str:
+    what = f"{check.type} :{check.port}"
+    if check.type == "http":
+        what = f"{check.method} {check.protocol}://:{check.port}{check.path}"
+    return f"{what} every {check.interval}, timeout {check.timeout}, grace {check.grace_period}"

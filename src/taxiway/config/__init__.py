@@ -1,0 +1,1 @@
+"""fly.toml: reading, normalising, validating, converting (no processes, no sockets)."""

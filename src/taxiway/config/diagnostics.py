@@ -1,0 +1,103 @@
+"""Diagnostics: what the config layer tells the user about their fly.toml.
+
+Every problem found while reading, normalising or validating a config becomes one
+`Diagnostic`: a severity, one sentence, the key path it concerns and, where the
+file shows it, the line. Layers collect them in a `Diagnostics` list instead of
+raising, so a user sees every problem of a file in one run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from enum import StrEnum
+
+import msgspec
+
+#: A key path into the config: table keys are strings, array positions integers.
+KeyPath = tuple[str | int, ...]
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def format_path(path: KeyPath) -> str:
+    """Render a key path the way a user reads it: ``services[0].ports[1].port``.
+
+    Keys that are not bare TOML keys are quoted (``env."my.var"``).
+    """
+    out: list[str] = []
+    for part in path:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+            continue
+        key = part if _BARE_KEY.match(part) else '"' + part.replace('"', '\\"') + '"'
+        out.append(("." if out else "") + key)
+    return "".join(out)
+
+
+class Diagnostic(msgspec.Struct, frozen=True):
+    """One finding about a config."""
+
+    severity: Severity
+    message: str
+    path: KeyPath = ()
+    line: int | None = None
+
+    @property
+    def path_str(self) -> str:
+        return format_path(self.path)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "severity": self.severity.value,
+            "message": self.message,
+            "path": self.path_str,
+            "line": self.line,
+        }
+
+
+class Diagnostics:
+    """An ordered collection of diagnostics with helpers to add them."""
+
+    def __init__(self, items: Iterable[Diagnostic] = ()) -> None:
+        self._items: list[Diagnostic] = list(items)
+
+    def error(self, message: str, path: KeyPath = ()) -> None:
+        self._items.append(Diagnostic(Severity.ERROR, message, tuple(path)))
+
+    def warning(self, message: str, path: KeyPath = ()) -> None:
+        self._items.append(Diagnostic(Severity.WARNING, message, tuple(path)))
+
+    def info(self, message: str, path: KeyPath = ()) -> None:
+        self._items.append(Diagnostic(Severity.INFO, message, tuple(path)))
+
+    def extend(self, other: Iterable[Diagnostic]) -> None:
+        self._items.extend(other)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity is Severity.ERROR for d in self._items)
+
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self._items if d.severity is Severity.ERROR]
+
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self._items if d.severity is Severity.WARNING]
+
+    def __iter__(self) -> Iterator[Diagnostic]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)

@@ -1,0 +1,71 @@
+"""Load a config: read → normalise → type-check → model → rules, with line numbers.
+
+This is the one entry point the rest of taxiway uses (`load_config`). It never
+raises for problems *inside* the file: those come back as diagnostics, so callers
+can print all of them. A file that cannot be read or parsed at all raises
+`ConfigFileError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from taxiway.config.diagnostics import Diagnostic, Diagnostics, Severity
+from taxiway.config.model import AppConfig
+from taxiway.config.normalize import Normalized, normalize
+from taxiway.config.source import ConfigSource, find_config, read_config
+
+
+class LoadedConfig(msgspec.Struct):
+    """A config as taxiway understood it, and everything it has to say about it."""
+
+    source: ConfigSource
+    config: AppConfig
+    normalized: Normalized
+    diagnostics: list[Diagnostic]
+
+    @property
+    def valid(self) -> bool:
+        return not any(d.severity is Severity.ERROR for d in self.diagnostics)
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder fly.toml lives in: relative paths in the config are resolved from it."""
+        return self.source.path.parent
+
+
+def load_config(config: str | Path | None = None, *, cwd: Path | None = None) -> LoadedConfig:
+    """Find, read and check a config file."""
+    source = read_config(find_config(config, cwd))
+    return check_source(source)
+
+
+def check_source(source: ConfigSource) -> LoadedConfig:
+    """Normalise, type-check and validate an already parsed config."""
+    from taxiway.config.rules import validate
+    from taxiway.config.typecheck import check_types, to_model
+
+    diags = Diagnostics()
+    normalized = normalize(source.data, diags)
+    checked = check_types(normalized.data, diags)
+    config = to_model(checked)
+    validate(config, diags, base_dir=source.path.parent)
+    return LoadedConfig(source, config, normalized, _with_lines(diags, source, normalized))
+
+
+def _with_lines(
+    diags: Diagnostics, source: ConfigSource, normalized: Normalized
+) -> list[Diagnostic]:
+    items = list(diags)
+    if not items:
+        return items
+    from taxiway.config.positions import PositionIndex
+
+    index = PositionIndex.build(source.text, source.format)
+    out = []
+    for d in items:
+        line = d.line if d.line is not None else index.line(normalized.source_path(d.path))
+        out.append(Diagnostic(d.severity, d.message, d.path, line))
+    return out
