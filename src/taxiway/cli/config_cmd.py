@@ -16,7 +16,7 @@ def validate(args: argparse.Namespace) -> int:
     from taxiway.config.source import ConfigFileError
 
     try:
-        loaded = load_config(args.config)
+        loaded = load_config(args.config, strategy=args.strategy)
     except ConfigFileError as exc:
         if not args.json:
             raise

@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(validate)
     validate.add_argument("--json", action="store_true", help="print the result as JSON")
     validate.add_argument("--strict", action="store_true", help="warnings fail too")
+    validate.add_argument(
+        "--strategy",
+        choices=("rolling", "immediate", "canary", "bluegreen"),
+        help="check as a deploy with this strategy would (overrides [deploy] strategy)",
+    )
     validate.set_defaults(handler="taxiway.cli.config_cmd:validate")
 
     show = config_commands.add_parser(

@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import msgspec.structs
 
 from taxiway.config.diagnostics import Diagnostic, Diagnostics, Severity
-from taxiway.config.model import AppConfig
+from taxiway.config.model import AppConfig, Deploy
 from taxiway.config.normalize import Normalized, normalize
 from taxiway.config.source import ConfigSource, find_config, read_config
 
@@ -36,13 +37,22 @@ class LoadedConfig(msgspec.Struct):
         return self.source.path.parent
 
 
-def load_config(config: str | Path | None = None, *, cwd: Path | None = None) -> LoadedConfig:
-    """Find, read and check a config file."""
+def load_config(
+    config: str | Path | None = None,
+    *,
+    cwd: Path | None = None,
+    strategy: str | None = None,
+) -> LoadedConfig:
+    """Find, read and check a config file.
+
+    ``strategy`` checks the config as a deploy with ``--strategy`` would (it replaces
+    ``[deploy] strategy``), e.g. that canary is refused for groups with volumes.
+    """
     source = read_config(find_config(config, cwd))
-    return check_source(source)
+    return check_source(source, strategy=strategy)
 
 
-def check_source(source: ConfigSource) -> LoadedConfig:
+def check_source(source: ConfigSource, *, strategy: str | None = None) -> LoadedConfig:
     """Normalise, type-check and validate an already parsed config."""
     from taxiway.config.rules import validate
     from taxiway.config.typecheck import check_types, to_model
@@ -51,6 +61,9 @@ def check_source(source: ConfigSource) -> LoadedConfig:
     normalized = normalize(source.data, diags)
     checked = check_types(normalized.data, diags)
     config = to_model(checked)
+    if strategy is not None:
+        deploy = msgspec.structs.replace(config.deploy or Deploy(), strategy=strategy)
+        config = msgspec.structs.replace(config, deploy=deploy)
     validate(config, diags, base_dir=source.path.parent)
     return LoadedConfig(source, config, normalized, _with_lines(diags, source, normalized))
 

@@ -31,6 +31,7 @@ from taxiway.config.model import (
     TLSOptions,
     TopLevelCheck,
 )
+from taxiway.config.names import volume_name_for
 from taxiway.config.presets import CPU_COUNTS, GPU_COUNTS, GPU_KINDS, PRESETS
 from taxiway.config.units import (
     KNOWN_SIGNALS,
@@ -205,9 +206,12 @@ class _Rules:
                 ("deploy", "strategy"),
             )
         if d.strategy in ("canary", "bluegreen") and self.c.mounts:
+            with_volumes = [
+                grp for grp in self.groups if g.matching(self.c.mounts, grp, self.default)
+            ]
             self.d.error(
-                f"the {d.strategy} strategy cannot be used for Machines with attached volumes; "
-                "use rolling or immediate, or remove [[mounts]]",
+                f"the {d.strategy} strategy cannot be used for Machines with attached volumes "
+                f"(group {', '.join(with_volumes)} mounts one); use rolling or immediate",
                 ("deploy", "strategy"),
             )
         if d.release_command_vm is not None:
@@ -272,7 +276,8 @@ class _Rules:
                 (*path, "auto_start_machines"),
             )
         elif stop == "off" and start is True:
-            self.d.warning(
+            # Machines that never stop are what "off" asks for: worth knowing, not a problem.
+            self.d.info(
                 f"{label} starts machines on demand but never stops them (auto_stop_machines = "
                 '"off"); set both so they are both enabled or both disabled',
                 (*path, "auto_stop_machines"),
@@ -475,7 +480,7 @@ class _Rules:
         port = svc.internal_port if svc.internal_port is not None else 8080
         self.d.warning(
             f"{label} sends traffic for internal_port {port} to the process groups "
-            f"{' and '.join(listed)}, but each process group runs on its own machines, not side "
+            f"{_and(listed)}, but each process group runs on its own machines, not side "
             f"by side in one: every one of them must listen on {port} itself, and they cannot "
             "reach each other on localhost (for sidecars in one machine, use [build.compose] or "
             "machine_config)",
@@ -540,7 +545,11 @@ class _Rules:
             path: KeyPath = ("mounts", i)
             label = f"mount '{m.source}'" if m.source else f"mounts[{i}]"
             if not m.source:
-                self.d.error(f"mounts[{i}] needs a source: the name of the volume", path)
+                self.d.warning(
+                    f"mounts[{i}] has no source (the volume's name); flyctl would send an empty "
+                    f"name, taxiway names the volume '{volume_name_for(m.destination or '/data')}'",
+                    path,
+                )
             if not m.destination:
                 self.d.error(f"{label} needs a destination: where the volume is mounted", path)
             elif m.destination == "/":
@@ -814,6 +823,11 @@ class _Rules:
                     f"'{self.default}', not to every group",
                     ("checks", name),
                 )
+
+
+def _and(names: list[str]) -> str:
+    """``["a", "b", "c"]`` → ``"a, b and c"``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _looks_base64(text: str) -> bool:

@@ -39,11 +39,8 @@ class ConfigSource(msgspec.Struct, frozen=True):
 
     @property
     def display_name(self) -> str:
-        """The path as the user is likely to recognise it (relative when under the cwd)."""
-        try:
-            return str(self.path.relative_to(Path.cwd()))
-        except ValueError:
-            return str(self.path)
+        """The path as the user wrote it (``fly.toml``, ``../app/fly.toml``)."""
+        return str(self.path)
 
 
 def format_for(path: Path) -> str:
@@ -56,17 +53,24 @@ def format_for(path: Path) -> str:
 
 
 def find_config(config: str | Path | None = None, cwd: Path | None = None) -> Path:
-    """Resolve ``-c`` (or its absence) to a config file path, or say clearly why not."""
-    base = cwd or Path.cwd()
+    """Resolve ``-c`` (or its absence) to a config file path, or say clearly why not.
+
+    Relative paths stay relative (to ``cwd``, default the current directory), so
+    messages name the file the way the user wrote it.
+    """
+    base = Path(".") if cwd is None else cwd
     if config is None:
         for name in DEFAULT_NAMES:
             candidate = base / name
             if candidate.is_file():
                 return candidate
+        where = "this folder" if cwd is None else str(cwd)
         raise ConfigFileError(
-            f"no fly.toml in {base}; run taxiway in the app's folder or pass -c PATH"
+            f"no fly.toml in {where}; run taxiway in the app's folder or pass -c PATH"
         )
-    path = base / Path(config).expanduser()
+    path = Path(config).expanduser()
+    if cwd is not None and not path.is_absolute():
+        path = cwd / path
     if path.is_dir():
         for name in DEFAULT_NAMES:
             if (path / name).is_file():

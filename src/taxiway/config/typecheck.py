@@ -75,7 +75,14 @@ def _owners(key: str) -> tuple[str, ...]:
     )
 
 
-def _check(value: Any, t: mi.Type, path: KeyPath, diags: Diagnostics) -> Any:
+def _check(
+    value: Any,
+    t: mi.Type,
+    path: KeyPath,
+    diags: Diagnostics,
+    owner: mi.StructType | None = None,
+) -> Any:
+    """Check ``value`` against ``t``; ``owner`` is the table whose key holds it (for hints)."""
     if isinstance(t, mi.Metadata):
         t = t.type
     if isinstance(t, mi.UnionType):
@@ -84,21 +91,21 @@ def _check(value: Any, t: mi.Type, path: KeyPath, diags: Diagnostics) -> Any:
         if value is None:
             return _DROP  # null (JSON/YAML) means the key is not set
         if len(options) == 1:
-            return _check(value, options[0], path, diags)
+            return _check(value, options[0], path, diags, owner)
         for option in options:
             if _accepts(value, option):
-                return _check(value, option, path, diags)
+                return _check(value, option, path, diags, owner)
         _type_error(value, options, path, diags)
         return _DROP
     if isinstance(t, mi.StructType):
-        return _check_struct(value, t, path, diags)
+        return _check_struct(value, t, path, diags, owner)
     if isinstance(t, mi.ListType):
         if not isinstance(value, list):
             _type_error(value, [t], path, diags)
             return _DROP
         out = []
         for i, item in enumerate(value):
-            checked = _check(item, t.item_type, (*path, i), diags)
+            checked = _check(item, t.item_type, (*path, i), diags, owner)
             if checked is not _DROP:
                 out.append(checked)
         return out
@@ -111,7 +118,7 @@ def _check(value: Any, t: mi.Type, path: KeyPath, diags: Diagnostics) -> Any:
             if not isinstance(k, str):
                 diags.error(f"{format_path(path)} has the key {k!r}, which is not a string", path)
                 continue
-            checked = _check(v, t.value_type, (*path, k), diags)
+            checked = _check(v, t.value_type, (*path, k), diags, owner)
             if checked is not _DROP:
                 out_map[k] = checked
         return out_map
@@ -123,7 +130,13 @@ def _check(value: Any, t: mi.Type, path: KeyPath, diags: Diagnostics) -> Any:
     return _DROP
 
 
-def _check_struct(value: Any, t: mi.StructType, path: KeyPath, diags: Diagnostics) -> Any:
+def _check_struct(
+    value: Any,
+    t: mi.StructType,
+    path: KeyPath,
+    diags: Diagnostics,
+    owner: mi.StructType | None,
+) -> Any:
     if not isinstance(value, dict):
         _type_error(value, [t], path, diags)
         return _DROP
@@ -148,20 +161,31 @@ def _check_struct(value: Any, t: mi.StructType, path: KeyPath, diags: Diagnostic
                     key_path,
                 )
             else:
-                diags.warning(_unknown_key_message(key, key_path, t, fields), key_path)
+                diags.warning(_unknown_key_message(key, key_path, t, fields, owner), key_path)
                 continue
-        checked = _check(item, fields[name].type, key_path, diags)
+        checked = _check(item, fields[name].type, key_path, diags, t)
         if checked is not _DROP:
             out[name] = checked
     return out
 
 
-def _unknown_key_message(key: str, path: KeyPath, t: mi.StructType, fields: dict) -> str:
+def _unknown_key_message(
+    key: str,
+    path: KeyPath,
+    t: mi.StructType,
+    fields: dict[str, mi.Field],
+    owner: mi.StructType | None,
+) -> str:
     where = format_path(path)
     close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
     if close:
         return f"unknown key {where}; did you mean {close[0]}?"
     here = SECTION_NAMES.get(t.cls)
+    if owner is not None and any(f.encode_name == key for f in owner.fields):
+        return (
+            f"unknown key {where}: {key} is a key of {SECTION_NAMES.get(owner.cls)}, "
+            f"one level up, not of {here}"
+        )
     owners = [name for name in _owners(key) if name != here]
     if owners and len(owners) <= 2:
         return f"unknown key {where}: {key} is a key of {' and '.join(owners)}, not of {here}"

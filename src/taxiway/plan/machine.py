@@ -31,6 +31,7 @@ from taxiway.config.model import (
     TCPCheck,
     TopLevelCheck,
 )
+from taxiway.config.names import volume_name_for
 from taxiway.config.presets import DEFAULT_GPU_PRESET, DEFAULT_PRESET, PRESETS
 from taxiway.config.units import duration_seconds, format_duration_ns, parse_size_gb, parse_size_mb
 
@@ -446,13 +447,6 @@ def _mount(m: model.Mount, *, gpu: bool) -> MountSpec:
         ),
         size_gb_limit=parse_size_gb(m.auto_extend_size_limit) if m.auto_extend_size_limit else None,
     )
-
-
-def volume_name_for(destination: str) -> str:
-    """A volume name for a mount written without ``source`` (flyctl would send an empty one)."""
-    tail = destination.rstrip("/").rsplit("/", 1)[-1]
-    cleaned = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in tail).lower()
-    return cleaned or "data"
 
 
 def _files(config: AppConfig, group: str, default: str, base_dir: Path) -> list[FileSpec]:
