@@ -27,28 +27,28 @@ Duration = Annotated[
             'A duration: a string with units ("10s", "500ms", "1m30s") or a bare number '
             "(milliseconds in check fields, seconds in kill_timeout)."
         ),
-        extra_json_schema={"type": ["string", "integer", "number"]},
+        extra_json_schema={"x-input": {"type": ["string", "integer", "number"]}},
     ),
 ]
 MemorySize = Annotated[
     str,
     Meta(
         description='Memory: a string with units ("512mb", "2gb") or a bare number of megabytes.',
-        extra_json_schema={"type": ["string", "integer"]},
+        extra_json_schema={"x-input": {"type": ["string", "integer"]}},
     ),
 ]
 VolumeSize = Annotated[
     str,
     Meta(
         description='A volume size: a string with units ("20gb") or a bare number of gigabytes.',
-        extra_json_schema={"type": ["string", "integer"]},
+        extra_json_schema={"x-input": {"type": ["string", "integer"]}},
     ),
 ]
 Port = Annotated[
     int,
     Meta(
         description="A port number, 1-65535.",
-        extra_json_schema={"type": ["integer", "string"]},
+        extra_json_schema={"x-input": {"type": ["integer", "string"]}},
     ),
 ]
 ProcessList = Annotated[
@@ -62,7 +62,7 @@ AutoStop = Annotated[
             'What the proxy does with idle machines: "off" (never stop), "stop", or "suspend". '
             "Legacy booleans: true means stop, false means off."
         ),
-        extra_json_schema={"enum": ["off", "stop", "suspend", True, False]},
+        extra_json_schema={"x-input": {"enum": ["off", "stop", "suspend", True, False]}},
     ),
 ]
 
@@ -305,7 +305,10 @@ class Compute(Section):
     memory_mb: Annotated[int | None, Meta(description="Memory in megabytes.")] = None
     cpus: Annotated[
         int | None,
-        Meta(description="vCPUs: 1, 2, 4, 8 or 16.", extra_json_schema={"enum": [1, 2, 4, 8, 16]}),
+        Meta(
+            description="vCPUs: 1, 2, 4, 8 or 16.",
+            extra_json_schema={"x-input": {"enum": [1, 2, 4, 8, 16]}},
+        ),
     ] = None
     cpu_kind: Annotated[
         Literal["shared", "performance"] | None, Meta(description="shared or performance.")
@@ -318,7 +321,7 @@ class Compute(Section):
         list[str] | None,
         Meta(
             description="Extra kernel parameters.",
-            extra_json_schema={"type": ["array", "string"]},
+            extra_json_schema={"x-input": {"type": ["array", "string"]}},
         ),
     ] = None
     host_dedication_id: str | None = None
@@ -455,21 +458,22 @@ class Experimental(Section):
     cmd: Annotated[
         list[str] | None,
         Meta(
-            description="Overrides the image CMD.", extra_json_schema={"type": ["array", "string"]}
+            description="Overrides the image CMD.",
+            extra_json_schema={"x-input": {"type": ["array", "string"]}},
         ),
     ] = None
     entrypoint: Annotated[
         list[str] | None,
         Meta(
             description="Overrides the image ENTRYPOINT.",
-            extra_json_schema={"type": ["array", "string"]},
+            extra_json_schema={"x-input": {"type": ["array", "string"]}},
         ),
     ] = None
     exec: Annotated[
         list[str] | None,
         Meta(
             description="Overrides both ENTRYPOINT and CMD.",
-            extra_json_schema={"type": ["array", "string"]},
+            extra_json_schema={"x-input": {"type": ["array", "string"]}},
         ),
     ] = None
     auto_rollback: Annotated[
@@ -500,16 +504,18 @@ class AppConfig(Section):
         Meta(
             description="Signal sent to stop a machine (default SIGINT).",
             extra_json_schema={
-                "enum": [
-                    "SIGINT",
-                    "SIGTERM",
-                    "SIGQUIT",
-                    "SIGUSR1",
-                    "SIGUSR2",
-                    "SIGKILL",
-                    "SIGSTOP",
-                    "SIGHUP",
-                ],
+                "x-input": {
+                    "enum": [
+                        "SIGINT",
+                        "SIGTERM",
+                        "SIGQUIT",
+                        "SIGUSR1",
+                        "SIGUSR2",
+                        "SIGKILL",
+                        "SIGSTOP",
+                        "SIGHUP",
+                    ]
+                },
             },
         ),
     ] = None
@@ -534,8 +540,10 @@ class AppConfig(Section):
         Meta(
             description="Environment variables of every machine; names may not start with FLY_.",
             extra_json_schema={
-                "type": "object",
-                "additionalProperties": {"type": ["string", "number", "boolean"]},
+                "x-input": {
+                    "type": "object",
+                    "additionalProperties": {"type": ["string", "number", "boolean"]},
+                }
             },
         ),
     ] = None

@@ -23,6 +23,7 @@ def json_schema() -> dict[str, Any]:
         [AppConfig], ref_template="#/definitions/{name}"
     )
     for definition in defs.values():
+        _apply_input_types(definition)
         _widen_lists(definition)
     root = dict(defs.pop("AppConfig"))
     props = root["properties"]
@@ -74,6 +75,22 @@ def _widen_lists(definition: dict[str, Any]) -> None:
                 options[i] = {"anyOf": [option, option["items"]]}
         if "anyOf" not in prop:
             definition["properties"][name] = options[0]
+
+
+def _apply_input_types(node: Any) -> None:
+    """Where the model states what input a key accepts (``x-input`` in its metadata),
+    that replaces the generated type, which describes only the normalised form."""
+    if isinstance(node, dict):
+        accepted = node.pop("x-input", None)
+        if accepted is not None:
+            for key in ("anyOf", "type", "enum", "additionalProperties", "items"):
+                node.pop(key, None)
+            node.update(accepted)
+        for value in node.values():
+            _apply_input_types(value)
+    elif isinstance(node, list):
+        for value in node:
+            _apply_input_types(value)
 
 
 def _description(schema: dict[str, Any]) -> str:
