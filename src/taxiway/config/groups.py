@@ -50,9 +50,11 @@ def matching(items: Sequence[T] | None, group: str, default: str) -> list[tuple[
     return [(i, item) for i, item in enumerate(items or ()) if applies_to(item, group, default)]
 
 
-def matching_vm(items: Sequence[T] | None, group: str) -> list[tuple[int, T]]:
-    """``[[vm]]`` entries for ``group``: specific ones if any, else those without processes."""
-    specific = [(i, v) for i, v in enumerate(items or ()) if v.processes and group in v.processes]
+def vm_for(items: Sequence[T] | None, group: str) -> tuple[int, T] | None:
+    """The one ``[[vm]]`` entry ``group`` gets, as flyctl picks it: the last entry naming the
+    group, else the first entry without ``processes``, else none. Entries are not merged."""
+    entries = list(enumerate(items or ()))
+    specific = [(i, v) for i, v in entries if v.processes and group in v.processes]
     if specific:
-        return specific
-    return [(i, v) for i, v in enumerate(items or ()) if not v.processes]
+        return specific[-1]
+    return next(((i, v) for i, v in entries if not v.processes), None)

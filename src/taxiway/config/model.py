@@ -11,8 +11,6 @@ reference's wording instead of a type error.
 Descriptions become the JSON Schema's hints in editors (``taxiway config schema``).
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Literal
 
 import msgspec

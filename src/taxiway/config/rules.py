@@ -808,7 +808,7 @@ class _Rules:
         """In a multi-group app, an item without ``processes`` serves only the default group."""
         if not self.multi_group:
             return
-        for key in ("mounts", "metrics", "files", "restart"):
+        for key in ("mounts", "metrics", "restart"):
             for i, item in enumerate(getattr(self.c, key) or ()):
                 if not item.processes:
                     self.d.warning(

@@ -9,8 +9,6 @@ the user sees the values their machines will actually run with: a service withou
 The runtime, the edge, the checks and the deployer all start from these specs.
 """
 
-from __future__ import annotations
-
 import base64
 import shlex
 from pathlib import Path
@@ -49,8 +47,8 @@ DEFAULT_GPU_VOLUME_GB = 100
 DEFAULT_SNAPSHOT_RETENTION = 5
 
 
-class Spec(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Base of the plan's plain data objects."""
+class Spec(msgspec.Struct, kw_only=True):
+    """Base of the plan's plain data objects; every value is shown, defaults included."""
 
 
 class Init(Spec):
@@ -209,7 +207,7 @@ def plan_group(config: AppConfig, group: str, *, base_dir: Path | None = None) -
         checks=_top_level_checks(config, group, default),
         machine_checks=_machine_checks(config, group, default),
         mounts=mounts,
-        files=_files(config, group, default, base_dir or Path.cwd()),
+        files=_files(config, group, base_dir or Path.cwd()),
         statics=[
             StaticSpec(
                 guest_path=s.guest_path or "",
@@ -449,30 +447,26 @@ def _mount(m: model.Mount, *, gpu: bool) -> MountSpec:
     )
 
 
-def _files(config: AppConfig, group: str, default: str, base_dir: Path) -> list[FileSpec]:
+def _files(config: AppConfig, group: str, base_dir: Path) -> list[FileSpec]:
+    """Files with ``processes`` go to those groups; files without go to every group.
+
+    That is what a real deploy does (flyctl merges files before splitting the config by
+    group), and what the reference describes, so no warning is needed for files.
+    """
     out = []
-    for _, f in g.matching(config.files, group, default) if _any_scoped(config) else _all(config):
-        if not f.guest_path:
+    for f in config.files or ():
+        if (f.processes and group not in f.processes) or not f.guest_path:
             continue
         if f.raw_value:
             # flyctl writes raw_value as is (it base64-encodes it for the API).
             out.append(FileSpec(guest_path=f.guest_path, raw_value=_b64(f.raw_value.encode())))
         elif f.local_path:
-            out.append(
-                FileSpec(guest_path=f.guest_path, raw_value=_read_local(base_dir, f.local_path))
-            )
+            content = _read_local(base_dir, f.local_path)
+            if content is not None:
+                out.append(FileSpec(guest_path=f.guest_path, raw_value=content))
         elif f.secret_name:
             out.append(FileSpec(guest_path=f.guest_path, secret_name=f.secret_name))
     return out
-
-
-def _any_scoped(config: AppConfig) -> bool:
-    return any(f.processes for f in config.files or ())
-
-
-def _all(config: AppConfig) -> list:
-    """Files without any ``processes`` go to every group, as the reference describes."""
-    return list(enumerate(config.files or ()))
 
 
 def _read_local(base_dir: Path, local_path: str) -> str | None:
@@ -490,39 +484,23 @@ def _b64(data: bytes) -> str:
 
 
 def _guest(config: AppConfig, group: str) -> Guest:
-    entries: list[Compute] = [vm for _, vm in g.matching_vm(config.vm, group)]
-    size = next((vm.size for vm in reversed(entries) if vm.size), None)
-    gpu_kind = next((vm.gpu_kind for vm in reversed(entries) if vm.gpu_kind), None)
-    if size is None:
-        size = DEFAULT_GPU_PRESET if gpu_kind else DEFAULT_PRESET
+    """The preset (``size``, else shared-cpu-1x, or performance-8x for a GPU) with the
+    entry's explicit keys on top; ``memory_mb`` wins over ``memory``, as in flyctl."""
+    found = g.vm_for(config.vm, group)
+    vm = found[1] if found else Compute()
+    size = vm.size or (DEFAULT_GPU_PRESET if vm.gpu_kind else DEFAULT_PRESET)
     preset = PRESETS.get(size, PRESETS[DEFAULT_PRESET])
     guest = Guest(
-        cpu_kind=preset.cpu_kind,
-        cpus=preset.cpus,
-        memory_mb=preset.memory_mb,
-        gpu_kind=preset.gpu_kind,
-        gpus=preset.gpus or None,
+        cpu_kind=vm.cpu_kind or preset.cpu_kind,
+        cpus=vm.cpus or preset.cpus,
+        memory_mb=vm.memory_mb or (parse_size_mb(vm.memory) if vm.memory else preset.memory_mb),
+        gpu_kind=vm.gpu_kind or preset.gpu_kind,
+        gpus=vm.gpus or (1 if vm.gpu_kind else preset.gpus or None),
+        kernel_args=vm.kernel_args,
+        host_dedication_id=vm.host_dedication_id or config.host_dedication_id,
+        persist_rootfs=vm.persist_rootfs,
         size=size,
     )
-    for vm in entries:  # explicit keys win over the preset; later entries over earlier
-        if vm.cpu_kind:
-            guest.cpu_kind = vm.cpu_kind
-        if vm.cpus:
-            guest.cpus = vm.cpus
-        if vm.memory_mb:
-            guest.memory_mb = vm.memory_mb
-        if vm.memory:
-            guest.memory_mb = parse_size_mb(vm.memory)
-        if vm.gpu_kind:
-            guest.gpu_kind = vm.gpu_kind
-            guest.gpus = vm.gpus or guest.gpus or 1
-        elif vm.gpus:
-            guest.gpus = vm.gpus
-        for key in ("kernel_args", "host_dedication_id", "persist_rootfs"):
-            if getattr(vm, key) is not None:
-                setattr(guest, key, getattr(vm, key))
-    if guest.host_dedication_id is None and config.host_dedication_id:
-        guest.host_dedication_id = config.host_dedication_id
     return guest
 
 
