@@ -108,7 +108,7 @@ def test_mount_and_mounts_merge_into_one_list() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "canonical"), [(10, "10gb"), ("30GB", "30gb"), ("1536mb", "1536mb"), (1.5, "1536mb")]
+    ("value", "canonical"), [(10, "10gb"), ("30GB", "30gb"), ("1500mb", "1500mb"), (1.5, "1500mb")]
 )
 def test_mount_initial_size_gets_units(value: object, canonical: str) -> None:
     result, diags = norm({"mounts": [{"source": "d", "destination": "/d", "initial_size": value}]})

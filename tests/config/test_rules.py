@@ -828,7 +828,7 @@ def test_snapshot_retention_1_to_60_is_fine(tmp_path: Path, days: int) -> None:
     assert problems(loaded) == []
 
 
-@pytest.mark.parametrize("size", ['"500mb"', '"1023mb"', "0"])
+@pytest.mark.parametrize("size", ['"500mb"', '"15Mb"', "0"])
 def test_initial_size_under_1gb_is_an_error(tmp_path: Path, size: str) -> None:
     loaded = load(
         tmp_path,
@@ -873,6 +873,27 @@ def test_top_level_check_without_port_uses_http_service(tmp_path: Path) -> None:
         '[checks.web]\n  type = "http"\n  path = "/"\n',
     )
     assert problems(loaded) == []
+
+
+def test_top_level_check_without_port_needs_an_http_service_in_its_own_group(
+    tmp_path: Path,
+) -> None:
+    # flyctl takes the port from the http_service of the check's group, after flattening
+    # (FLY-SEMANTICS.md §0): the worker group has no http_service, so there is no port.
+    loaded = load(
+        tmp_path,
+        'app = "a"\n'  # 1
+        "[processes]\n"  # 2
+        '  app = "run"\n'  # 3
+        '  worker = "work"\n'  # 4
+        "[http_service]\n"  # 5
+        "  internal_port = 8080\n"  # 6
+        '  processes = ["app"]\n'  # 7
+        "[checks.worker_alive]\n"  # 8
+        '  type = "tcp"\n'  # 9
+        '  processes = ["worker"]\n',  # 10
+    )
+    check(loaded, "checks.worker_alive", ERROR, 8, "'worker_alive'", "needs a port")
 
 
 def test_top_level_check_interval_under_two_seconds_is_an_error(tmp_path: Path) -> None:
@@ -1044,11 +1065,10 @@ def test_groups_with_the_same_command_on_one_service_do_not_warn(tmp_path: Path)
     [
         ('[[mounts]]\n  source = "d"\n  destination = "/d"\n', "mounts[0]", "mounts[0]"),
         ('[[metrics]]\n  port = 9091\n  path = "/metrics"\n', "metrics[0]", "metrics[0]"),
-        ('[[files]]\n  guest_path = "/x"\n  raw_value = "x"\n', "files[0]", "files[0]"),
         ('[[restart]]\n  policy = "always"\n', "restart[0]", "restart[0]"),
         ('[checks.alive]\n  type = "tcp"\n  port = 8080\n', "checks.alive", "check 'alive'"),
     ],
-    ids=["mounts", "metrics", "files", "restart", "checks"],
+    ids=["mounts", "metrics", "restart", "checks"],
 )
 def test_items_without_processes_apply_only_to_the_default_group(
     tmp_path: Path, snippet: str, path_str: str, label: str
@@ -1070,6 +1090,17 @@ def test_items_without_processes_in_a_single_group_app_are_fine(tmp_path: Path) 
         tmp_path,
         'app = "a"\n[[mounts]]\n  source = "d"\n  destination = "/d"\n'
         '[[restart]]\n  policy = "always"\n',
+    )
+    assert problems(loaded) == []
+
+
+def test_files_without_processes_do_not_warn_in_a_multi_group_app(tmp_path: Path) -> None:
+    # flyctl merges [[files]] before it flattens per group (FLY-SEMANTICS.md §10), so taxiway
+    # gives files without processes to every group and has nothing to warn about.
+    loaded = load(
+        tmp_path,
+        'app = "a"\n[processes]\n  app = "run"\n  worker = "work"\n'
+        '[[files]]\n  guest_path = "/x"\n  raw_value = "x"\n',
     )
     assert problems(loaded) == []
 

@@ -228,9 +228,10 @@ def test_parse_size_mb(value: str | int | float, mb: int) -> None:
         ("8gb", 8.0),
         ("20GB", 20.0),
         ("1GiB", 1.0),
-        ("512mb", 0.5),
-        ("1536mb", 1.5),
-        ("1tb", 1024.0),
+        ("500mb", 0.5),  # volume sizes are decimal, as flyctl reads them
+        ("1500mb", 1.5),
+        ("1000mb", 1.0),
+        ("1tb", 1000.0),
         ("10", 10.0),  # a bare number in a string is gigabytes for volumes
         (10, 10.0),
         (1.5, 1.5),
@@ -241,7 +242,7 @@ def test_parse_size_gb(value: str | int | float, gb: float) -> None:
 
 
 def test_parse_size_gb_keeps_fractions_below_one_gigabyte() -> None:
-    assert parse_size_gb("15mb") == pytest.approx(15 / 1024)
+    assert parse_size_gb("15mb") == pytest.approx(0.015)
 
 
 def test_parse_size_bytes_uses_the_default_unit_only_for_bare_numbers() -> None:
@@ -279,7 +280,7 @@ def test_format_size_mb(mb: int, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("gb", "text"),
-    [(1, "1gb"), (20, "20gb"), (20.0, "20gb"), (0.5, "512mb"), (1.5, "1536mb")],
+    [(1, "1gb"), (20, "20gb"), (20.0, "20gb"), (0.5, "500mb"), (1.5, "1500mb")],
 )
 def test_format_size_gb(gb: float, text: str) -> None:
     assert format_size_gb(gb) == text

@@ -49,8 +49,12 @@ class Diagnostic(msgspec.Struct, frozen=True):
 
     severity: Severity
     message: str
+    #: The key path in the normalised config (what `config show` prints and messages name).
     path: KeyPath = ()
     line: int | None = None
+    #: Where the key is written in the file, when that differs from ``path`` (a ``[mounts]``
+    #: table is ``mounts[0]`` once normalised); used to find ``line``, never shown.
+    file_path: KeyPath | None = None
 
     @property
     def path_str(self) -> str:
@@ -71,14 +75,16 @@ class Diagnostics:
     def __init__(self, items: Iterable[Diagnostic] = ()) -> None:
         self._items: list[Diagnostic] = list(items)
 
-    def error(self, message: str, path: KeyPath = ()) -> None:
-        self._items.append(Diagnostic(Severity.ERROR, message, tuple(path)))
+    def error(self, message: str, path: KeyPath = (), *, file_path: KeyPath | None = None) -> None:
+        self._items.append(Diagnostic(Severity.ERROR, message, tuple(path), None, file_path))
 
-    def warning(self, message: str, path: KeyPath = ()) -> None:
-        self._items.append(Diagnostic(Severity.WARNING, message, tuple(path)))
+    def warning(
+        self, message: str, path: KeyPath = (), *, file_path: KeyPath | None = None
+    ) -> None:
+        self._items.append(Diagnostic(Severity.WARNING, message, tuple(path), None, file_path))
 
-    def info(self, message: str, path: KeyPath = ()) -> None:
-        self._items.append(Diagnostic(Severity.INFO, message, tuple(path)))
+    def info(self, message: str, path: KeyPath = (), *, file_path: KeyPath | None = None) -> None:
+        self._items.append(Diagnostic(Severity.INFO, message, tuple(path), None, file_path))
 
     def extend(self, other: Iterable[Diagnostic]) -> None:
         self._items.extend(other)

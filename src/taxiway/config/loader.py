@@ -71,14 +71,14 @@ def check_source(source: ConfigSource, *, strategy: str | None = None) -> Loaded
 def _with_lines(
     diags: Diagnostics, source: ConfigSource, normalized: Normalized
 ) -> list[Diagnostic]:
-    items = list(diags)
-    if not items:
-        return items
+    """Give each diagnostic the line where its key is written in the file."""
+    if not diags:
+        return []
     from taxiway.config.positions import PositionIndex
 
     index = PositionIndex.build(source.text, source.format)
     out = []
-    for d in items:
-        line = d.line if d.line is not None else index.line(normalized.source_path(d.path))
-        out.append(Diagnostic(d.severity, d.message, d.path, line))
+    for d in diags:
+        where = d.file_path if d.file_path is not None else normalized.source_path(d.path)
+        out.append(msgspec.structs.replace(d, line=d.line or index.line(where)))
     return out

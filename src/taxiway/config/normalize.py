@@ -44,11 +44,36 @@ class Normalized(msgspec.Struct):
 
     def source_path(self, path: KeyPath) -> KeyPath:
         """Where ``path`` (in the normalised data) was written in the file."""
-        for n in range(len(path), 0, -1):
-            original = self.aliases.get(path[:n])
-            if original is not None:
-                return original + path[n:]
-        return path
+        return _source_path(self.aliases, path)
+
+
+def _source_path(aliases: dict[KeyPath, KeyPath], path: KeyPath) -> KeyPath:
+    for n in range(len(path), 0, -1):
+        original = aliases.get(path[:n])
+        if original is not None:
+            return original + path[n:]
+    return path
+
+
+class _Reporter:
+    """Reports with the place in the file known at that moment: normalised paths are mapped
+    through the aliases recorded so far (``as_written`` paths are already file paths)."""
+
+    def __init__(self, diags: Diagnostics, aliases: dict[KeyPath, KeyPath]) -> None:
+        self._diags = diags
+        self._aliases = aliases
+
+    def _where(self, path: KeyPath, as_written: bool) -> KeyPath:
+        return path if as_written else _source_path(self._aliases, path)
+
+    def error(self, message: str, path: KeyPath, *, as_written: bool = False) -> None:
+        self._diags.error(message, path, file_path=self._where(path, as_written))
+
+    def warning(self, message: str, path: KeyPath, *, as_written: bool = False) -> None:
+        self._diags.warning(message, path, file_path=self._where(path, as_written))
+
+    def info(self, message: str, path: KeyPath, *, as_written: bool = False) -> None:
+        self._diags.info(message, path, file_path=self._where(path, as_written))
 
 
 def normalize(data: dict[str, Any], diags: Diagnostics) -> Normalized:
@@ -58,8 +83,8 @@ def normalize(data: dict[str, Any], diags: Diagnostics) -> Normalized:
 
 class _Normalizer:
     def __init__(self, diags: Diagnostics) -> None:
-        self.d = diags
         self.aliases: dict[KeyPath, KeyPath] = {}
+        self.d = _Reporter(diags, self.aliases)
 
     # -- entry point ---------------------------------------------------------------
 
@@ -377,7 +402,10 @@ class _Normalizer:
         if isinstance(raw, list):
             for i, item in enumerate(raw):
                 if isinstance(item, dict) and "name" in item:
-                    headers[str(item["name"])] = _scalar_text(item.get("value", "")) or ""
+                    value = item.get("value", "")
+                    headers[str(item["name"])] = (
+                        value if isinstance(value, str) else _scalar_text(value) or ""
+                    )
                     self.aliases[(*hpath, str(item["name"]))] = (*hpath, i)
                 else:
                     self.d.error(
@@ -432,7 +460,9 @@ class _Normalizer:
         kept = []
         for i, service in enumerate(services):
             if not service:
-                self.d.info("an empty [[services]] table is ignored", ("services", i))
+                self.d.info(
+                    "an empty [[services]] table is ignored", ("services", i), as_written=True
+                )
                 continue
             new_index = len(kept)
             if new_index != i:
@@ -547,9 +577,11 @@ class _Normalizer:
                         self.aliases[(*target, offset + len(kept))] = (*path, i)
                     kept.append(item)
                 else:
+                    where = (*_source_path(self.aliases, path), i)
                     self.d.error(
-                        f"{format_path((*path, i))} must be a table, not {describe_value(item)}",
-                        (*path, i),
+                        f"{format_path(where)} must be a table, not {describe_value(item)}",
+                        where,
+                        as_written=True,
                     )
             value = kept
         else:

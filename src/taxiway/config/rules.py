@@ -497,10 +497,17 @@ class _Rules:
         if check.type is None:
             self.d.error(f"check '{name}' needs a type: tcp or http", path)
         if check.port is None:
-            if self.c.http_service is None:
+            hs = self.c.http_service
+            portless = [
+                grp
+                for grp in self.groups
+                if g.applies_to(check, grp, self.default)
+                and (hs is None or not g.applies_to(hs, grp, self.default))
+            ]
+            if portless:
                 self.d.error(
-                    f"check '{name}' needs a port (top-level checks require a port number, unless "
-                    "an [http_service] gives its internal_port)",
+                    f"check '{name}' needs a port: top-level checks require a port number, and "
+                    f"process group {_and(portless)} has no [http_service] to take it from",
                     path,
                 )
         else:

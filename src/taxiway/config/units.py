@@ -83,11 +83,12 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?)(b?)\s*$", re.IGNORECAS
 _SIZE_POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
 
 
-def parse_size_bytes(text: str, default_unit_bytes: int) -> int:
+def parse_size_bytes(text: str, default_unit_bytes: int, *, base: int = 1024) -> int:
     """Parse ``"8gb"``, ``"512MB"``, ``"1GiB"`` or a bare number in ``default_unit_bytes``.
 
-    Like docker's ``RAMInBytes`` (what flyctl uses), ``k``/``m``/``g`` are binary
-    multiples: ``"1gb"`` is 1024 MB, so ``memory = "1gb"`` asks for 1024 MB, as on the platform.
+    flyctl reads memory like docker's ``RAMInBytes`` (binary: ``"1gb"`` is 1024 MB) and
+    volume sizes like ``FromHumanSize`` (decimal: ``"1gb"`` is 1000 MB); ``base`` says
+    which. As in both, an ``i`` (``"GiB"``) does not change the base.
     """
     m = _SIZE.match(text)
     if not m:
@@ -98,11 +99,12 @@ def parse_size_bytes(text: str, default_unit_bytes: int) -> int:
     value = float(number)
     if not prefix and not _b:
         return math.floor(value * default_unit_bytes)
-    return math.floor(value * 1024 ** _SIZE_POWER[prefix.lower()])
+    return math.floor(value * base ** _SIZE_POWER[prefix.lower()])
 
 
 MB = 1024 * 1024
 GB = 1024 * MB
+DECIMAL_GB = 1000**3
 
 
 def parse_size_mb(value: str | int | float) -> int:
@@ -115,12 +117,13 @@ def parse_size_mb(value: str | int | float) -> int:
 
 
 def parse_size_gb(value: str | int | float) -> float:
-    """Volume-style size: bare numbers are gigabytes. May be fractional (``"15mb"`` → 0.0146)."""
+    """Volume-style size in decimal gigabytes: bare numbers are gigabytes, ``"500mb"`` is 0.5.
+    May be fractional (``"15mb"`` → 0.015)."""
     if isinstance(value, bool):
         raise UnitError(f"{value!r} is not a size")
     if isinstance(value, int | float):
         return float(value)
-    return parse_size_bytes(value, GB) / GB
+    return parse_size_bytes(value, DECIMAL_GB, base=1000) / DECIMAL_GB
 
 
 def format_size_mb(mb: int) -> str:
@@ -132,7 +135,7 @@ def format_size_gb(gb: float) -> str:
     """Canonical volume size: ``20`` → ``"20gb"``; fractions fall back to megabytes."""
     if float(gb).is_integer():
         return f"{int(gb)}gb"
-    return f"{math.floor(gb * 1024)}mb"
+    return f"{round(gb * 1000)}mb"
 
 
 # --- signals ---------------------------------------------------------------------
