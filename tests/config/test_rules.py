@@ -862,7 +862,7 @@ def test_top_level_check_without_port_or_http_service_is_an_error(tmp_path: Path
         ERROR,
         2,
         "check 'alive' needs a port",
-        "unless an [http_service] gives its internal_port",
+        "has no [http_service] to take it from",
     )
 
 
