@@ -8,9 +8,11 @@ raising, so a user sees every problem of a file in one run.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
+from typing import Any
 
 import msgspec
 
@@ -107,3 +109,22 @@ class Diagnostics:
 
     def __bool__(self) -> bool:
         return bool(self._items)
+
+
+def describe_value(value: Any) -> str:
+    """Name a value's kind for a message: 'the number 20', 'a table', …"""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f'the string "{value}"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return f"the date/time {value.isoformat()}"
+    return f"a {type(value).__name__}"

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from taxiway.config.diagnostics import Diagnostics, KeyPath, format_path
+from taxiway.config.diagnostics import Diagnostics, KeyPath, describe_value, format_path
 from taxiway.config.units import (
     UnitError,
     format_duration_ns,
@@ -677,22 +677,3 @@ def _scalar_text(value: Any) -> str | None:
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
     return None
-
-
-def describe_value(value: Any) -> str:
-    """Name a value's kind for a message: 'the number 20', 'a table', …"""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, str):
-        return f'the string "{value}"'
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return f"the date/time {value.isoformat()}"
-    return f"a {type(value).__name__}"

@@ -17,8 +17,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from taxiway.config import model
-from taxiway.config.diagnostics import Diagnostics, KeyPath, format_path
-from taxiway.config.normalize import describe_value
+from taxiway.config.diagnostics import Diagnostics, KeyPath, describe_value, format_path
 
 _DROP = object()
 
