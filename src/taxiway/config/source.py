@@ -193,8 +193,18 @@ def _parse_yaml(text: str, path: Path) -> Any:
         reason = exc.problem or exc.context or "malformed YAML"
         where = f"{path}:{line}" if line else str(path)
         raise ConfigFileError(f"{where}: not valid YAML: {reason}", path=path, line=line) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigFileError(
+            f"{path}:{line}: not valid YAML: {exc.reason} (character #x{exc.character:04x})"
+            if isinstance(exc.character, int)
+            else f"{path}:{line}: not valid YAML: {exc.reason}",
+            path=path,
+            line=line,
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigFileError(f"{path}: not valid YAML: {exc}", path=path) from None
+        reason = " ".join(str(exc).split())
+        raise ConfigFileError(f"{path}: not valid YAML: {reason}", path=path) from None
     except RecursionError:
         raise ConfigFileError(f"{path}: not valid YAML: nested too deeply", path=path) from None
     return {} if data is None else data  # an empty YAML file is an empty config, as in TOML
