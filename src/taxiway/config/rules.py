@@ -37,6 +37,7 @@ from taxiway.config.units import (
     KNOWN_SIGNALS,
     REFERENCE_SIGNALS,
     duration_seconds,
+    normalize_signal,
     parse_size_gb,
     parse_size_mb,
 )
@@ -107,8 +108,8 @@ class _Rules:
     def _signal(self, signal: str, path: KeyPath) -> None:
         if signal in KNOWN_SIGNALS:
             return
-        if signal.upper() in KNOWN_SIGNALS or "SIG" + signal.upper() in KNOWN_SIGNALS:
-            fixed = signal.upper() if signal.upper() in KNOWN_SIGNALS else "SIG" + signal.upper()
+        fixed = normalize_signal(signal)
+        if fixed in KNOWN_SIGNALS:
             self.d.warning(f'{format_path(path)} is written "{fixed}" by the platform', path)
             return
         self.d.error(

@@ -108,16 +108,6 @@ def read_config(path: Path) -> ConfigSource:
     return ConfigSource(path=path, format=fmt, text=text, data=data)
 
 
-def parse_text(text: str, fmt: str, name: str = "<text>") -> dict[str, Any]:
-    """Parse config text that did not come from a file (tests, stdin)."""
-    data = _PARSERS[fmt](text, Path(name))
-    if not isinstance(data, dict):
-        raise ConfigFileError(
-            f"{name} must hold a table of keys at the top level, not {_kind(data)}"
-        )
-    return data
-
-
 def _decode(raw: bytes, path: Path) -> str:
     if b"\x00" in raw:
         line = raw[: raw.index(b"\x00")].count(b"\n") + 1
