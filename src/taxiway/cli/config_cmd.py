@@ -52,7 +52,7 @@ def validate(args: argparse.Namespace) -> int:
     return 1
 
 
-def _load_valid(config: str | None) -> LoadedConfig:
+def load_valid(config: str | None) -> LoadedConfig:
     """Load a config for a command that needs it valid; print its findings."""
     loaded = load_config(config)
     name = loaded.source.display_name
@@ -67,7 +67,7 @@ def _load_valid(config: str | None) -> LoadedConfig:
 def show(args: argparse.Namespace) -> int:
     from taxiway.config.dump import dump
 
-    loaded = _load_valid(args.config)
+    loaded = load_valid(args.config)
     sys.stdout.write(dump(loaded.config, args.format))
     return 0
 
@@ -78,7 +78,7 @@ def save(args: argparse.Namespace) -> int:
     from taxiway.config.dump import dump, dump_toml_keeping_comments
     from taxiway.config.source import format_for
 
-    loaded = _load_valid(args.config)
+    loaded = load_valid(args.config)
     out = Path(args.output)
     fmt = args.format or format_for(out)
     if fmt == "toml" and loaded.source.format == "toml":
@@ -104,7 +104,7 @@ def machines(args: argparse.Namespace) -> int:
     from taxiway.cli.plan_view import machines_text
     from taxiway.plan.machine import plan_machines
 
-    loaded = _load_valid(args.config)
+    loaded = load_valid(args.config)
     specs = plan_machines(loaded.config, base_dir=loaded.base_dir)
     if args.group is not None:
         if args.group not in specs:

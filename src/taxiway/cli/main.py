@@ -110,7 +110,92 @@ def build_parser() -> argparse.ArgumentParser:
     machines.set_defaults(handler="taxiway.cli.config_cmd:machines")
 
     config.set_defaults(usage_of=config)
+    _add_runtime_commands(commands)
     return parser
+
+
+def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
+    """`up`, `down`, `status`, `scale`, `machine`, `logs`: the app's machines."""
+    handler = "taxiway.cli.app_cmd:"
+    up = commands.add_parser(
+        "up",
+        help="start the app: every process group on its own machines",
+        description=(
+            "Start the app's daemon and its machines. In the foreground it prints every "
+            "machine's output; Ctrl-C stops the app gracefully."
+        ),
+    )
+    _add_config_option(up)
+    up.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    up.add_argument(
+        "--driver",
+        choices=("auto", "process"),
+        default="auto",
+        help="how machines run (process: plain process trees; the default)",
+    )
+    up.set_defaults(handler=handler + "up")
+
+    down = commands.add_parser(
+        "down",
+        help="stop every machine and the daemon (volumes, secrets, logs stay)",
+        description="Stop every machine gracefully, then the daemon.",
+    )
+    _add_config_option(down)
+    down.set_defaults(handler=handler + "down")
+
+    status = commands.add_parser("status", help="the app's machines and their state")
+    _add_config_option(status)
+    status.add_argument("--json", action="store_true", help="print JSON (a stable shape)")
+    status.set_defaults(handler=handler + "status")
+
+    scale = commands.add_parser("scale", help="machines per process group")
+    scale_commands = scale.add_subparsers(dest="scale_command", metavar="COMMAND")
+    count = scale_commands.add_parser("count", help="set machine counts: web=3 worker=1")
+    count.add_argument("counts", nargs="+", metavar="GROUP=COUNT")
+    show = scale_commands.add_parser("show", help="counts and guest sizes")
+    for sub in (count, show):
+        _add_config_option(sub)
+        sub.add_argument("--json", action="store_true", help="print JSON")
+        sub.set_defaults(handler=handler + "scale")
+    scale.set_defaults(usage_of=scale)
+
+    machine = commands.add_parser("machine", help="list and act on single machines")
+    machine_commands = machine.add_subparsers(dest="machine_command", metavar="COMMAND")
+    listing = machine_commands.add_parser("list", help="every machine of the app")
+    _add_config_option(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=handler + "machine")
+    for action, text in (
+        ("status", "one machine in detail"),
+        ("start", "start a stopped machine"),
+        ("stop", "stop a machine gracefully (kill_signal, then kill_timeout)"),
+        ("restart", "stop, then start"),
+        ("suspend", "freeze a machine's processes"),
+        ("destroy", "stop and remove a machine"),
+        ("exec", "run a command in a machine's environment"),
+    ):
+        sub = machine_commands.add_parser(action, help=text)
+        _add_config_option(sub)
+        sub.add_argument("id", metavar="ID", help="machine id (or a unique prefix)")
+        if action == "exec":
+            sub.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD")
+        else:
+            sub.add_argument("--json", action="store_true", help="print JSON")
+        sub.set_defaults(handler=handler + "machine")
+    machine.set_defaults(usage_of=machine)
+
+    logs = commands.add_parser("logs", help="machines' output, with timestamps")
+    _add_config_option(logs)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("--machine", metavar="ID", help="only this machine")
+    logs.add_argument("--group", metavar="G", help="only this process group")
+    logs.add_argument("--json", action="store_true", help="one JSON object per line")
+    logs.set_defaults(handler=handler + "logs")
+
+    daemon = commands.add_parser("daemon")  # started by `up -d`; not for people
+    daemon.add_argument("-c", "--config", required=True)
+    daemon.add_argument("--driver", default="auto")
+    daemon.set_defaults(handler=handler + "daemon")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def volume_name_for(destination: str) -> str:
     """A volume name for a mount written without ``source`` (flyctl would send an empty one).
@@ -11,3 +13,12 @@ def volume_name_for(destination: str) -> str:
     tail = destination.rstrip("/").rsplit("/", 1)[-1]
     cleaned = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in tail).lower()
     return cleaned or "data"
+
+
+def app_name_for(config_path: Path, app: str | None) -> str:
+    """The app's name: ``app`` from fly.toml, else the folder fly.toml is in (like `fly launch`)."""
+    if app:
+        return app
+    folder = config_path.resolve().parent.name.lower()
+    cleaned = "".join(ch if ch.isalnum() else "-" for ch in folder).strip("-")
+    return cleaned or "app"

@@ -1,0 +1,339 @@
+"""`taxiway up|down|status|scale|machine|logs`: running the app and asking its daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from taxiway.api.client import Client, DaemonNotRunning
+from taxiway.api.paths import AppPaths
+from taxiway.cli.config_cmd import load_valid
+from taxiway.errors import TaxiwayError
+
+#: How long `up -d` waits for every machine to leave `starting`.
+DETACH_WAIT_S = 120.0
+
+
+def _client_for(config: str | None) -> tuple[Client, str, AppPaths]:
+    from taxiway.config.loader import load_config
+    from taxiway.config.names import app_name_for
+
+    loaded = load_config(config)
+    paths = AppPaths.for_config(loaded.source.path)
+    return Client(paths.socket), app_name_for(loaded.source.path, loaded.config.app), paths
+
+
+# -- up / down -------------------------------------------------------------------------------
+
+
+def up(args: argparse.Namespace) -> int:
+    loaded = load_valid(args.config)
+    paths = AppPaths.for_config(loaded.source.path)
+    if Client(paths.socket).alive():
+        from taxiway.daemon import AlreadyRunning
+
+        raise AlreadyRunning(
+            "taxiway is already running this app; see `taxiway status`, or stop it with "
+            "`taxiway down`"
+        )
+    if args.detach:
+        return _up_detached(loaded.source.path, paths, args.driver)
+    import asyncio
+
+    from taxiway.cli.output import LogPrinter
+    from taxiway.daemon import serve
+
+    printer = LogPrinter(sys.stdout)
+
+    def ready(runtime: Any) -> None:
+        started = sum(1 for m in runtime.machines.values() if m.state.value == "started")
+        printer.banner(
+            f"{runtime.app}: {started} of {len(runtime.machines)} machines started "
+            f"(state in {paths.state_dir}; Ctrl-C stops the app)"
+        )
+
+    return asyncio.run(
+        serve(loaded, driver_name=args.driver, on_ready=ready, on_machine=printer.follow)
+    )
+
+
+def _up_detached(config_path: Path, paths: AppPaths, driver: str) -> int:
+    paths.ensure()
+    with open(paths.daemon_log, "ab") as log:
+        os.chmod(paths.daemon_log, 0o600)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "taxiway",
+                "daemon",
+                "-c",
+                str(config_path.resolve()),
+                "--driver",
+                driver,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=config_path.resolve().parent,
+        )
+    client = Client(paths.socket, timeout=10)
+    deadline = time.monotonic() + DETACH_WAIT_S
+    status: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise TaxiwayError(_daemon_failure(paths))
+        try:
+            status = client.request("GET", f"/v1/apps/{_app(client)}/status")
+        except DaemonNotRunning:
+            time.sleep(0.05)
+            continue
+        if status and all(m["state"] not in ("created", "starting") for m in status["machines"]):
+            break
+        time.sleep(0.05)
+    if status is None:
+        raise TaxiwayError(
+            f"the daemon did not come up in {DETACH_WAIT_S:g}s; see {paths.daemon_log}"
+        )
+    _print_status(status)
+    print(f"\ndaemon pid {proc.pid}; logs: `taxiway logs -f`; stop: `taxiway down`")
+    return 0
+
+
+def _app(client: Client) -> str:
+    return str(client.request("GET", "/v1/ping")["app"])
+
+
+def _daemon_failure(paths: AppPaths) -> str:
+    try:
+        lines = paths.daemon_log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        lines = []
+    last = next((line for line in reversed(lines) if line.strip()), "")
+    return last.removeprefix("taxiway: error: ") or f"the daemon exited; see {paths.daemon_log}"
+
+
+def down(args: argparse.Namespace) -> int:
+    client, app, paths = _client_for(args.config)
+    try:
+        client.request("POST", f"/v1/apps/{app}/down")
+    except DaemonNotRunning:
+        reaped = _reap_without_daemon(paths, app)
+        print(
+            f"taxiway was not running {app}; cleaned up {reaped} machine(s) a dead daemon left"
+            if reaped
+            else f"taxiway is not running {app}"
+        )
+        return 0
+    while client.alive():
+        time.sleep(0.05)
+    print(f"{app} is down (volumes, secrets, logs and releases are kept)")
+    return 0
+
+
+def _reap_without_daemon(paths: AppPaths, app: str) -> int:
+    """`down` after a `kill -9`: stop what the dead daemon's machines left running."""
+    if not (paths.state_dir / "taxiway.db").exists():
+        return 0
+    from taxiway.runtime.drivers.process import ProcessDriver
+    from taxiway.state.store import Store
+
+    driver = ProcessDriver()
+    count = 0
+    with Store.open(paths.state_dir) as store:
+        for record in store.list_machines(app):
+            if record.pid and record.pgid:
+                count += driver.reap_orphan(record.pid, record.pgid, record.pid_start_time)
+                store.update_machine(record.id, pid=None, pgid=None, pid_start_time=None)
+            if record.state not in ("stopped", "created", "failed", "destroyed"):
+                store.update_machine(record.id, state="stopped")
+    return count
+
+
+def daemon(args: argparse.Namespace) -> int:
+    from taxiway.daemon import daemon_main
+
+    return daemon_main(Path(args.config), args.driver)
+
+
+# -- status / machines / scale ------------------------------------------------------------------
+
+
+def status(args: argparse.Namespace) -> int:
+    client, app, _ = _client_for(args.config)
+    data = client.request("GET", f"/v1/apps/{app}/status")
+    if args.json:
+        _print_json(data)
+    else:
+        _print_status(data)
+    return 0
+
+
+def _print_status(data: dict[str, Any]) -> None:
+    print(f"app {data['app']}  release v{data['release']}")
+    rows = [("ID", "GROUP", "STATE", "REGION", "RESTARTS", "PRIVATE IP", "PORTS")]
+    for m in data["machines"]:
+        state = m["state"]
+        if m.get("backoff_s"):
+            state += f" (restart in {m['backoff_s']:g}s)"
+        ports = ", ".join(f"{k}->{v}" for k, v in (m.get("ports") or {}).items())
+        rows.append(
+            (m["id"], m["group"], state, m["region"], str(m["restarts"]), m["private_ip"], ports)
+        )
+    _print_table(rows)
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def machine(args: argparse.Namespace) -> int:
+    client, app, _ = _client_for(args.config)
+    if args.machine_command == "list":
+        machines = client.request("GET", f"/v1/apps/{app}/machines")
+        if args.json:
+            _print_json(machines)
+            return 0
+        rows = [("ID", "GROUP", "STATE", "RESTARTS", "PID", "INSTANCE")]
+        for m in sorted(machines, key=lambda m: (m["group"], m["id"])):
+            rows.append(
+                (
+                    m["id"],
+                    m["group"],
+                    m["state"],
+                    str(m["restarts"]),
+                    str(m["pid"] or "-"),
+                    m["instance_id"],
+                )
+            )
+        _print_table(rows)
+        return 0
+    if args.machine_command == "status":
+        data = client.request("GET", f"/v1/apps/{app}/machines/{args.id}")
+        _print_json(data) if args.json else _print_machine(data)
+        return 0
+    if args.machine_command == "exec":
+        if not args.cmd:
+            raise TaxiwayError("machine exec needs a command to run, e.g. `machine exec ID env`")
+        result = client.request(
+            "POST", f"/v1/apps/{app}/machines/{args.id}/exec", {"cmd": args.cmd}
+        )
+        sys.stdout.write(result["stdout"])
+        sys.stderr.write(result["stderr"])
+        return int(result["exit_code"])
+    data = client.request("POST", f"/v1/apps/{app}/machines/{args.id}/{args.machine_command}")
+    if getattr(args, "json", False):
+        _print_json(data)
+    else:
+        print(f"machine {data['id']} is {data['state']}")
+    return 0
+
+
+def _print_machine(m: dict[str, Any]) -> None:
+    for key in (
+        "id",
+        "group",
+        "state",
+        "region",
+        "private_ip",
+        "instance_id",
+        "restarts",
+        "exit_code",
+        "pid",
+    ):
+        print(f"{key:12} {m.get(key)}")
+    ports = ", ".join(f"{k}->{v}" for k, v in (m.get("ports") or {}).items())
+    print(f"{'ports':12} {ports or '-'}")
+
+
+def scale(args: argparse.Namespace) -> int:
+    client, app, _ = _client_for(args.config)
+    if args.scale_command == "count":
+        counts: dict[str, int] = {}
+        for item in args.counts:
+            group, sep, number = item.partition("=")
+            if not sep or not number.strip().isdigit():
+                raise TaxiwayError(f"'{item}' is not GROUP=COUNT (e.g. web=3)")
+            counts[group.strip()] = int(number)
+        data = client.request("POST", f"/v1/apps/{app}/scale", {"counts": counts})
+    else:
+        data = client.request("GET", f"/v1/apps/{app}/scale")
+    if getattr(args, "json", False):
+        _print_json(data)
+        return 0
+    rows = [("GROUP", "COUNT", "RUNNING", "SIZE", "CPUS", "MEMORY")]
+    for group, g in data.items():
+        rows.append(
+            (
+                group,
+                str(g["count"]),
+                str(g["running"]),
+                g["size"],
+                f"{g['cpus']} {g['cpu_kind']}",
+                f"{g['memory_mb']} MB",
+            )
+        )
+    _print_table(rows)
+    return 0
+
+
+def logs(args: argparse.Namespace) -> int:
+    from urllib.parse import urlencode
+
+    client, app, paths = _client_for(args.config)
+    query = {k: v for k, v in (("machine", args.machine), ("group", args.group)) if v}
+    if args.follow:
+        query["follow"] = "1"
+    from taxiway.cli.output import format_log_line
+
+    try:
+        for entry in client.stream(f"/v1/apps/{app}/logs?{urlencode(query)}"):
+            if args.json:
+                print(json.dumps(entry), flush=True)
+            else:
+                print(format_log_line(entry), flush=True)
+    except DaemonNotRunning:
+        if args.follow:
+            raise
+        _print_logs_from_files(paths, args)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _print_logs_from_files(paths: AppPaths, args: argparse.Namespace) -> None:
+    """Past machines' logs when no daemon runs: read the files directly."""
+    from taxiway.cli.output import format_log_line
+    from taxiway.runtime.logs import read_log
+
+    entries = []
+    for path in sorted(paths.logs.glob("*.log")):
+        machine_id = path.stem
+        if args.machine and not machine_id.startswith(args.machine):
+            continue
+        for entry in read_log(path):
+            entries.append(
+                {
+                    "ts": entry.ts,
+                    "machine": machine_id,
+                    "group": "",
+                    "stream": entry.stream,
+                    "line": entry.line,
+                }
+            )
+    for entry in sorted(entries, key=lambda e: e["ts"]):
+        print(json.dumps(entry) if args.json else format_log_line(entry))
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")

@@ -1,0 +1,110 @@
+"""The per-app daemon: one asyncio process wiring the store, the runtime and the API.
+
+It holds an exclusive lock on ``.taxiway/daemon.lock`` for its whole life, so a
+second `taxiway up` for the same app can tell one is running instead of starting
+twice; a socket file left by a dead daemon is recognised (nobody holds the lock)
+and replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from taxiway.api.paths import AppPaths
+from taxiway.config.loader import LoadedConfig
+from taxiway.config.names import app_name_for
+from taxiway.errors import TaxiwayError
+from taxiway.runtime.app import AppRuntime
+from taxiway.runtime.drivers import select_driver
+from taxiway.runtime.machine import SupervisedMachine
+from taxiway.state.store import Store
+
+
+class AlreadyRunning(TaxiwayError):
+    """Another daemon runs this app."""
+
+
+def acquire_lock(paths: AppPaths) -> int:
+    """Take the app's daemon lock, or raise `AlreadyRunning` naming the running daemon."""
+    paths.ensure()
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode().strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(
+            f"taxiway is already running this app (daemon pid {holder}); "
+            "see `taxiway status`, or stop it with `taxiway down`"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+async def serve(
+    loaded: LoadedConfig,
+    *,
+    driver_name: str = "auto",
+    on_ready: Callable[[AppRuntime], None] | None = None,
+    on_machine: Callable[[SupervisedMachine], None] | None = None,
+) -> int:
+    """Run the app until SIGINT/SIGTERM or `taxiway down`; returns an exit code."""
+    from aiohttp import web
+
+    from taxiway.api.server import build_app
+
+    paths = AppPaths.for_config(loaded.source.path)
+    lock = acquire_lock(paths)
+    store = Store.open(paths.state_dir)
+    app_name = app_name_for(loaded.source.path, loaded.config.app)
+    store.ensure_app(app_name, str(loaded.source.path.resolve()))
+    runtime = AppRuntime(
+        loaded,
+        app=app_name,
+        state_dir=paths.state_dir,
+        store=store,
+        driver=select_driver(driver_name),
+    )
+    runtime.on_machine = on_machine
+    shutdown = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, shutdown.set)
+    runner = web.AppRunner(build_app(runtime, shutdown), access_log=None)
+    try:
+        runtime.reap_orphans()
+        await runner.setup()
+        with contextlib.suppress(FileNotFoundError):
+            paths.socket.unlink()  # we hold the lock: any socket file is a dead daemon's
+        site = web.UnixSite(runner, str(paths.socket))
+        await site.start()
+        os.chmod(paths.socket, 0o600)
+        await runtime.up()
+        if on_ready is not None:
+            on_ready(runtime)
+        await shutdown.wait()
+        await runtime.down()
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        with contextlib.suppress(FileNotFoundError):
+            paths.socket.unlink()
+        store.close()
+        os.close(lock)
+
+
+def daemon_main(config: Path, driver_name: str) -> int:
+    """Entry of the detached daemon (`taxiway up -d` starts it)."""
+    from taxiway.config.loader import load_config
+
+    loaded = load_config(config)
+    return asyncio.run(serve(loaded, driver_name=driver_name))

@@ -1,0 +1,326 @@
+"""The app's machines: created per process group, started, scaled, stopped, remembered.
+
+`AppRuntime` turns the plan (one `MachineSpec` per group) into supervised machines,
+keeps every change in the state store, and on start-up cleans up what a daemon that
+died (``kill -9``) left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from taxiway.config.loader import LoadedConfig
+from taxiway.errors import TaxiwayError
+from taxiway.plan.machine import MachineSpec, plan_machines
+from taxiway.runtime import ids
+from taxiway.runtime.command import image_config, resolve_argv
+from taxiway.runtime.drivers.base import Driver, LaunchSpec
+from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, region_for
+from taxiway.runtime.lifecycle import RUNNING, State
+from taxiway.runtime.logs import MachineLog
+from taxiway.runtime.machine import MachineInfo, SupervisedMachine
+from taxiway.runtime.ports import allocate
+from taxiway.state.store import MachineRecord, Store
+
+
+class AppRuntime:
+    """Every machine of one app, on one host."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        app: str,
+        state_dir: Path,
+        store: Store,
+        driver: Driver,
+    ) -> None:
+        self.loaded = loaded
+        self.app = app
+        self.state_dir = state_dir
+        self.store = store
+        self.driver = driver
+        self.base_dir = loaded.base_dir
+        self.specs: dict[str, MachineSpec] = plan_machines(loaded.config, base_dir=self.base_dir)
+        self.image = image_config(loaded.config, self.base_dir)
+        self.region = region_for(loaded.config.primary_region)
+        self.machines: dict[str, SupervisedMachine] = {}
+        self.release = 0
+        self._seed = zlib.crc32(app.encode())
+        self._lock = asyncio.Lock()
+        #: Called with every machine as it is set up (`up` prints their output from the start).
+        self.on_machine: Callable[[SupervisedMachine], None] | None = None
+
+    # -- start-up --------------------------------------------------------------------------
+
+    def reap_orphans(self) -> list[str]:
+        """Kill process trees a previous daemon left running (it died without `down`)."""
+        reaped = []
+        for record in self.store.list_machines(self.app):
+            if record.pid and record.pgid:
+                if self.driver.reap_orphan(record.pid, record.pgid, record.pid_start_time):
+                    reaped.append(record.id)
+                self.store.update_machine(record.id, pid=None, pgid=None, pid_start_time=None)
+            if record.state in RUNNING:
+                self.store.update_machine(record.id, state=State.STOPPED.value)
+        return reaped
+
+    def desired_counts(self) -> dict[str, int]:
+        """Machines per group: what `scale count` stored, else one per group."""
+        stored = self.store.counts(self.app)
+        return {group: stored.get(group, 1) for group in self.specs}
+
+    async def up(self) -> None:
+        """Create the machines each group needs and start them all."""
+        release = self.store.latest_release(self.app)
+        self.release = release.version if release else 0
+        existing = self.store.list_machines(self.app)
+        for record in existing:
+            if record.group not in self.specs:
+                self.store.update_machine(record.id, state=State.DESTROYED.value)
+                self.store.add_event(
+                    self.app, "destroy", machine_id=record.id, status="group removed from config"
+                )
+                continue
+            self._adopt(record)
+        await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        counts = self.desired_counts()
+        starts = []
+        for group, spec in self.specs.items():
+            mine = sorted(
+                (m for m in self.machines.values() if m.info.group == group),
+                key=lambda m: m.id,
+            )
+            for machine in mine[counts[group] :]:
+                await self._destroy(machine)
+            for _ in range(counts[group] - len(mine)):
+                self._create(spec)
+        for machine in self.machines.values():
+            if machine.state in (State.CREATED, State.STOPPED, State.FAILED):
+                starts.append(machine.start())
+        await asyncio.gather(*starts)
+
+    # -- machines ---------------------------------------------------------------------------
+
+    def _create(self, spec: MachineSpec) -> SupervisedMachine:
+        index = len(self.store.list_machines(self.app, include_destroyed=True)) + 1
+        info = MachineInfo(
+            id=ids.machine_id(),
+            group=spec.group,
+            state=State.CREATED,
+            region=self.region,
+            private_ip=private_ip(self._seed, index),
+            version=ids.ulid(),
+            ports=self._ports_for(spec),
+        )
+        self.store.add_machine(self._record(info))
+        self.store.add_event(self.app, "create", machine_id=info.id)
+        return self._supervised(info, spec)
+
+    def _adopt(self, record: MachineRecord) -> SupervisedMachine:
+        info = MachineInfo(
+            id=record.id,
+            group=record.group,
+            state=State.STOPPED if record.state != State.CREATED.value else State.CREATED,
+            region=record.region,
+            private_ip=record.private_ip,
+            version=record.instance_id,
+            restarts=record.restarts,
+            exit_code=record.exit_code,
+            ports={int(k): v for k, v in record.ports.items()},
+        )
+        spec = self.specs[record.group]
+        if set(info.ports) != set(self._internal_ports(spec)):
+            info = msgspec.structs.replace(info, ports=self._ports_for(spec))
+        return self._supervised(info, spec)
+
+    def _supervised(self, info: MachineInfo, spec: MachineSpec) -> SupervisedMachine:
+        log = MachineLog(self.state_dir / "logs" / f"{info.id}.log")
+        machine = SupervisedMachine(
+            info, spec, self._launch_spec(info, spec, log), self.driver, log, self._changed
+        )
+        self.machines[info.id] = machine
+        if self.on_machine is not None:
+            self.on_machine(machine)
+        return machine
+
+    def _internal_ports(self, spec: MachineSpec) -> list[int]:
+        ports = [s.internal_port for s in spec.services if s.protocol == "tcp"]
+        return list(dict.fromkeys(ports))
+
+    def _ports_for(self, spec: MachineSpec) -> dict[int, int]:
+        taken = {p for m in self.machines.values() for p in m.info.ports.values()}
+        return allocate(self._internal_ports(spec), taken)
+
+    def _launch_spec(self, info: MachineInfo, spec: MachineSpec, log: MachineLog) -> LaunchSpec:
+        runtime = RuntimeVars(
+            app=self.app,
+            machine_id=info.id,
+            group=spec.group,
+            region=info.region,
+            private_ip=info.private_ip,
+            image_ref=f"registry.fly.io/{self.app}:deployment-{info.version}",
+            version=info.version,
+            memory_mb=spec.guest.memory_mb,
+            primary_region=self.loaded.config.primary_region,
+        )
+        extra = {}
+        internal = self._internal_ports(spec)
+        if internal:
+            extra["PORT"] = str(info.ports.get(internal[0], internal[0]))
+        env = machine_env(spec.env, self.store.secret_values(self.app), runtime, extra=extra)
+        return LaunchSpec(
+            machine_id=info.id,
+            group=spec.group,
+            argv=resolve_argv(spec, self.image),
+            env=env,
+            cwd=self.base_dir,
+            log=log,
+            memory_mb=spec.guest.memory_mb,
+        )
+
+    def _record(self, info: MachineInfo) -> MachineRecord:
+        now = _now()
+        return MachineRecord(
+            id=info.id,
+            app=self.app,
+            group=info.group,
+            state=info.state.value,
+            region=info.region,
+            instance_id=info.version,
+            private_ip=info.private_ip,
+            release_version=self.release,
+            restarts=info.restarts,
+            exit_code=info.exit_code,
+            pid=info.pid,
+            pgid=info.pgid,
+            pid_start_time=info.pid_start_time,
+            ports={str(k): v for k, v in info.ports.items()},
+            created_at=now,
+            updated_at=now,
+            metadata={"fly_platform_version": "v2", "fly_process_group": info.group},
+        )
+
+    def _changed(self, machine: SupervisedMachine, event: str) -> None:
+        info = machine.info
+        self.store.update_machine(
+            info.id,
+            state=info.state.value,
+            restarts=info.restarts,
+            exit_code=info.exit_code,
+            pid=info.pid,
+            pgid=info.pgid,
+            pid_start_time=info.pid_start_time,
+            ports={str(k): v for k, v in info.ports.items()},
+        )
+        self.store.add_event(
+            self.app,
+            event,
+            machine_id=info.id,
+            status=info.state.value,
+            data={"exit_code": info.exit_code} if info.exit_code is not None else None,
+        )
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def find(self, prefix: str) -> SupervisedMachine:
+        """A machine by id or unique id prefix."""
+        hits = [m for m in self.machines.values() if m.id.startswith(prefix)]
+        if len(hits) == 1:
+            return hits[0]
+        if not hits:
+            raise TaxiwayError(f"no machine {prefix} in app {self.app}")
+        raise TaxiwayError(f"{prefix} matches {len(hits)} machines; give more of the id")
+
+    async def scale(self, counts: dict[str, int]) -> None:
+        unknown = [g for g in counts if g not in self.specs]
+        if unknown:
+            raise TaxiwayError(
+                f"no process group {', '.join(unknown)} in {self.app} "
+                f"(groups: {', '.join(self.specs)})"
+            )
+        async with self._lock:
+            for group, n in counts.items():
+                if n < 0:
+                    raise TaxiwayError(f"{group}={n}: a count can't be negative")
+                self.store.set_count(self.app, group, n)
+            await self._reconcile()
+
+    async def destroy(self, machine: SupervisedMachine) -> None:
+        async with self._lock:
+            await self._destroy(machine)
+
+    async def _destroy(self, machine: SupervisedMachine) -> None:
+        await machine.destroy()
+        self.machines.pop(machine.id, None)
+
+    async def exec(
+        self, machine: SupervisedMachine, cmd: list[str], *, timeout_s: float = 60.0
+    ) -> dict[str, object]:
+        """Run a command with a machine's environment and folder (the API's exec)."""
+        spec = machine.launch_spec
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                cwd=spec.cwd,
+                env=spec.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise TaxiwayError(
+                f"machine {machine.id}: cannot run {cmd[0]}: {exc.strerror}"
+            ) from None
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        except TimeoutError:
+            proc.kill()
+            out, err = await proc.communicate()
+            return {"stdout": out.decode(errors="replace"), "stderr": "timed out", "exit_code": 124}
+        return {
+            "stdout": out.decode(errors="replace"),
+            "stderr": err.decode(errors="replace"),
+            "exit_code": proc.returncode,
+        }
+
+    async def down(self) -> None:
+        """Stop every machine gracefully (in parallel, each with its kill_signal/timeout)."""
+        await asyncio.gather(*(m.stop() for m in self.machines.values()))
+
+    def status(self) -> dict[str, object]:
+        """The documented, stable `status --json` shape."""
+        return {
+            "app": self.app,
+            "release": self.release,
+            "machines": [
+                {
+                    "id": m.id,
+                    "group": m.info.group,
+                    "state": m.state.value,
+                    "region": m.info.region,
+                    "restarts": m.info.restarts,
+                    "private_ip": m.info.private_ip,
+                    "checks": {},
+                    "exit_code": m.info.exit_code,
+                    "backoff_s": round(m.info.backoff_s, 2),
+                    "pid": m.info.pid,
+                    "ports": {str(k): v for k, v in m.info.ports.items()},
+                }
+                for m in sorted(self.machines.values(), key=lambda m: (m.info.group, m.id))
+            ],
+        }
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

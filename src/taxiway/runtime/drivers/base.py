@@ -1,0 +1,61 @@
+"""What every driver offers the runtime: launch a machine, signal its tree, clean up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from taxiway.errors import TaxiwayError
+from taxiway.runtime.logs import MachineLog
+
+
+class DriverError(TaxiwayError):
+    """A machine that could not be started; the message names it and the command."""
+
+
+class LaunchSpec(msgspec.Struct, kw_only=True):
+    """Everything a driver needs to start one machine."""
+
+    machine_id: str
+    group: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    log: MachineLog
+    memory_mb: int | None = None
+
+
+class MachineProcess(Protocol):
+    pid: int
+    pgid: int
+    start_time: float | None
+
+    async def wait(self) -> int:
+        """Until the main process exits: its exit code, or -N when signal N killed it."""
+        ...
+
+    def send_signal(self, sig: int) -> None:
+        """To every process of the machine."""
+        ...
+
+    def kill_tree(self) -> None:
+        """SIGKILL to every process of the machine, even after its main process exited."""
+        ...
+
+    def alive(self) -> bool: ...
+
+    def freeze(self) -> None: ...
+
+    def thaw(self) -> None: ...
+
+
+class Driver(Protocol):
+    name: str
+
+    async def launch(self, spec: LaunchSpec) -> MachineProcess: ...
+
+    def reap_orphan(self, pid: int, pgid: int, start_time: float | None) -> bool:
+        """Kill a machine's tree left by a daemon that died; True if one was found."""
+        ...

@@ -1,0 +1,135 @@
+"""The `process` driver: a machine is a process tree in its own session and process group.
+
+Portable and needs no privileges. Signals go to the whole process group, and the
+group outlives its leader, so a stop's SIGKILL still reaches what the main process
+left behind. Its limits, which the namespace driver lifts: a process that calls
+``setsid`` itself leaves the group; machines share the host's network (hence
+``PORT``) and filesystem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+
+from taxiway.runtime.drivers.base import DriverError, LaunchSpec
+from taxiway.runtime.logs import MachineLog
+
+#: Output lines longer than this are split, so one endless line can't exhaust memory.
+MAX_LINE = 64 * 1024
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_start_time(pid: int) -> float | None:
+    """When ``pid`` started (seconds since boot), to tell it from a later process with its pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[19]) / _CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class ProcessHandle:
+    """A running machine started by the process driver."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, log: MachineLog) -> None:
+        self._proc = proc
+        self.pid = proc.pid
+        self.pgid = proc.pid  # start_new_session: the leader's pid is the group's id
+        self.start_time = process_start_time(proc.pid)
+        self._readers = [
+            asyncio.create_task(_pump(proc.stdout, log, "stdout")),
+            asyncio.create_task(_pump(proc.stderr, log, "stderr")),
+        ]
+
+    async def wait(self) -> int:
+        code = await self._proc.wait()
+        # Give the pipes a moment to drain the last lines; stragglers may hold them open.
+        await asyncio.wait(self._readers, timeout=0.5)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, sig)
+
+    def kill_tree(self) -> None:
+        self.send_signal(signal.SIGKILL)
+        for reader in self._readers:
+            if not reader.done():
+                reader.cancel()
+
+    def alive(self) -> bool:
+        try:
+            os.killpg(self.pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def freeze(self) -> None:
+        self.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.send_signal(signal.SIGCONT)
+
+
+async def _pump(stream: asyncio.StreamReader | None, log: MachineLog, name: str) -> None:
+    """Copy a pipe into the log line by line, without ever blocking the process."""
+    if stream is None:
+        return
+    pending = b""
+    while chunk := await stream.read(65536):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            for start in range(0, max(len(line), 1), MAX_LINE):
+                log.write(name, line[start : start + MAX_LINE])
+        while len(pending) >= MAX_LINE:
+            log.write(name, pending[:MAX_LINE])
+            pending = pending[MAX_LINE:]
+    if pending:
+        log.write(name, pending)
+
+
+class ProcessDriver:
+    name = "process"
+
+    async def launch(self, spec: LaunchSpec) -> ProcessHandle:
+        who = f"machine {spec.machine_id} ({spec.group})"
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *spec.argv,
+                cwd=spec.cwd,
+                env=spec.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            if not spec.cwd.is_dir():
+                raise DriverError(f"{who}: folder {spec.cwd} does not exist") from None
+            raise DriverError(f"{who}: command not found: {spec.argv[0]}") from None
+        except PermissionError:
+            raise DriverError(f"{who}: {spec.argv[0]} is not executable") from None
+        except OSError as exc:
+            raise DriverError(f"{who}: cannot start {spec.argv[0]}: {exc.strerror}") from None
+        return ProcessHandle(proc, spec.log)
+
+    def reap_orphan(self, pid: int, pgid: int, start_time: float | None) -> bool:
+        """SIGKILL a group a dead daemon left, never an unrelated process that reused the pid.
+
+        The leader is recognised by its start time. When the leader is gone, a live group
+        with that id can only be the leader's stragglers: Linux never hands out a pid that
+        is still in use as a process group id.
+        """
+        current = process_start_time(pid)
+        if current is not None and (start_time is None or abs(current - start_time) > 0.05):
+            return False  # the pid now belongs to someone else
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True

@@ -1,0 +1,82 @@
+"""A machine's environment, built as the platform builds it.
+
+Layers, later ones winning: the few host variables a process needs to run at all
+(PATH, HOME, locale; the platform's image has its own), the plan's env (``[env]``
+plus ``FLY_PROCESS_GROUP`` and ``PRIMARY_REGION``), the app's secrets (which win
+over ``[env]``, FLY-SEMANTICS.md §1), then the runtime variables the platform sets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+#: Host variables passed through so commands resolve and print text as the user expects.
+HOST_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TERM", "USER", "LOGNAME")
+LOCAL_REGION = "local"
+
+
+class RuntimeVars(msgspec.Struct, kw_only=True):
+    """What the platform tells each machine about itself."""
+
+    app: str
+    machine_id: str
+    group: str
+    region: str
+    private_ip: str
+    image_ref: str
+    version: str
+    memory_mb: int
+    primary_region: str | None = None
+
+    def as_env(self) -> dict[str, str]:
+        env = {
+            "FLY_APP_NAME": self.app,
+            "FLY_MACHINE_ID": self.machine_id,
+            "FLY_ALLOC_ID": self.machine_id,
+            "FLY_REGION": self.region,
+            "FLY_PROCESS_GROUP": self.group,
+            "FLY_PRIVATE_IP": self.private_ip,
+            "FLY_IMAGE_REF": self.image_ref,
+            "FLY_MACHINE_VERSION": self.version,
+            "FLY_VM_MEMORY_MB": str(self.memory_mb),
+        }
+        if self.primary_region:
+            env["PRIMARY_REGION"] = self.primary_region
+        return env
+
+
+def machine_env(
+    plan_env: Mapping[str, str],
+    secrets: Mapping[str, str],
+    runtime: RuntimeVars,
+    *,
+    extra: Mapping[str, str] | None = None,
+    host: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The complete environment of one machine (``extra``: e.g. PORT, RELEASE_COMMAND)."""
+    host_env = os.environ if host is None else host
+    env = {k: host_env[k] for k in HOST_PASSTHROUGH if k in host_env}
+    env.update(plan_env)
+    env.update(secrets)
+    env.update(runtime.as_env())
+    if extra:
+        env.update(extra)
+    return env
+
+
+def region_for(primary_region: str | None) -> str:
+    """One host, no regions: machines run in ``primary_region``, or ``local`` without one."""
+    return primary_region or LOCAL_REGION
+
+
+def private_ip(app_seed: int, index: int) -> str:
+    """A 6PN-shaped address (``fdaa:…``), unique per machine of the app.
+
+    With the process driver it is a label in the platform's format, not a routable address
+    (machines reach each other on 127.0.0.1 and their mapped ports); the namespace driver
+    gives each machine a real address.
+    """
+    return f"fdaa:0:{app_seed & 0xFFFF:x}:a7b:{(index >> 16) & 0xFFFF:x}:{index & 0xFFFF:x}:0:2"

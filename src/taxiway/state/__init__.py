@@ -1,0 +1,1 @@
+"""The daemon's state: SQLite under `.taxiway/`, with forward-only migrations."""

@@ -1,0 +1,281 @@
+"""`taxiway up` end to end: a real daemon, real machines (process trees), real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+WEB = """
+import os, signal, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+def bye(signum, frame):
+    with open(os.environ["MARKER_DIR"] + "/" + os.environ["FLY_MACHINE_ID"], "w") as f:
+        f.write(signal.Signals(signum).name)
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, bye)
+signal.signal(signal.SIGINT, bye)
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = os.environ["FLY_MACHINE_ID"].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+print("web listening on", os.environ["PORT"], flush=True)
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+WORKER = """
+import os, time
+print("worker", os.environ["FLY_MACHINE_ID"], "up", flush=True)
+while True:
+    time.sleep(0.2)
+"""
+
+CRASHER = """
+import sys
+print("crashing", flush=True)
+sys.exit(3)
+"""
+
+FLY_TOML = """
+app = "uptest"
+primary_region = "ams"
+kill_signal = "SIGTERM"
+kill_timeout = 5
+
+[env]
+MARKER_DIR = "{markers}"
+GREETING = "hi"
+
+[processes]
+web = "{python} web.py"
+worker = "{python} worker.py"
+crasher = "{python} crasher.py"
+
+[http_service]
+internal_port = 8080
+processes = ["web"]
+
+[[restart]]
+policy = "on-failure"
+retries = 2
+processes = ["crasher"]
+"""
+
+
+def taxiway(app: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "taxiway", *args],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "NO_COLOR": "1"},
+        check=False,
+    )
+
+
+def status(app: Path) -> dict:
+    result = taxiway(app, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_for(predicate, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Path]:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    (tmp_path / "web.py").write_text(textwrap.dedent(WEB))
+    (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
+    (tmp_path / "crasher.py").write_text(textwrap.dedent(CRASHER))
+    (tmp_path / "fly.toml").write_text(FLY_TOML.format(markers=markers, python=sys.executable))
+    yield tmp_path
+    taxiway(tmp_path, "down")
+
+
+def test_up_detached_runs_every_group_on_its_own_machines(app: Path) -> None:
+    result = taxiway(app, "up", "-d")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "taxiway down" in result.stdout
+    data = status(app)
+    assert set(data) >= {"app", "release", "machines"}
+    assert data["app"] == "uptest"
+    groups = sorted(m["group"] for m in data["machines"])
+    assert groups == ["crasher", "web", "worker"]
+    for m in data["machines"]:
+        assert set(m) >= {"id", "group", "state", "region", "restarts", "private_ip", "checks"}
+        assert len(m["id"]) == 14
+        assert m["region"] == "ams"
+    web = next(m for m in data["machines"] if m["group"] == "web")
+    assert web["state"] == "started"
+    port = web["ports"]["8080"]
+    wait_for(lambda: _get(port) == web["id"], what="the web machine to answer on its PORT")
+
+
+def _get(port: int) -> str | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
+            return r.read().decode()
+    except OSError:
+        return None
+
+
+def test_a_second_up_says_one_is_running(app: Path) -> None:
+    assert taxiway(app, "up", "-d").returncode == 0
+    again = taxiway(app, "up", "-d")
+    assert again.returncode == 1
+    assert "already running" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_environment_has_the_platforms_variables(app: Path) -> None:
+    assert taxiway(app, "up", "-d").returncode == 0
+    web = next(m for m in status(app)["machines"] if m["group"] == "web")
+    result = taxiway(
+        app,
+        "machine",
+        "exec",
+        web["id"],
+        sys.executable,
+        "-c",
+        "import os, json; print(json.dumps(dict(os.environ)))",
+    )
+    assert result.returncode == 0, result.stderr
+    env = json.loads(result.stdout)
+    assert env["FLY_APP_NAME"] == "uptest"
+    assert env["FLY_MACHINE_ID"] == env["FLY_ALLOC_ID"] == web["id"]
+    assert env["FLY_REGION"] == "ams"
+    assert env["FLY_PROCESS_GROUP"] == "web"
+    assert env["PRIMARY_REGION"] == "ams"
+    assert env["FLY_PRIVATE_IP"] == web["private_ip"]
+    assert len(env["FLY_MACHINE_VERSION"]) == 26
+    assert env["FLY_IMAGE_REF"].startswith("registry.fly.io/uptest:deployment-")
+    assert env["FLY_VM_MEMORY_MB"] == "256"
+    assert env["GREETING"] == "hi"
+    assert env["PORT"] == str(web["ports"]["8080"])
+
+
+def test_restart_policy_retries_exactly_then_stops(app: Path) -> None:
+    assert taxiway(app, "up", "-d").returncode == 0
+
+    def crasher() -> dict:
+        return next(m for m in status(app)["machines"] if m["group"] == "crasher")
+
+    def gave_up() -> bool:
+        m = crasher()
+        return m["state"] == "stopped" and m["backoff_s"] == 0
+
+    wait_for(gave_up, timeout=20, what="the crasher to give up")
+    assert crasher()["restarts"] == 2
+    assert crasher()["exit_code"] == 3
+    logs = taxiway(app, "logs", "--group", "crasher")
+    assert logs.stdout.count("crashing") == 3
+    assert "gave up after 2 restarts" in logs.stdout
+
+
+def test_down_stops_gracefully_with_the_kill_signal(app: Path) -> None:
+    assert taxiway(app, "up", "-d").returncode == 0
+    machines = status(app)["machines"]
+    web = next(m for m in machines if m["group"] == "web")
+    pids = [m["pid"] for m in machines if m["pid"]]
+    result = taxiway(app, "down")
+    assert result.returncode == 0, result.stderr
+    assert "is down" in result.stdout
+    assert (app / "markers" / web["id"]).read_text() == "SIGTERM"
+    assert not any(alive(pid) for pid in pids)
+    assert taxiway(app, "status").returncode == 1
+
+
+def test_scale_is_live_and_kept_for_the_next_up(app: Path) -> None:
+    assert taxiway(app, "up", "-d").returncode == 0
+    result = taxiway(app, "scale", "count", "web=3", "worker=0")
+    assert result.returncode == 0, result.stderr
+    data = status(app)
+    assert sum(m["group"] == "web" for m in data["machines"]) == 3
+    assert not any(m["group"] == "worker" for m in data["machines"])
+    ports = {m["ports"]["8080"] for m in data["machines"] if m["group"] == "web"}
+    assert len(ports) == 3  # side by side: each machine its own PORT
+    assert taxiway(app, "down").returncode == 0
+    assert taxiway(app, "up", "-d").returncode == 0
+    data = status(app)
+    assert sum(m["group"] == "web" for m in data["machines"]) == 3
+    show = taxiway(app, "scale", "show", "--json")
+    assert json.loads(show.stdout)["web"]["count"] == 3
+
+
+def test_machine_stop_start_destroy(app: Path) -> None:
+    assert taxiway(app, "up", "-d").returncode == 0
+    worker = next(m for m in status(app)["machines"] if m["group"] == "worker")
+    stopped = taxiway(app, "machine", "stop", worker["id"][:6])
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"machine {worker['id']} is stopped" in stopped.stdout
+    assert not alive(worker["pid"])
+    started = taxiway(app, "machine", "start", worker["id"])
+    assert "is started" in started.stdout
+    gone = taxiway(app, "machine", "destroy", worker["id"])
+    assert gone.returncode == 0
+    assert worker["id"] not in {m["id"] for m in status(app)["machines"]}
+    missing = taxiway(app, "machine", "stop", "ffffffffffffff")
+    assert missing.returncode == 1
+    assert "no machine ffffffffffffff" in missing.stderr
+
+
+def test_no_app_process_survives_a_killed_daemon(app: Path) -> None:
+    assert taxiway(app, "up", "-d").returncode == 0
+    data = status(app)
+    pids = [m["pid"] for m in data["machines"] if m["pid"]]
+    daemon_pid = int((app / ".taxiway" / "daemon.lock").read_text())
+    os.kill(daemon_pid, signal.SIGKILL)
+    wait_for(lambda: not alive(daemon_pid), what="the daemon to die")
+    result = taxiway(app, "down")
+    assert result.returncode == 0, result.stderr
+    assert "cleaned up" in result.stdout
+    wait_for(lambda: not any(alive(p) for p in pids), what="orphans to be reaped")
+
+
+def test_state_and_socket_are_private(app: Path) -> None:
+    assert taxiway(app, "up", "-d").returncode == 0
+    state = app / ".taxiway"
+    assert oct(state.stat().st_mode & 0o777) == "0o700"
+    assert oct((state / "taxiway.sock").stat().st_mode & 0o777) == "0o600"
+    assert oct((state / "taxiway.db").stat().st_mode & 0o777) == "0o600"
