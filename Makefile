@@ -1,6 +1,6 @@
 # taxiway's project plumbing. Needs only `python3` (3.11+) and GNU make.
 #
-#   make run     validate the bundled example app and show the machines it would get
+#   make run     validate the bundled example app, show its machines, and run it (Ctrl-C stops)
 #   make test    lint (ruff) and run the test suite; extra pytest flags go in PYTEST_ARGS
 #   make bench   time `taxiway config validate` against named peers (see benchmarks/README.md)
 #   make clean   remove the virtualenv and every cache
@@ -21,7 +21,7 @@ BENCH_ARGS  ?=
 .PHONY: help venv run test bench clean
 
 help:
-	@echo "make run    validate $(EXAMPLE) and print its machines"
+	@echo "make run    validate $(EXAMPLE), print its machines, and run it"
 	@echo "make test   ruff check + pytest (PYTEST_ARGS='-k name -x' to pass flags)"
 	@echo "make bench  time 'taxiway config validate' against peers (BENCH_ARGS for flags)"
 	@echo "make venv   create $(VENV) and install taxiway into it (done by the targets above)"
@@ -45,11 +45,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
-# For now `run` validates the example and prints the per-process-group machine specs.
-# Later it will become `taxiway up -c $(EXAMPLE)`, running the app's machines locally.
+# `run` validates the example, prints the machines each process group gets, then starts the
+# app in the foreground (Ctrl-C stops it gracefully).
 run: $(STAMP)
 	$(BIN)/taxiway config validate -c $(EXAMPLE)
 	$(BIN)/taxiway config machines -c $(EXAMPLE)
+	$(BIN)/taxiway up -c $(EXAMPLE)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

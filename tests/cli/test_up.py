@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -279,3 +280,37 @@ def test_state_and_socket_are_private(app: Path) -> None:
     assert oct(state.stat().st_mode & 0o777) == "0o700"
     assert oct((state / "taxiway.sock").stat().st_mode & 0o777) == "0o600"
     assert oct((state / "taxiway.db").stat().st_mode & 0o777) == "0o600"
+
+
+def test_up_in_the_foreground_prints_output_and_stops_on_ctrl_c(app: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taxiway", "up"],
+        cwd=app,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "machines started" in line:
+                break
+        wait_for(lambda: status(app)["machines"][0]["state"] != "starting", what="machines")
+        web = next(m for m in status(app)["machines"] if m["group"] == "web")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(lines) + out
+    assert proc.returncode == 0, text
+    # the crasher may already have exited by the time the banner counts
+    assert re.search(r"uptest: [23] of 3 machines started", text), text
+    assert any(line.split(" | ")[-1].startswith("worker ") for line in text.splitlines())
+    assert any(f"web {web['id']} | web listening on" in line for line in text.splitlines())
+    assert (app / "markers" / web["id"]).read_text() == "SIGTERM"

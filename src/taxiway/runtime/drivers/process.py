@@ -46,10 +46,15 @@ class ProcessHandle:
         ]
 
     async def wait(self) -> int:
-        code = await self._proc.wait()
+        """Until the leader exits. Not `Process.wait()`: on Python 3.11 that also waits for
+        the output pipes to close, which a background child keeps open indefinitely."""
+        if self._proc.returncode is None:
+            await _exited(self.pid)
+            while self._proc.returncode is None:  # the event loop's child watcher reaps it
+                await asyncio.sleep(0.002)
         # Give the pipes a moment to drain the last lines; stragglers may hold them open.
         await asyncio.wait(self._readers, timeout=0.5)
-        return code
+        return self._proc.returncode
 
     def send_signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -73,6 +78,22 @@ class ProcessHandle:
 
     def thaw(self) -> None:
         self.send_signal(signal.SIGCONT)
+
+
+async def _exited(pid: int) -> None:
+    """Wake up when ``pid`` exits: a pidfd becomes readable then (Linux 5.3+)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return  # already gone, or no pidfd: the caller polls the return code
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
 
 
 async def _pump(stream: asyncio.StreamReader | None, log: MachineLog, name: str) -> None:
