@@ -314,3 +314,27 @@ def test_up_in_the_foreground_prints_output_and_stops_on_ctrl_c(app: Path) -> No
     assert any(line.split(" | ")[-1].startswith("worker ") for line in text.splitlines())
     assert any(f"web {web['id']} | web listening on" in line for line in text.splitlines())
     assert (app / "markers" / web["id"]).read_text() == "SIGTERM"
+
+
+def test_a_machine_whose_command_is_missing_fails_up_with_a_sentence(tmp_path: Path) -> None:
+    (tmp_path / "fly.toml").write_text(
+        'app = "broken"\n[processes]\nweb = "no-such-program-xyz --serve"\n'
+    )
+    try:
+        result = taxiway(tmp_path, "up", "-d")
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert "(web): command not found: no-such-program-xyz" in result.stderr
+        assert "failed" in result.stdout
+    finally:
+        taxiway(tmp_path, "down")
+
+
+def test_a_group_with_nothing_to_run_says_what_to_add(tmp_path: Path) -> None:
+    (tmp_path / "fly.toml").write_text('app = "empty"\n[processes]\nworker = ""\n')
+    for args in (("up", "-d"), ("up",)):
+        result = taxiway(tmp_path, *args)
+        assert result.returncode == 1, result
+        assert "process group 'worker' has no command: add one under [processes]" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / ".taxiway" / "taxiway.sock").exists()

@@ -104,6 +104,17 @@ def _up_detached(config_path: Path, paths: AppPaths, driver: str) -> int:
         )
     _print_status(status)
     print(f"\ndaemon pid {proc.pid}; logs: `taxiway logs -f`; stop: `taxiway down`")
+    failed = [m for m in status["machines"] if m["state"] == "failed"]
+    if failed:
+        from taxiway.runtime.logs import read_log
+
+        reasons = []
+        for m in failed:
+            notes = [
+                e.line for e in read_log(paths.logs / f"{m['id']}.log") if e.stream == "system"
+            ]
+            reasons.append(notes[-1] if notes else f"machine {m['id']} ({m['group']}) failed")
+        raise TaxiwayError("; ".join(reasons))
     return 0
 
 
