@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from taxiway.errors import TaxiwayError
 from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.drivers import select_driver
 from taxiway.runtime.machine import SupervisedMachine
+from taxiway.runtime.oneoff import ReleaseCommandFailed, last_lines
 from taxiway.state.store import Store
 
 
@@ -86,7 +88,12 @@ async def serve(
         site = web.UnixSite(runner, str(paths.socket))
         await site.start()
         os.chmod(paths.socket, 0o600)
-        await runtime.up()
+        try:
+            await runtime.up()
+        except ReleaseCommandFailed as exc:
+            for line in last_lines(paths.logs, exc.machine_id) if exc.machine_id else ():
+                print(f"release_command | {line}", file=sys.stderr)
+            raise
         if on_ready is not None:
             on_ready(runtime)
         await shutdown.wait()

@@ -109,6 +109,17 @@ def build_app(runtime: AppRuntime, shutdown: asyncio.Event) -> web.Application:
         timeout = float(body.get("timeout", 60))
         return web.json_response(await runtime.exec(machine, cmd, timeout_s=timeout))
 
+    @routes.post(base + "/secrets")
+    async def secrets(request: web.Request) -> web.Response:
+        check_app(request)
+        body = await request.json()
+        values = body.get("set") or {}
+        unset = body.get("unset") or []
+        if not isinstance(values, dict) or not isinstance(unset, list):
+            raise TaxiwayError('secrets needs {"set": {"NAME": "value"}} or {"unset": ["NAME"]}')
+        changed, restarted = await runtime.change_secrets(values, unset)
+        return web.json_response({"changed": changed, "restarted": restarted})
+
     @routes.get(base + "/scale")
     async def get_scale(request: web.Request) -> web.Response:
         check_app(request)

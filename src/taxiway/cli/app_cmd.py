@@ -20,7 +20,7 @@ from taxiway.errors import TaxiwayError
 DETACH_WAIT_S = 120.0
 
 
-def _client_for(config: str | None) -> tuple[Client, str, AppPaths]:
+def client_for(config: str | None) -> tuple[Client, str, AppPaths]:
     from taxiway.config.loader import load_config
     from taxiway.config.names import app_name_for
 
@@ -132,7 +132,7 @@ def _daemon_failure(paths: AppPaths) -> str:
 
 
 def down(args: argparse.Namespace) -> int:
-    client, app, paths = _client_for(args.config)
+    client, app, paths = client_for(args.config)
     try:
         client.request("POST", f"/v1/apps/{app}/down")
     except DaemonNotRunning:
@@ -178,7 +178,7 @@ def daemon(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    client, app, _ = _client_for(args.config)
+    client, app, _ = client_for(args.config)
     data = client.request("GET", f"/v1/apps/{app}/status")
     if args.json:
         _print_json(data)
@@ -198,17 +198,17 @@ def _print_status(data: dict[str, Any]) -> None:
         rows.append(
             (m["id"], m["group"], state, m["region"], str(m["restarts"]), m["private_ip"], ports)
         )
-    _print_table(rows)
+    print_table(rows)
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def machine(args: argparse.Namespace) -> int:
-    client, app, _ = _client_for(args.config)
+    client, app, _ = client_for(args.config)
     if args.machine_command == "list":
         machines = client.request("GET", f"/v1/apps/{app}/machines")
         if args.json:
@@ -226,7 +226,7 @@ def machine(args: argparse.Namespace) -> int:
                     m["instance_id"],
                 )
             )
-        _print_table(rows)
+        print_table(rows)
         return 0
     if args.machine_command == "status":
         data = client.request("GET", f"/v1/apps/{app}/machines/{args.id}")
@@ -267,7 +267,7 @@ def _print_machine(m: dict[str, Any]) -> None:
 
 
 def scale(args: argparse.Namespace) -> int:
-    client, app, _ = _client_for(args.config)
+    client, app, _ = client_for(args.config)
     if args.scale_command == "count":
         counts: dict[str, int] = {}
         for item in args.counts:
@@ -293,14 +293,14 @@ def scale(args: argparse.Namespace) -> int:
                 f"{g['memory_mb']} MB",
             )
         )
-    _print_table(rows)
+    print_table(rows)
     return 0
 
 
 def logs(args: argparse.Namespace) -> int:
     from urllib.parse import urlencode
 
-    client, app, paths = _client_for(args.config)
+    client, app, paths = client_for(args.config)
     query = {k: v for k, v in (("machine", args.machine), ("group", args.group)) if v}
     if args.follow:
         query["follow"] = "1"

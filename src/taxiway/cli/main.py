@@ -192,6 +192,27 @@ def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
     logs.add_argument("--json", action="store_true", help="one JSON object per line")
     logs.set_defaults(handler=handler + "logs")
 
+    secrets = commands.add_parser("secrets", help="the app's secrets (values are never shown)")
+    secret_commands = secrets.add_subparsers(dest="secrets_command", metavar="COMMAND")
+    set_ = secret_commands.add_parser("set", help="set NAME=VALUE ... (restarts machines)")
+    set_.add_argument("assignments", nargs="+", metavar="NAME=VALUE")
+    unset = secret_commands.add_parser("unset", help="remove secrets by name")
+    unset.add_argument("names", nargs="+", metavar="NAME")
+    listing = secret_commands.add_parser("list", help="names and digests")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    imported = secret_commands.add_parser("import", help="read NAME=VALUE lines from stdin")
+    for sub in (set_, unset, listing, imported):
+        _add_config_option(sub)
+        sub.set_defaults(handler="taxiway.cli.secrets_cmd:secrets")
+    secrets.set_defaults(usage_of=secrets)
+
+    console = commands.add_parser(
+        "console", help="run console_command in a throwaway machine, interactively"
+    )
+    _add_config_option(console)
+    console.add_argument("--command", metavar="CMD", help="run this instead of console_command")
+    console.set_defaults(handler="taxiway.cli.secrets_cmd:console")
+
     daemon = commands.add_parser("daemon")  # started by `up -d`; not for people
     daemon.add_argument("-c", "--config", required=True)
     daemon.add_argument("--driver", default="auto")

@@ -24,6 +24,7 @@ from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, re
 from taxiway.runtime.lifecycle import RUNNING, State
 from taxiway.runtime.logs import MachineLog
 from taxiway.runtime.machine import MachineInfo, SupervisedMachine
+from taxiway.runtime.oneoff import run_release_command
 from taxiway.runtime.ports import allocate
 from taxiway.state.store import MachineRecord, Store
 
@@ -76,9 +77,16 @@ class AppRuntime:
         return {group: stored.get(group, 1) for group in self.specs}
 
     async def up(self) -> None:
-        """Create the machines each group needs and start them all."""
+        """Run the release command, then create the machines each group needs and start them."""
         release = self.store.latest_release(self.app)
         self.release = release.version if release else 0
+        await run_release_command(
+            self.loaded,
+            app=self.app,
+            secrets=self.store.secret_values(self.app),
+            driver=self.driver,
+            logs_dir=self.state_dir / "logs",
+        )
         existing = self.store.list_machines(self.app)
         for record in existing:
             if record.group not in self.specs:
@@ -291,6 +299,25 @@ class AppRuntime:
             "stderr": err.decode(errors="replace"),
             "exit_code": proc.returncode,
         }
+
+    async def change_secrets(
+        self, values: dict[str, str] | None = None, unset: list[str] | None = None
+    ) -> tuple[list[str], int]:
+        """Store secret changes, then restart, one at a time, the running machines (every
+        machine gets every secret). Returns the changed names and how many restarted."""
+        async with self._lock:
+            changed = self.store.set_secrets(self.app, values or {})
+            changed += self.store.unset_secrets(self.app, unset or [])
+            if not changed:
+                return [], 0
+            restarted = 0
+            for machine in list(self.machines.values()):
+                machine.launch_spec = self._launch_spec(machine.info, machine.spec, machine.log)
+                if machine.state in (State.STARTED, State.SUSPENDED):
+                    machine.log.system("secrets changed: restarting")
+                    await machine.restart()
+                    restarted += 1
+            return changed, restarted
 
     async def down(self) -> None:
         """Stop every machine gracefully (in parallel, each with its kill_signal/timeout)."""

@@ -1,0 +1,142 @@
+"""`taxiway secrets set|unset|list|import` and `taxiway console`.
+
+Secret values go in and never come back out: `list` shows names and a digest.
+With the daemon running, a change restarts the machines (they read secrets at
+start, as on the platform); without it, the change is staged for the next `up`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+from taxiway.api.client import DaemonNotRunning
+from taxiway.cli.app_cmd import client_for, print_table
+from taxiway.errors import TaxiwayError
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_assignments(items: list[str], where: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for n, item in enumerate(items, start=1):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep:
+            raise TaxiwayError(f"{where} item {n} is not NAME=VALUE")
+        _check_name(name)
+        values[name] = value
+    return values
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise TaxiwayError(f"'{name}' is not a valid secret name (letters, digits and _)")
+    if name.startswith("FLY_"):
+        raise TaxiwayError(f"secret {name}: names starting with FLY_ belong to the platform")
+
+
+def secrets(args: argparse.Namespace) -> int:
+    command = args.secrets_command
+    if command == "list":
+        return _list(args)
+    if command == "import":
+        lines = [
+            line.strip()
+            for line in sys.stdin.read().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        values, unset = parse_assignments(lines, "stdin"), []
+    elif command == "set":
+        values, unset = parse_assignments(args.assignments, "the command line"), []
+    else:
+        for name in args.names:
+            _check_name(name)
+        values, unset = {}, list(args.names)
+    client, app, paths = client_for(args.config)
+    try:
+        result = client.request("POST", f"/v1/apps/{app}/secrets", {"set": values, "unset": unset})
+        changed, note = result["changed"], f"restarted {result['restarted']} machine(s)"
+    except DaemonNotRunning:
+        from taxiway.state.store import Store
+
+        paths.ensure()
+        with Store.open(paths.state_dir) as store:
+            store.ensure_app(app, str(paths.state_dir.parent / "fly.toml"))
+            changed = store.set_secrets(app, values) + store.unset_secrets(app, unset)
+        note = "staged for the next `taxiway up`"
+    if not changed:
+        print("no secret changed")
+    else:
+        verb = "unset" if command == "unset" else "set"
+        print(f"{verb} {', '.join(changed)}; {note}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from taxiway.state.store import Store
+
+    _, app, paths = client_for(args.config)
+    if not (paths.state_dir / "taxiway.db").exists():
+        records = []
+    else:
+        with Store.open(paths.state_dir) as store:
+            records = store.list_secrets(app)
+    if args.json:
+        json.dump(
+            [{"name": r.name, "digest": r.digest, "updated_at": r.updated_at} for r in records],
+            sys.stdout,
+            indent=2,
+        )
+        print()
+    elif not records:
+        print(f"{app} has no secrets")
+    else:
+        print_table(
+            [("NAME", "DIGEST", "UPDATED")] + [(r.name, r.digest, r.updated_at) for r in records]
+        )
+    return 0
+
+
+def console(args: argparse.Namespace) -> int:
+    """Run console_command interactively in a throwaway machine with the app's env and secrets."""
+    import os
+    import subprocess
+
+    from taxiway.api.paths import AppPaths
+    from taxiway.cli.config_cmd import load_valid
+    from taxiway.config.names import app_name_for
+    from taxiway.runtime import ids
+    from taxiway.runtime.command import image_config
+    from taxiway.runtime.oneoff import CONSOLE_GROUP, oneoff_argv, oneoff_env
+    from taxiway.state.store import Store
+
+    loaded = load_valid(args.config)
+    command = args.command or loaded.config.console_command
+    if not command:
+        raise TaxiwayError(
+            f"{loaded.source.display_name} has no console_command; add one (e.g. "
+            'console_command = "python manage.py shell") or pass --command'
+        )
+    app = app_name_for(loaded.source.path, loaded.config.app)
+    paths = AppPaths.for_config(loaded.source.path)
+    secrets: dict[str, str] = {}
+    if (paths.state_dir / "taxiway.db").exists():
+        with Store.open(paths.state_dir) as store:
+            secrets = store.secret_values(app)
+    argv = oneoff_argv(
+        command, loaded, image_config(loaded.config, loaded.base_dir), "console_command"
+    )
+    env = oneoff_env(
+        loaded, app=app, group=CONSOLE_GROUP, machine_id=ids.machine_id(), secrets=secrets
+    )
+    if "TERM" in os.environ:
+        env["TERM"] = os.environ["TERM"]
+    try:
+        return subprocess.run(argv, cwd=loaded.base_dir, env=env, check=False).returncode
+    except FileNotFoundError:
+        raise TaxiwayError(f"console: command not found: {argv[0]}") from None
+    except PermissionError:
+        raise TaxiwayError(f"console: {argv[0]} is not executable") from None

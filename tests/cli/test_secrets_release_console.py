@@ -1,0 +1,151 @@
+"""Secrets, the release command and the console, through the real CLI and daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHOW_ENV = "import os, json, time; print(json.dumps(dict(os.environ)), flush=True); time.sleep(60)"
+
+
+def taxiway(app: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "taxiway", *args],
+        cwd=app,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1"},
+        check=False,
+    )
+
+
+def write_app(path: Path, extra: str = "") -> Path:
+    (path / "show_env.py").write_text(SHOW_ENV)
+    (path / "fly.toml").write_text(
+        'app = "sec"\n'
+        'kill_signal = "SIGTERM"\n'
+        f"{extra}\n"
+        '[env]\nTOKEN = "from-env"\nPLAIN = "plain"\n'
+        f'[processes]\nweb = "{sys.executable} show_env.py"\n'
+    )
+    return path
+
+
+def machine_env(app: Path) -> dict[str, str]:
+    logs = taxiway(app, "logs", "--json").stdout.splitlines()
+    dumps = [
+        json.loads(json.loads(line)["line"])
+        for line in logs
+        if json.loads(line)["line"].startswith("{")
+    ]
+    return dumps[-1]
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Path]:
+    yield write_app(tmp_path)
+    taxiway(tmp_path, "down")
+
+
+def test_secrets_win_over_env_and_changes_restart_machines(app: Path) -> None:
+    staged = taxiway(app, "secrets", "set", "TOKEN=s3cret-one")
+    assert staged.returncode == 0, staged.stderr
+    assert "staged for the next `taxiway up`" in staged.stdout
+    assert taxiway(app, "up", "-d").returncode == 0
+    assert machine_env(app)["TOKEN"] == "s3cret-one"
+    assert machine_env(app)["PLAIN"] == "plain"
+
+    changed = taxiway(app, "secrets", "set", "TOKEN=s3cret-two", "OTHER=x=y")
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.strip() == "set TOKEN, OTHER; restarted 1 machine(s)"
+    deadline = time.monotonic() + 10
+    while machine_env(app)["TOKEN"] != "s3cret-two" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    env = machine_env(app)
+    assert env["TOKEN"] == "s3cret-two"
+    assert env["OTHER"] == "x=y"
+    again = taxiway(app, "secrets", "set", "TOKEN=s3cret-two")
+    assert again.stdout.strip() == "no secret changed"
+
+
+def test_secrets_are_never_printed_and_stored_privately(app: Path) -> None:
+    assert (
+        taxiway(
+            app, "secrets", "import", stdin="# comment\nA=alpha-value\n\nB=beta-value\n"
+        ).returncode
+        == 0
+    )
+    listed = taxiway(app, "secrets", "list")
+    assert "alpha-value" not in listed.stdout and "beta-value" not in listed.stdout
+    assert "A" in listed.stdout and "DIGEST" in listed.stdout
+    as_json = json.loads(taxiway(app, "secrets", "list", "--json").stdout)
+    assert [s["name"] for s in as_json] == ["A", "B"]
+    assert stat.S_IMODE((app / ".taxiway" / "taxiway.db").stat().st_mode) == 0o600
+    gone = taxiway(app, "secrets", "unset", "A", "NOPE")
+    assert gone.stdout.startswith("unset A;")
+    bad = taxiway(app, "secrets", "set", "FLY_X=1")
+    assert bad.returncode == 1
+    assert "names starting with FLY_ belong to the platform" in bad.stderr
+    assert taxiway(app, "secrets", "set", "novalue").returncode == 1
+
+
+def test_release_command_runs_first_with_its_own_environment(tmp_path: Path) -> None:
+    marker = tmp_path / "released.json"
+    script = tmp_path / "release.py"
+    script.write_text(
+        "import json, os, pathlib\n"
+        f"pathlib.Path({str(marker)!r}).write_text(json.dumps(dict(os.environ)))\n"
+        "print('migrated')\n"
+    )
+    write_app(tmp_path, f'[deploy]\nrelease_command = "{sys.executable} release.py"\n')
+    try:
+        result = taxiway(tmp_path, "up", "-d")
+        assert result.returncode == 0, result.stderr
+        env = json.loads(marker.read_text())
+        assert env["RELEASE_COMMAND"] == "1"
+        assert env["FLY_PROCESS_GROUP"] == "fly_app_release_command"
+        assert env["TOKEN"] == "from-env"
+        assert "PORT" not in env
+    finally:
+        taxiway(tmp_path, "down")
+
+
+def test_a_failing_release_command_stops_up_and_shows_its_output(tmp_path: Path) -> None:
+    (tmp_path / "release.py").write_text("print('migration 42 broke'); raise SystemExit(3)\n")
+    write_app(tmp_path, f'[deploy]\nrelease_command = "{sys.executable} release.py"\n')
+    for args in (("up",), ("up", "-d")):
+        result = taxiway(tmp_path, *args)
+        assert result.returncode == 1, result
+        assert "release command failed with exit code 3" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert "migration 42 broke" in taxiway(tmp_path, "up").stderr
+    assert not (tmp_path / ".taxiway" / "taxiway.sock").exists()
+    logs = taxiway(tmp_path, "logs")
+    assert "migration 42 broke" in logs.stdout
+
+
+def test_console_runs_interactively_with_the_apps_environment(tmp_path: Path) -> None:
+    write_app(tmp_path, 'console_command = "/bin/sh"')
+    taxiway(tmp_path, "secrets", "set", "TOKEN=console-secret")
+    result = taxiway(tmp_path, "console", stdin='echo "$FLY_PROCESS_GROUP $TOKEN $PLAIN"; exit 7\n')
+    assert result.returncode == 7
+    assert result.stdout.strip() == "fly_app_console console-secret plain"
+    other = taxiway(tmp_path, "console", "--command", f"{sys.executable} -c 'print(42)'")
+    assert other.stdout.strip() == "42"
+
+
+def test_console_without_a_command_says_what_to_add(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    result = taxiway(tmp_path, "console")
+    assert result.returncode == 1
+    assert "has no console_command; add one" in result.stderr
