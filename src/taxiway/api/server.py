@@ -70,7 +70,7 @@ def build_app(runtime: AppRuntime, shutdown: asyncio.Event) -> web.Application:
 
     @routes.get("/v1/ping")
     async def ping(request: web.Request) -> web.Response:
-        return web.json_response({"app": runtime.app, "pid": _pid()})
+        return web.json_response({"app": runtime.app, "pid": _pid(), "ready": runtime.ready})
 
     @routes.get(base + "/status")
     async def status(request: web.Request) -> web.Response:

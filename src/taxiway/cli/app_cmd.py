@@ -91,12 +91,14 @@ def _up_detached(config_path: Path, paths: AppPaths, driver: str) -> int:
         if proc.poll() is not None:
             raise TaxiwayError(_daemon_failure(paths))
         try:
-            status = client.request("GET", f"/v1/apps/{_app(client)}/status")
+            ping = client.request("GET", "/v1/ping")
+            if ping["ready"]:
+                status = client.request("GET", f"/v1/apps/{ping['app']}/status")
         except DaemonNotRunning:
-            time.sleep(0.05)
-            continue
+            pass
         if status and all(m["state"] not in ("created", "starting") for m in status["machines"]):
             break
+        status = None
         time.sleep(0.05)
     if status is None:
         raise TaxiwayError(
@@ -116,10 +118,6 @@ def _up_detached(config_path: Path, paths: AppPaths, driver: str) -> int:
             reasons.append(notes[-1] if notes else f"machine {m['id']} ({m['group']}) failed")
         raise TaxiwayError("; ".join(reasons))
     return 0
-
-
-def _app(client: Client) -> str:
-    return str(client.request("GET", "/v1/ping")["app"])
 
 
 def _daemon_failure(paths: AppPaths) -> str:

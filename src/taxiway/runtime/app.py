@@ -52,6 +52,8 @@ class AppRuntime:
         self.region = region_for(loaded.config.primary_region)
         self.machines: dict[str, SupervisedMachine] = {}
         self.release = 0
+        #: True once `up` has started every machine (what `up -d` waits for).
+        self.ready = False
         self._seed = zlib.crc32(app.encode())
         self._lock = asyncio.Lock()
         #: Called with every machine as it is set up (`up` prints their output from the start).
@@ -97,6 +99,7 @@ class AppRuntime:
                 continue
             self._adopt(record)
         await self._reconcile()
+        self.ready = True
 
     async def _reconcile(self) -> None:
         counts = self.desired_counts()
