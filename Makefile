@@ -2,7 +2,7 @@
 #
 #   make run     validate the bundled example app, show its machines, and run it (Ctrl-C stops)
 #   make test    lint (ruff) and run the test suite; extra pytest flags go in PYTEST_ARGS
-#   make bench   time `taxiway config validate` against named peers (see benchmarks/README.md)
+#   make bench   time `taxiway config validate` and `taxiway up -d` against named peers
 #   make clean   remove the virtualenv and every cache
 #
 # Every target that runs taxiway first makes sure .venv exists and holds an editable install
@@ -58,6 +58,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/validate_speed.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist src/*.egg-info benchmarks/.cache

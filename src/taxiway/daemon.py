@@ -58,9 +58,7 @@ async def serve(
     on_machine: Callable[[SupervisedMachine], None] | None = None,
 ) -> int:
     """Run the app until SIGINT/SIGTERM or `taxiway down`; returns an exit code."""
-    from aiohttp import web
-
-    from taxiway.api.server import build_app
+    from taxiway.api.server import ApiServer, build_router
 
     paths = AppPaths.for_config(loaded.source.path)
     lock = acquire_lock(paths)
@@ -79,15 +77,12 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown.set)
-    runner = web.AppRunner(build_app(runtime, shutdown), access_log=None)
+    server = ApiServer(build_router(runtime, shutdown))
     try:
         runtime.reap_orphans()
-        await runner.setup()
         with contextlib.suppress(FileNotFoundError):
             paths.socket.unlink()  # we hold the lock: any socket file is a dead daemon's
-        site = web.UnixSite(runner, str(paths.socket))
-        await site.start()
-        os.chmod(paths.socket, 0o600)
+        await server.start(paths.socket)
         try:
             await runtime.up()
         except ReleaseCommandFailed as exc:
@@ -102,11 +97,56 @@ async def serve(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        await server.close()
         with contextlib.suppress(FileNotFoundError):
             paths.socket.unlink()
         store.close()
         os.close(lock)
+
+
+def run_detached(loaded: LoadedConfig, paths: AppPaths, driver_name: str, ready_fd: int) -> int:
+    """The body of a forked daemon (`up -d`): detach, log to daemon.log, report on ``ready_fd``.
+
+    Writes ``ready`` once every machine has started, or ``error <sentence>``; the
+    parent prints that and exits, the daemon runs on.
+    """
+    import traceback
+
+    os.setsid()
+    log_fd = os.open(paths.daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null_fd, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(null_fd)
+    os.close(log_fd)
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+
+    def report(text: str) -> None:
+        nonlocal ready_fd
+        if ready_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, (text + "\n").encode())
+                os.close(ready_fd)
+            ready_fd = -1
+
+    try:
+        return asyncio.run(
+            serve(loaded, driver_name=driver_name, on_ready=lambda _runtime: report("ready"))
+        )
+    except TaxiwayError as exc:
+        print(f"taxiway: error: {exc}", file=sys.stderr)
+        report(f"error {exc}")
+        return 1
+    except BaseException as exc:  # a bug: keep the trace in daemon.log, tell the parent
+        traceback.print_exc()
+        report(f"error internal error (a bug, please report it): {type(exc).__name__}: {exc}")
+        return 70
+    finally:
+        report("error the daemon stopped before every machine started")
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def daemon_main(config: Path, driver_name: str) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import Any
 from taxiway.api.client import Client, DaemonNotRunning
 from taxiway.api.paths import AppPaths
 from taxiway.cli.config_cmd import load_valid
+from taxiway.config.loader import LoadedConfig
+from taxiway.config.names import app_name_for
 from taxiway.errors import TaxiwayError
 
 #: How long `up -d` waits for every machine to leave `starting`.
@@ -43,7 +44,7 @@ def up(args: argparse.Namespace) -> int:
             "`taxiway down`"
         )
     if args.detach:
-        return _up_detached(loaded.source.path, paths, args.driver)
+        return _up_detached(loaded, paths, args.driver)
     import asyncio
 
     from taxiway.cli.output import LogPrinter
@@ -63,49 +64,46 @@ def up(args: argparse.Namespace) -> int:
     )
 
 
-def _up_detached(config_path: Path, paths: AppPaths, driver: str) -> int:
+def _up_detached(loaded: LoadedConfig, paths: AppPaths, driver: str) -> int:
+    """Fork the daemon from this process (modules and config already loaded: no second
+    interpreter start), and return once it reports every machine started, or its error."""
+    import select
+
+    from taxiway.daemon import run_detached
+
     paths.ensure()
-    with open(paths.daemon_log, "ab") as log:
-        os.chmod(paths.daemon_log, 0o600)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "taxiway",
-                "daemon",
-                "-c",
-                str(config_path.resolve()),
-                "--driver",
-                driver,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=config_path.resolve().parent,
-        )
-    client = Client(paths.socket, timeout=10)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        os.close(read_end)
+        os._exit(run_detached(loaded, paths, driver, write_end))
+    os.close(write_end)
+    message = b""
     deadline = time.monotonic() + DETACH_WAIT_S
-    status: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise TaxiwayError(_daemon_failure(paths))
-        try:
-            ping = client.request("GET", "/v1/ping")
-            if ping["ready"]:
-                status = client.request("GET", f"/v1/apps/{ping['app']}/status")
-        except DaemonNotRunning:
-            pass
-        if status and all(m["state"] not in ("created", "starting") for m in status["machines"]):
+    while not message.endswith(b"\n") and time.monotonic() < deadline:
+        ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
             break
-        status = None
-        time.sleep(0.05)
-    if status is None:
+        chunk = os.read(read_end, 4096)
+        if not chunk:
+            break
+        message += chunk
+    os.close(read_end)
+    text = message.decode(errors="replace").strip()
+    if text.startswith("error "):
+        raise TaxiwayError(text.removeprefix("error "))
+    if text != "ready":
         raise TaxiwayError(
             f"the daemon did not come up in {DETACH_WAIT_S:g}s; see {paths.daemon_log}"
+            if text == "" and time.monotonic() >= deadline
+            else _daemon_failure(paths)
         )
+    status = Client(paths.socket, timeout=10).request(
+        "GET", f"/v1/apps/{app_name_for(loaded.source.path, loaded.config.app)}/status"
+    )
+    proc_pid = pid
     _print_status(status)
-    print(f"\ndaemon pid {proc.pid}; logs: `taxiway logs -f`; stop: `taxiway down`")
+    print(f"\ndaemon pid {proc_pid}; logs: `taxiway logs -f`; stop: `taxiway down`")
     failed = [m for m in status["machines"] if m["state"] == "failed"]
     if failed:
         from taxiway.runtime.logs import read_log

@@ -1,0 +1,154 @@
+"""Time from `taxiway up -d` to every machine started, and the daemon's memory, against honcho.
+
+For N = 1, 10, 50 machines of a trivial app (a Python process that sleeps), in the
+same run:
+
+- taxiway: `taxiway up -d` returns once every machine is `started`; we time the
+  command and read the daemon's RSS from /proc.
+- honcho (a Procfile runner from PyPI, installed on demand into benchmarks/.cache/venv):
+  `honcho start` with N Procfile entries; timed until it has printed "started with
+  pid" for all N, then stopped. Its own RSS is read the same way.
+
+Both start the same N processes from the same interpreter, so the difference is the
+supervisor's own cost. Run: `make bench-startup` or `python benchmarks/startup.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "benchmarks" / ".cache"
+SLEEPER = "import time\nwhile True:\n    time.sleep(3600)\n"
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"NO_COLOR": "1"}
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def taxiway_bin() -> list[str]:
+    return [sys.executable, "-m", "taxiway"]
+
+
+def app_dir(n: int, base: Path) -> Path:
+    folder = base / f"app{n}"
+    folder.mkdir()
+    (folder / "sleeper.py").write_text(SLEEPER)
+    (folder / "fly.toml").write_text(
+        f'app = "bench{n}"\nkill_timeout = 2\n[processes]\nworker = "{sys.executable} sleeper.py"\n'
+    )
+    (folder / "Procfile").write_text(
+        "".join(f"w{i}: {sys.executable} sleeper.py\n" for i in range(n))
+    )
+    return folder
+
+
+def run_taxiway(folder: Path, n: int) -> tuple[float, float]:
+    tw = taxiway_bin()
+    subprocess.run([*tw, "down"], cwd=folder, capture_output=True, env=ENV, check=False)
+    if n != 1:
+        # counts are kept by the state store: set them once (this starts a daemon), then stop
+        subprocess.run([*tw, "up", "-d"], cwd=folder, capture_output=True, env=ENV, check=True)
+        subprocess.run(
+            [*tw, "scale", "count", f"worker={n}"], cwd=folder, capture_output=True, env=ENV,
+            check=True,
+        )
+        subprocess.run([*tw, "down"], cwd=folder, capture_output=True, env=ENV, check=True)
+    start = time.perf_counter()
+    subprocess.run([*tw, "up", "-d"], cwd=folder, capture_output=True, env=ENV, check=True)
+    elapsed = time.perf_counter() - start
+    pid = int((folder / ".taxiway" / "daemon.lock").read_text())
+    memory = rss_mb(pid)
+    subprocess.run([*tw, "down"], cwd=folder, capture_output=True, env=ENV, check=True)
+    return elapsed, memory
+
+
+def honcho_bin() -> Path | None:
+    exe = CACHE / "venv" / "bin" / "honcho"
+    if exe.exists():
+        return exe
+    try:
+        if not (CACHE / "venv").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(CACHE / "venv")], check=True)
+        subprocess.run(
+            [str(CACHE / "venv" / "bin" / "pip"), "install", "-q", "honcho"],
+            check=True, capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"honcho could not be installed ({exc}); its column is skipped")
+        return None
+    return exe if exe.exists() else None
+
+
+def run_honcho(exe: Path, folder: Path, n: int) -> tuple[float, float]:
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(exe), "start"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=ENV, start_new_session=True,
+    )
+    started = 0
+    assert proc.stdout is not None
+    while started < n:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        started += "started (pid=" in line or "started with pid" in line
+    elapsed = time.perf_counter() - start
+    memory = rss_mb(proc.pid)
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    return elapsed, memory
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,10,50")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    honcho = honcho_bin()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.runs} runs each "
+          "(median shown)\n")
+    header = f"{'machines':>8}  {'taxiway s':>9}  {'honcho s':>8}  {'ratio':>6}  " \
+             f"{'taxiway RSS MB':>14}  {'honcho RSS MB':>13}"
+    print(header)
+    print("-" * len(header))
+    with tempfile.TemporaryDirectory(prefix="taxiway-bench-") as tmp:
+        for n in sizes:
+            folder = app_dir(n, Path(tmp))
+            tw = [run_taxiway(folder, n) for _ in range(args.runs)]
+            hc = [run_honcho(honcho, folder, n) for _ in range(args.runs)] if honcho else []
+            tw_s = statistics.median(t for t, _ in tw)
+            tw_mb = statistics.median(m for _, m in tw)
+            if hc:
+                hc_s = statistics.median(t for t, _ in hc)
+                hc_mb = statistics.median(m for _, m in hc)
+                print(f"{n:>8}  {tw_s:>9.3f}  {hc_s:>8.3f}  {tw_s / hc_s:>5.2f}x  "
+                      f"{tw_mb:>14.1f}  {hc_mb:>13.1f}")
+            else:
+                print(f"{n:>8}  {tw_s:>9.3f}  {'-':>8}  {'-':>6}  {tw_mb:>14.1f}  {'-':>13}")
+            shutil.rmtree(folder, ignore_errors=True)
+    print("\ntaxiway s: `taxiway up -d` until every machine is started (includes starting "
+          "the daemon);\nhoncho s: `honcho start` until it reported every process started.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
