@@ -65,7 +65,7 @@ def test_machines_update_and_list(store: Store) -> None:
     assert len(store.list_machines("hello", include_destroyed=True)) == 2
     with pytest.raises(KeyError):
         store.update_machine("ffffffffffffff", state="stopped")
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError, match="cannot set colour"):
         store.update_machine("d8d4017a0d1438", colour="blue")
 
 
