@@ -20,8 +20,9 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -94,6 +95,32 @@ def _chmod(path: Path, mode: int) -> None:
         path.chmod(mode)
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _use_wal(conn: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
+    """Switch the file to WAL mode (a no-op once it is).
+
+    Retried by hand: when several processes open a new file at once, the switch can
+    fail with "database is locked" at once, without SQLite's busy handler waiting.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+    if str(mode).lower() != "wal":
+        raise StateError(
+            f"the state store {path} cannot use write-ahead logging (journal mode stays "
+            f"{mode}); put .taxiway on a local file system"
+        )
+
+
 def _size(value: float, volume: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise StateError(f"volume {volume}: the size must be a number of GB, not {value!r}")
@@ -136,9 +163,7 @@ class Store:
             os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             _chmod(path, 0o600)
         except OSError as exc:
-            raise StateError(
-                f"cannot open the state store {path}: {exc.strerror or exc}"
-            ) from None
+            raise StateError(f"cannot open the state store {path}: {exc.strerror or exc}") from None
         try:
             conn = sqlite3.connect(
                 path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -148,14 +173,17 @@ class Store:
         try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StateError(
-                    f"the state store {path} cannot use write-ahead logging "
-                    f"(journal mode stays {mode}); put .taxiway on a local file system"
-                )
+            _use_wal(conn, path, busy_timeout)
             conn.execute("PRAGMA foreign_keys = ON")
             migrate(conn, f"the state store {path}")
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if _is_busy(exc):
+                raise StateError(
+                    f"the state store {path} is busy: another process has held its lock "
+                    "too long; try again"
+                ) from None
+            raise StateError(f"cannot open the state store {path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StateError(
@@ -166,10 +194,8 @@ class Store:
             raise
         for suffix in ("-wal", "-shm"):
             extra = path.with_name(path.name + suffix)
-            try:
+            with suppress(FileNotFoundError):
                 _chmod(extra, 0o600)
-            except FileNotFoundError:
-                pass
         return cls(conn, path)
 
     @property
@@ -219,7 +245,7 @@ class Store:
                 raise
 
     def _busy(self, exc: sqlite3.OperationalError) -> Exception:
-        if "locked" in str(exc) or "busy" in str(exc):
+        if _is_busy(exc):
             return StateError(
                 f"the state store {self.path} is busy: another process has held its write "
                 "lock too long; try again"
@@ -382,7 +408,9 @@ class Store:
             params.append(group)
         if not include_destroyed:
             sql += " AND state != 'destroyed'"
-        return [self._machine(row) for row in self._rows(sql + " ORDER BY created_at, id", params)]
+        return [
+            self._machine(row) for row in self._rows(sql + " ORDER BY created_at, rowid", params)
+        ]
 
     # -- scale counts -----------------------------------------------------------------------
 
@@ -478,7 +506,7 @@ class Store:
         sql = "SELECT * FROM volumes WHERE app = ?"
         if not include_destroyed:
             sql += " AND state != 'destroyed'"
-        return [self._volume(row) for row in self._rows(sql + " ORDER BY created_at, id", [app])]
+        return [self._volume(row) for row in self._rows(sql + " ORDER BY created_at, rowid", [app])]
 
     def attach_volume(self, volume_id: str, machine_id: str) -> VolumeRecord:
         """Attach the volume to the machine (again, after a restart: a no-op).
@@ -510,8 +538,7 @@ class Store:
                 return volume
             if volume.attached_machine_id is not None:
                 raise StateError(
-                    f"{label} is attached to machine {volume.attached_machine_id}; "
-                    "detach it first"
+                    f"{label} is attached to machine {volume.attached_machine_id}; detach it first"
                 )
             other = db.execute(
                 "SELECT id FROM volumes WHERE attached_machine_id = ?", (machine_id,)
@@ -569,7 +596,7 @@ class Store:
         row = self._one(
             "SELECT * FROM volumes WHERE app = ? AND name = ? AND region = ? "
             "AND state = 'created' AND attached_machine_id IS NULL "
-            "ORDER BY created_at, id LIMIT 1",
+            "ORDER BY created_at, rowid LIMIT 1",
             (app, name, region),
         )
         return self._volume(row) if row else None
