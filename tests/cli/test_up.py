@@ -338,3 +338,18 @@ def test_a_group_with_nothing_to_run_says_what_to_add(tmp_path: Path) -> None:
         assert "process group 'worker' has no command: add one under [processes]" in result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / ".taxiway" / "taxiway.sock").exists()
+
+
+def test_the_next_up_cleans_up_after_a_killed_daemon_and_keeps_the_machines(app: Path) -> None:
+    assert taxiway(app, "up", "-d").returncode == 0
+    before = status(app)["machines"]
+    old_pids = [m["pid"] for m in before if m["pid"]]
+    os.kill(int((app / ".taxiway" / "daemon.lock").read_text()), signal.SIGKILL)
+    wait_for(lambda: taxiway(app, "status").returncode == 1, what="the daemon to be gone")
+    result = taxiway(app, "up", "-d")
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: not any(alive(p) for p in old_pids), what="the old processes to be reaped")
+    after = status(app)["machines"]
+    assert {m["id"] for m in after} == {m["id"] for m in before}  # same machines, re-adopted
+    web = next(m for m in after if m["group"] == "web")
+    assert web["state"] == "started" and web["pid"] not in old_pids
