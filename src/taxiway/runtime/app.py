@@ -25,6 +25,7 @@ from taxiway.runtime.lifecycle import RUNNING, State
 from taxiway.runtime.logs import MachineLog
 from taxiway.runtime.machine import MachineInfo, SupervisedMachine
 from taxiway.runtime.oneoff import run_release_command
+from taxiway.runtime.portcheck import port_advice
 from taxiway.runtime.ports import allocate
 from taxiway.state.store import MachineRecord, Store
 
@@ -54,6 +55,7 @@ class AppRuntime:
         self.release = 0
         #: True once `up` has started every machine (what `up -d` waits for).
         self.ready = False
+        self._background: set[asyncio.Task[None]] = set()
         self._seed = zlib.crc32(app.encode())
         self._lock = asyncio.Lock()
         #: Called with every machine as it is set up (`up` prints their output from the start).
@@ -115,8 +117,27 @@ class AppRuntime:
                 self._create(spec)
         for machine in self.machines.values():
             if machine.state in (State.CREATED, State.STOPPED, State.FAILED):
-                starts.append(machine.start())
-        await asyncio.gather(*starts)
+                starts.append(machine)
+        await asyncio.gather(*(m.start() for m in starts))
+        for machine in starts:
+            if machine.state is State.STARTED:
+                self._watch_port(machine)
+
+    def _watch_port(self, machine: SupervisedMachine) -> None:
+        """Log advice when the machine doesn't listen on its PORT (see `portcheck`)."""
+        internal = self._internal_ports(machine.spec)
+        if not internal:
+            return
+        host_port = machine.info.ports.get(internal[0], internal[0])
+
+        async def check() -> None:
+            advice = await port_advice(internal[0], host_port)
+            if advice and machine.state is State.STARTED:
+                machine.log.system(advice)
+
+        task = asyncio.get_running_loop().create_task(check())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- machines ---------------------------------------------------------------------------
 
