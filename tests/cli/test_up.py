@@ -379,3 +379,20 @@ def test_an_app_that_ignores_port_is_told_so(tmp_path: Path) -> None:
         )
     finally:
         taxiway(tmp_path, "down")
+
+
+def test_suspend_freezes_a_machine_and_start_resumes_it(app: Path) -> None:
+    assert taxiway(app, "up", "-d").returncode == 0
+    web = next(m for m in status(app)["machines"] if m["group"] == "web")
+    port = web["ports"]["8080"]
+    wait_for(lambda: _get(port) == web["id"], what="web to answer")
+    result = taxiway(app, "machine", "suspend", web["id"])
+    assert result.returncode == 0, result.stderr
+    assert "is suspended" in result.stdout
+    with open(f"/proc/{web['pid']}/stat") as f:
+        assert f.read().rsplit(")", 1)[1].split()[0] == "T"  # stopped by SIGSTOP
+    assert _get(port) is None  # frozen: no answer
+    resumed = taxiway(app, "machine", "start", web["id"])
+    assert "is started" in resumed.stdout
+    wait_for(lambda: _get(port) == web["id"], what="web to answer again")
+    assert next(m for m in status(app)["machines"] if m["id"] == web["id"])["pid"] == web["pid"]
