@@ -17,13 +17,13 @@ from taxiway.config.loader import LoadedConfig
 from taxiway.config.names import app_name_for
 from taxiway.errors import TaxiwayError
 
-#: How long `up -d` waits for every machine to leave `starting`.
+#: How long `up -d` waits for the daemon to report every machine started.
 DETACH_WAIT_S = 120.0
 
 
 def client_for(config: str | None) -> tuple[Client, str, AppPaths]:
+    """The daemon client, app name and state paths for the config at ``config``."""
     from taxiway.config.loader import load_config
-    from taxiway.config.names import app_name_for
 
     loaded = load_config(config)
     paths = AppPaths.for_config(loaded.source.path)
@@ -101,9 +101,8 @@ def _up_detached(loaded: LoadedConfig, paths: AppPaths, driver: str) -> int:
     status = Client(paths.socket, timeout=10).request(
         "GET", f"/v1/apps/{app_name_for(loaded.source.path, loaded.config.app)}/status"
     )
-    proc_pid = pid
     _print_status(status)
-    print(f"\ndaemon pid {proc_pid}; logs: `taxiway logs -f`; stop: `taxiway down`")
+    print(f"\ndaemon pid {pid}; logs: `taxiway logs -f`; stop: `taxiway down`")
     failed = [m for m in status["machines"] if m["state"] == "failed"]
     if failed:
         from taxiway.runtime.logs import read_log
