@@ -213,6 +213,23 @@ def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
     console.add_argument("--command", metavar="CMD", help="run this instead of console_command")
     console.set_defaults(handler="taxiway.cli.secrets_cmd:console")
 
+    volumes = commands.add_parser("volumes", help="the app's volumes (data outlives machines)")
+    volume_commands = volumes.add_subparsers(dest="volumes_command", metavar="COMMAND")
+    vlist = volume_commands.add_parser("list", help="every volume of the app")
+    vlist.add_argument("--json", action="store_true", help="print JSON")
+    vcreate = volume_commands.add_parser("create", help="create an unattached volume")
+    vcreate.add_argument("name")
+    vcreate.add_argument("--size", type=float, default=1.0, help="size in GB (default 1)")
+    vextend = volume_commands.add_parser("extend", help="grow a volume")
+    vextend.add_argument("id")
+    vextend.add_argument("--size", type=float, required=True, help="new size in GB")
+    vdestroy = volume_commands.add_parser("destroy", help="delete a volume and its data")
+    vdestroy.add_argument("id")
+    for sub in (vlist, vcreate, vextend, vdestroy):
+        _add_config_option(sub)
+        sub.set_defaults(handler="taxiway.cli.volumes_cmd:volumes")
+    volumes.set_defaults(usage_of=volumes)
+
     daemon = commands.add_parser("daemon")  # started by `up -d`; not for people
     daemon.add_argument("-c", "--config", required=True)
     daemon.add_argument("--driver", default="auto")

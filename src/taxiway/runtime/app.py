@@ -27,6 +27,7 @@ from taxiway.runtime.machine import MachineInfo, SupervisedMachine
 from taxiway.runtime.oneoff import run_release_command
 from taxiway.runtime.portcheck import port_advice
 from taxiway.runtime.ports import allocate
+from taxiway.state import new_volume_id
 from taxiway.state.store import MachineRecord, Store
 
 
@@ -216,7 +217,39 @@ class AppRuntime:
             cwd=self.base_dir,
             log=log,
             memory_mb=spec.guest.memory_mb,
+            mounts=self._volume_mounts(info, spec),
         )
+
+    def _volume_mounts(self, info: MachineInfo, spec: MachineSpec) -> list[tuple[Path, str]]:
+        """The machine's volume, as on the platform: the one it had, else an unattached one
+        of that name, else a new one (``initial_size`` recorded). Data outlives machines."""
+        mounts = []
+        for mount in spec.mounts:
+            volume = self.store.volume_for_machine(info.id)
+            if volume is not None and volume.name != mount.name:
+                self.store.detach_volume(volume.id)  # the config now mounts another volume
+                volume = None
+            if volume is None:
+                volume = self.store.find_unattached_volume(self.app, mount.name, info.region)
+            if volume is None:
+                volume_id = new_volume_id()
+                path = self.state_dir / "volumes" / volume_id
+                volume = self.store.create_volume(
+                    self.app,
+                    mount.name,
+                    mount.size_gb,
+                    info.region,
+                    path,
+                    mount.snapshot_retention,
+                    volume_id=volume_id,
+                )
+                self.store.add_event(
+                    self.app, "volume_create", machine_id=info.id, status=volume.id
+                )
+            volume = self.store.attach_volume(volume.id, info.id)
+            Path(volume.path).mkdir(mode=0o700, parents=True, exist_ok=True)
+            mounts.append((Path(volume.path), mount.path))
+        return mounts
 
     def _record(self, info: MachineInfo) -> MachineRecord:
         now = _now()

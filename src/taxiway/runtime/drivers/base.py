@@ -25,6 +25,8 @@ class LaunchSpec(msgspec.Struct, kw_only=True):
     cwd: Path
     log: MachineLog
     memory_mb: int | None = None
+    #: Volumes to show at their destination: (host directory, path in the machine).
+    mounts: list[tuple[Path, str]] = msgspec.field(default_factory=list)
 
 
 class MachineProcess(Protocol):

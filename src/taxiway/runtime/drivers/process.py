@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec
@@ -114,14 +115,56 @@ async def _pump(stream: asyncio.StreamReader | None, log: MachineLog, name: str)
         log.write(name, pending)
 
 
+#: Bind-mounts each (source, destination) pair given as arguments, then runs the command.
+_MOUNT_PRELUDE = (
+    'while [ "$1" != "--" ]; do mkdir -p "$2" && mount --bind "$1" "$2" || exit 125; '
+    'shift 2; done; shift; exec "$@"'
+)
+
+
+def mounts_supported() -> bool:
+    """Volumes at their destination need a private mount namespace: root, unshare, mount."""
+    return os.geteuid() == 0 and bool(shutil.which("unshare")) and bool(shutil.which("mount"))
+
+
+def with_mounts(spec: LaunchSpec) -> list[str]:
+    """The machine's argv, run in its own mount namespace where each volume is bind-mounted
+    at its destination. Only that namespace sees the mounts; on the host a missing
+    destination is created as an empty directory (as a container runtime creates mount
+    points). Without root the volume stays at its host path and the log says so."""
+    if not mounts_supported():
+        for source, destination in spec.mounts:
+            spec.log.system(
+                f"volume data is at {source}; showing it at {destination} needs a private "
+                "mount namespace (run taxiway as root), so the app doesn't see it there"
+            )
+        return spec.argv
+    pairs = [str(part) for source, destination in spec.mounts for part in (source, destination)]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "/bin/sh",
+        "-c",
+        _MOUNT_PRELUDE,
+        "taxiway-mounts",
+        *pairs,
+        "--",
+        *spec.argv,
+    ]
+
+
 class ProcessDriver:
     name = "process"
 
     async def launch(self, spec: LaunchSpec) -> ProcessHandle:
         who = f"machine {spec.machine_id} ({spec.group})"
+        argv = with_mounts(spec) if spec.mounts else spec.argv
         try:
             proc = await asyncio.create_subprocess_exec(
-                *spec.argv,
+                *argv,
                 cwd=spec.cwd,
                 env=spec.env,
                 stdin=asyncio.subprocess.DEVNULL,

@@ -1,0 +1,117 @@
+"""Volumes: one per machine, data kept across restarts and down/up, visible at destination."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from taxiway.runtime.drivers.process import mounts_supported
+
+COUNTER = """
+import os, pathlib, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+path = pathlib.Path(sys.argv[1]) / "count"
+count = int(path.read_text()) + 1 if path.exists() else 1
+path.write_text(str(count))
+print("count", count, flush=True)
+time.sleep(60)
+"""
+
+pytestmark = pytest.mark.skipif(
+    not mounts_supported(),
+    reason="showing a volume at its destination needs root, unshare and mount",
+)
+
+
+def taxiway(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "taxiway", *args],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1"},
+        check=False,
+    )
+
+
+def counts(app: Path) -> list[int]:
+    lines = taxiway(app, "logs", "--group", "db").stdout.splitlines()
+    return [int(line.rsplit(" ", 1)[1]) for line in lines if "| count " in line]
+
+
+def wait_count(app: Path, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while n not in counts(app):
+        assert time.monotonic() < deadline, counts(app)
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    destination = Path(f"/tmp/taxiway-volume-test-{uuid.uuid4().hex[:8]}")
+    (tmp_path / "counter.py").write_text(COUNTER)
+    (tmp_path / "fly.toml").write_text(
+        'app = "vols"\nkill_signal = "SIGTERM"\n'
+        f'[processes]\ndb = "{sys.executable} counter.py {destination}"\n'
+        f'[[mounts]]\nsource = "data"\ndestination = "{destination}"\ninitial_size = "3gb"\n'
+        'processes = ["db"]\n'
+    )
+    yield tmp_path, destination
+    taxiway(tmp_path, "down")
+    if destination.is_dir():
+        destination.rmdir()
+
+
+def test_data_survives_restarts_and_down_up(app: tuple[Path, Path]) -> None:
+    folder, destination = app
+    assert taxiway(folder, "up", "-d").returncode == 0
+    wait_count(folder, 1)
+    machine = json.loads(taxiway(folder, "status", "--json").stdout)["machines"][0]
+    assert taxiway(folder, "machine", "restart", machine["id"]).returncode == 0
+    wait_count(folder, 2)
+    assert taxiway(folder, "down").returncode == 0
+    assert taxiway(folder, "up", "-d").returncode == 0
+    wait_count(folder, 3)
+
+    volumes = json.loads(taxiway(folder, "volumes", "list", "--json").stdout)
+    assert len(volumes) == 1
+    volume = volumes[0]
+    assert (volume["name"], volume["size_gb"], volume["attached_machine_id"]) == (
+        "data",
+        3.0,
+        machine["id"],
+    )
+    assert volume["id"].startswith("vol_")
+    assert (Path(volume["path"]) / "count").read_text() == "3"
+    assert list(destination.iterdir()) == []  # the mount is the machine's own, not the host's
+
+
+def test_destroy_refuses_an_attached_volume_and_keeps_data_until_asked(
+    app: tuple[Path, Path],
+) -> None:
+    folder, _ = app
+    assert taxiway(folder, "up", "-d").returncode == 0
+    wait_count(folder, 1)
+    volume = json.loads(taxiway(folder, "volumes", "list", "--json").stdout)[0]
+    refused = taxiway(folder, "volumes", "destroy", volume["id"])
+    assert refused.returncode == 1
+    assert "Traceback" not in refused.stderr
+    assert (Path(volume["path"]) / "count").exists()
+    machine = json.loads(taxiway(folder, "status", "--json").stdout)["machines"][0]
+    assert taxiway(folder, "machine", "destroy", machine["id"]).returncode == 0
+    after = json.loads(taxiway(folder, "volumes", "list", "--json").stdout)[0]
+    assert after["attached_machine_id"] is None
+    assert (Path(volume["path"]) / "count").exists()  # a destroyed machine leaves its volume
+    gone = taxiway(folder, "volumes", "destroy", volume["id"])
+    assert gone.returncode == 0, gone.stderr
+    assert not Path(volume["path"]).exists()
+    assert taxiway(folder, "volumes", "list", "--json").stdout.strip() == "[]"
