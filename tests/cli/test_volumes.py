@@ -115,3 +115,44 @@ def test_destroy_refuses_an_attached_volume_and_keeps_data_until_asked(
     assert gone.returncode == 0, gone.stderr
     assert not Path(volume["path"]).exists()
     assert taxiway(folder, "volumes", "list", "--json").stdout.strip() == "[]"
+
+
+def test_files_appear_at_their_guest_path_with_the_platforms_content(tmp_path: Path) -> None:
+    import base64
+
+    where = Path(f"/tmp/taxiway-files-test-{uuid.uuid4().hex[:8]}")
+    (tmp_path / "local.conf").write_text("from a local file\n")
+    (tmp_path / "show.py").write_text(
+        "import sys, time\n"
+        "for p in sys.argv[1:]:\n"
+        "    print(p, repr(open(p).read()), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    guests = [where / "raw.txt", where / "local.conf", where / "sub" / "secret.txt"]
+    (tmp_path / "fly.toml").write_text(
+        f'app = "files"\n[processes]\napp = "{sys.executable} show.py '
+        + " ".join(str(g) for g in guests)
+        + '"\n'
+        f'[[files]]\nguest_path = "{guests[0]}"\nraw_value = "literal text"\n'
+        f'[[files]]\nguest_path = "{guests[1]}"\nlocal_path = "local.conf"\n'
+        f'[[files]]\nguest_path = "{guests[2]}"\nsecret_name = "CERT"\n'
+    )
+    secret = base64.b64encode(b"decoded secret").decode()
+    try:
+        assert taxiway(tmp_path, "secrets", "set", f"CERT={secret}").returncode == 0
+        assert taxiway(tmp_path, "up", "-d").returncode == 0
+        deadline = time.monotonic() + 10
+        while "secret.txt" not in (out := taxiway(tmp_path, "logs").stdout):
+            assert time.monotonic() < deadline, out
+            time.sleep(0.1)
+        assert f"{guests[0]} 'literal text'" in out  # raw_value as written (flyctl's reading)
+        assert f"{guests[1]} 'from a local file\\n'" in out
+        assert f"{guests[2]} 'decoded secret'" in out  # a secret's value is base64-decoded
+    finally:
+        taxiway(tmp_path, "down")
+        for guest in guests:
+            if guest.exists():
+                guest.unlink()
+        for folder in (where / "sub", where):
+            if folder.exists():
+                folder.rmdir()

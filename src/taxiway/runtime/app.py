@@ -8,6 +8,8 @@ died (``kill -9``) left running.
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -217,8 +219,39 @@ class AppRuntime:
             cwd=self.base_dir,
             log=log,
             memory_mb=spec.guest.memory_mb,
-            mounts=self._volume_mounts(info, spec),
+            mounts=self._volume_mounts(info, spec) + self._file_mounts(info, spec, log),
         )
+
+    def _file_mounts(
+        self, info: MachineInfo, spec: MachineSpec, log: MachineLog
+    ) -> list[tuple[Path, str]]:
+        """Write the machine's [[files]] (the plan's content, or a secret's base64-decoded
+        value, as the platform delivers them) and show each at its guest_path."""
+        folder = self.state_dir / "files" / info.id
+        mounts = []
+        secrets = self.store.secret_values(self.app)
+        for n, file in enumerate(spec.files):
+            if file.raw_value is not None:
+                content = base64.b64decode(file.raw_value)
+            elif file.secret_name in secrets:
+                try:
+                    content = base64.b64decode(secrets[file.secret_name], validate=True)
+                except ValueError:
+                    log.system(
+                        f"[[files]] {file.guest_path}: secret {file.secret_name} is not base64 "
+                        "(the platform decodes it), so the file is not written"
+                    )
+                    continue
+            else:
+                log.system(f"[[files]] {file.guest_path}: no secret named {file.secret_name}")
+                continue
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = folder / str(n)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+            mounts.append((path, file.guest_path))
+        return mounts
 
     def _volume_mounts(self, info: MachineInfo, spec: MachineSpec) -> list[tuple[Path, str]]:
         """The machine's volume, as on the platform: the one it had, else an unattached one

@@ -25,7 +25,7 @@ class LaunchSpec(msgspec.Struct, kw_only=True):
     cwd: Path
     log: MachineLog
     memory_mb: int | None = None
-    #: Volumes to show at their destination: (host directory, path in the machine).
+    #: Volumes and [[files]] to show in the machine: (host directory or file, path in it).
     mounts: list[tuple[Path, str]] = msgspec.field(default_factory=list)
 
 

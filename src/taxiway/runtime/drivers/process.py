@@ -116,9 +116,12 @@ async def _pump(stream: asyncio.StreamReader | None, log: MachineLog, name: str)
 
 
 #: Bind-mounts each (source, destination) pair given as arguments, then runs the command.
+#: A directory source gets a directory mount point, a file source a file one.
 _MOUNT_PRELUDE = (
-    'while [ "$1" != "--" ]; do mkdir -p "$2" && mount --bind "$1" "$2" || exit 125; '
-    'shift 2; done; shift; exec "$@"'
+    'while [ "$1" != "--" ]; do '
+    'if [ -d "$1" ]; then mkdir -p "$2"; '
+    'else mkdir -p "$(dirname "$2")" && { [ -e "$2" ] || : > "$2"; }; fi; '
+    'mount --bind "$1" "$2" || exit 125; shift 2; done; shift; exec "$@"'
 )
 
 
@@ -135,8 +138,8 @@ def with_mounts(spec: LaunchSpec) -> list[str]:
     if not mounts_supported():
         for source, destination in spec.mounts:
             spec.log.system(
-                f"volume data is at {source}; showing it at {destination} needs a private "
-                "mount namespace (run taxiway as root), so the app doesn't see it there"
+                f"{destination} is kept at {source}; showing it at {destination} needs a "
+                "private mount namespace (run taxiway as root), so the app doesn't see it there"
             )
         return spec.argv
     pairs = [str(part) for source, destination in spec.mounts for part in (source, destination)]
