@@ -727,3 +727,16 @@ def test_a_write_waits_for_the_lock_then_gives_up_with_a_sentence(state_dir: Pat
         assert time.monotonic() - began >= 0.1
         assert patient.counts("hello") == {"web": 2}
     holder.close()
+
+
+def test_old_events_are_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import taxiway.state.store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_EVENTS", 150)
+    with Store.open(tmp_path / ".taxiway") as s:
+        s.ensure_app("hello", str(tmp_path / "fly.toml"))
+        for n in range(400):
+            s.add_event("hello", "tick", data={"n": n})
+        events = s.events("hello", limit=None)
+        assert len(events) <= 250
+        assert events[0].data == {"n": 399}

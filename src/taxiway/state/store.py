@@ -66,6 +66,8 @@ __all__ = [
 ]
 
 DB_NAME = "taxiway.db"
+#: Events kept per app (older ones are pruned).
+MAX_EVENTS = 10_000
 
 _MACHINE_FIELDS: tuple[str, ...] = MachineRecord.__struct_fields__
 #: What `update_machine` may change: not the identity, and timestamps are the store's.
@@ -752,7 +754,11 @@ class Store:
         status: str = "",
         data: Mapping[str, Any] | None = None,
     ) -> EventRecord:
-        """Append an event (start, exit, restart, stop, launch_failed, update, …)."""
+        """Append an event (start, exit, restart, stop, launch_failed, update, …).
+
+        Only the newest `MAX_EVENTS` per app are kept, so a crash-looping machine can't
+        grow the store without bound.
+        """
         payload = dict(data or {})
         encoded = _dump(payload)
         stamp = now()
@@ -763,7 +769,11 @@ class Store:
                 (app, machine_id, type, status, encoded, stamp),
             )
             event_id = cursor.lastrowid
-        assert event_id is not None
+            assert event_id is not None
+            if event_id % 100 == 0:  # prune now and then, not on every write
+                db.execute(
+                    "DELETE FROM events WHERE app = ? AND id <= ?", (app, event_id - MAX_EVENTS)
+                )
         return EventRecord(
             id=event_id,
             app=app,
