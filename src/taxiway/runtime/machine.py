@@ -153,11 +153,6 @@ class SupervisedMachine:
         self._set(State.DESTROYING, "destroy")
         self._set(State.DESTROYED, "destroy")
 
-    async def wait_exit(self) -> None:
-        """Until the supervision task ends (the machine stopped for good)."""
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-
     # -- supervision ----------------------------------------------------------------------
 
     async def _supervise(self) -> None:
