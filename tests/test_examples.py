@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from cli_runner import run_taxiway
 from taxiway.config.diagnostics import Severity
 from taxiway.config.loader import load_config
 
@@ -34,16 +33,7 @@ def test_the_multi_group_example_runs_its_release_command_then_its_groups(tmp_pa
     app = tmp_path / "multi"
     shutil.copytree(EXAMPLES_DIR / "multi", app)
 
-    def taxiway(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "taxiway", *args],
-            cwd=app,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "NO_COLOR": "1"},
-            check=False,
-        )
+    taxiway = functools.partial(run_taxiway, app)
 
     try:
         assert taxiway("up", "-d").returncode == 0
@@ -68,16 +58,7 @@ def test_the_sidecar_example_runs_web_and_nginx_on_separate_machines(tmp_path: P
     app = tmp_path / "sidecar"
     shutil.copytree(EXAMPLES_DIR / "sidecar", app)
 
-    def taxiway(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "taxiway", *args],
-            cwd=app,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "NO_COLOR": "1"},
-            check=False,
-        )
+    taxiway = functools.partial(run_taxiway, app)
 
     def get(port: int, path: str) -> str | None:
         try:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 
+from cli_runner import run_taxiway as taxiway
 from taxiway import __version__
 from taxiway.config.loader import load_config
 
@@ -39,19 +38,6 @@ source = "data"
 destination = "/data"
 processes = ["worker"]
 """
-
-
-def taxiway(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "taxiway", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess[str], code: int = 1) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -13,20 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from cli_runner import run_taxiway as taxiway
+
 SHOW_ENV = "import os, json, time; print(json.dumps(dict(os.environ)), flush=True); time.sleep(60)"
-
-
-def taxiway(app: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "taxiway", *args],
-        cwd=app,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "NO_COLOR": "1"},
-        check=False,
-    )
 
 
 def write_app(path: Path, extra: str = "") -> Path:

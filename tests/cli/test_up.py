@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_runner import run_taxiway as taxiway
+
 WEB = """
 import os, signal, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -78,18 +80,6 @@ policy = "on-failure"
 retries = 2
 processes = ["crasher"]
 """
-
-
-def taxiway(app: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "taxiway", *args],
-        cwd=app,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "NO_COLOR": "1"},
-        check=False,
-    )
 
 
 def status(app: Path) -> dict:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 import uuid
@@ -13,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_runner import run_taxiway as taxiway
 from taxiway.runtime.drivers.process import mounts_supported
 
 COUNTER = """
@@ -29,18 +28,6 @@ pytestmark = pytest.mark.skipif(
     not mounts_supported(),
     reason="showing a volume at its destination needs root, unshare and mount",
 )
-
-
-def taxiway(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "taxiway", *args],
-        cwd=app,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "NO_COLOR": "1"},
-        check=False,
-    )
 
 
 def counts(app: Path) -> list[int]:

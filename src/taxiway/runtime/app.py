@@ -290,34 +290,19 @@ class AppRuntime:
             id=info.id,
             app=self.app,
             group=info.group,
-            state=info.state.value,
             region=info.region,
             instance_id=info.version,
             private_ip=info.private_ip,
             release_version=self.release,
-            restarts=info.restarts,
-            exit_code=info.exit_code,
-            pid=info.pid,
-            pgid=info.pgid,
-            pid_start_time=info.pid_start_time,
-            ports={str(k): v for k, v in info.ports.items()},
             created_at=now,
             updated_at=now,
             metadata={"fly_platform_version": "v2", "fly_process_group": info.group},
+            **_live_fields(info),
         )
 
     def _changed(self, machine: SupervisedMachine, event: str) -> None:
         info = machine.info
-        self.store.update_machine(
-            info.id,
-            state=info.state.value,
-            restarts=info.restarts,
-            exit_code=info.exit_code,
-            pid=info.pid,
-            pgid=info.pgid,
-            pid_start_time=info.pid_start_time,
-            ports={str(k): v for k, v in info.ports.items()},
-        )
+        self.store.update_machine(info.id, **_live_fields(info))
         self.store.add_event(
             self.app,
             event,
@@ -435,6 +420,19 @@ class AppRuntime:
                 for m in sorted(self.machines.values(), key=lambda m: (m.info.group, m.id))
             ],
         }
+
+
+def _live_fields(info: MachineInfo) -> dict[str, object]:
+    """The machine fields that change while it runs, as the store keeps them."""
+    return {
+        "state": info.state.value,
+        "restarts": info.restarts,
+        "exit_code": info.exit_code,
+        "pid": info.pid,
+        "pgid": info.pgid,
+        "pid_start_time": info.pid_start_time,
+        "ports": {str(k): v for k, v in info.ports.items()},
+    }
 
 
 def _now() -> str:

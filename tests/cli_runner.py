@@ -1,0 +1,24 @@
+"""Running the real `taxiway` command in a subprocess, as a user would, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_taxiway(
+    cwd: Path, *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`taxiway ARGS` in ``cwd``, output captured, colours off, never waiting forever."""
+    return subprocess.run(
+        [sys.executable, "-m", "taxiway", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "NO_COLOR": "1"},
+        check=False,
+    )
