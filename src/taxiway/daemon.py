@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import sys
@@ -107,8 +108,8 @@ async def serve(
 def run_detached(loaded: LoadedConfig, paths: AppPaths, driver_name: str, ready_fd: int) -> int:
     """The body of a forked daemon (`up -d`): detach, log to daemon.log, report on ``ready_fd``.
 
-    Writes ``ready`` once every machine has started, or ``error <sentence>``; the
-    parent prints that and exits, the daemon runs on.
+    Writes ``ready <status JSON>`` once every machine has started, or ``error
+    <sentence>``; the parent prints that and exits, the daemon runs on.
     """
     import traceback
 
@@ -133,7 +134,11 @@ def run_detached(loaded: LoadedConfig, paths: AppPaths, driver_name: str, ready_
 
     try:
         return asyncio.run(
-            serve(loaded, driver_name=driver_name, on_ready=lambda _runtime: report("ready"))
+            serve(
+                loaded,
+                driver_name=driver_name,
+                on_ready=lambda runtime: report("ready " + json.dumps(runtime.status())),
+            )
         )
     except TaxiwayError as exc:
         print(f"taxiway: error: {exc}", file=sys.stderr)

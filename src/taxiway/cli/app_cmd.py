@@ -92,15 +92,13 @@ def _up_detached(loaded: LoadedConfig, paths: AppPaths, driver: str) -> int:
     text = message.decode(errors="replace").strip()
     if text.startswith("error "):
         raise TaxiwayError(text.removeprefix("error "))
-    if text != "ready":
+    if not text.startswith("ready "):
         raise TaxiwayError(
             f"the daemon did not come up in {DETACH_WAIT_S:g}s; see {paths.daemon_log}"
             if text == "" and time.monotonic() >= deadline
             else _daemon_failure(paths)
         )
-    status = Client(paths.socket, timeout=10).request(
-        "GET", f"/v1/apps/{app_name_for(loaded.source.path, loaded.config.app)}/status"
-    )
+    status = json.loads(text.removeprefix("ready "))
     _print_status(status)
     print(f"\ndaemon pid {pid}; logs: `taxiway logs -f`; stop: `taxiway down`")
     failed = [m for m in status["machines"] if m["state"] == "failed"]
