@@ -740,3 +740,17 @@ def test_old_events_are_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         events = s.events("hello", limit=None)
         assert len(events) <= 250
         assert events[0].data == {"n": 399}
+
+
+def test_only_machine_states_and_events_skip_the_commit_fsync(tmp_path: Path) -> None:
+    with Store.open(tmp_path / ".taxiway") as s:
+        s.ensure_app("hello", str(tmp_path / "fly.toml"))
+
+        def synchronous() -> int:
+            return s._db.execute("PRAGMA synchronous").fetchone()[0]
+
+        assert synchronous() == 2  # FULL: what a user stores is fsynced
+        s.add_event("hello", "tick")
+        assert synchronous() == 2  # restored after a non-durable write
+        s.set_secrets("hello", {"A": "x"})
+        assert synchronous() == 2
