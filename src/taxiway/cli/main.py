@@ -252,10 +252,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaxiwayError as exc:
         print(f"taxiway: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except RecursionError:
+        print("taxiway: error: the config is nested too deeply to read", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:  # the environment: a full disk, a name too long, …
+        print(f"taxiway: error: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except Exception as exc:  # a bug: say so plainly, with where to look
         import traceback
 

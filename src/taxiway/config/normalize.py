@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import math
 import shlex
 from typing import Any
 
@@ -615,6 +616,10 @@ class _Normalizer:
         try:
             if isinstance(value, bool) or not isinstance(value, str | int | float):
                 raise UnitError(f'a duration like "10s" is expected, not {describe_value(value)}')
+            if (isinstance(value, float) and not math.isfinite(value)) or (
+                isinstance(value, int | float) and abs(value) > 1e12
+            ):
+                raise UnitError(f"{value} is not a usable duration")
             if isinstance(value, str):
                 ns = parse_duration_ns(value)
             else:

@@ -109,6 +109,10 @@ DECIMAL_GB = 1000**3
 
 def parse_size_mb(value: str | int | float) -> int:
     """Memory-style size: bare numbers are megabytes."""
+    if (isinstance(value, float) and not math.isfinite(value)) or (
+        isinstance(value, int | float) and abs(value) > 1e12
+    ):
+        raise UnitError(f"{value} is not a usable size")
     if isinstance(value, bool):
         raise UnitError(f"{value!r} is not a size")
     if isinstance(value, int | float):
@@ -119,6 +123,10 @@ def parse_size_mb(value: str | int | float) -> int:
 def parse_size_gb(value: str | int | float) -> float:
     """Volume-style size in decimal gigabytes: bare numbers are gigabytes, ``"500mb"`` is 0.5.
     May be fractional (``"15mb"`` → 0.015)."""
+    if (isinstance(value, float) and not math.isfinite(value)) or (
+        isinstance(value, int | float) and abs(value) > 1e12
+    ):
+        raise UnitError(f"{value} is not a usable size")
     if isinstance(value, bool):
         raise UnitError(f"{value!r} is not a size")
     if isinstance(value, int | float):
