@@ -114,7 +114,8 @@ def test_freeze_stops_progress_and_thaw_resumes(tmp_path: Path) -> None:
     counter = tmp_path / "count"
     code = (
         f"import time, pathlib\np = pathlib.Path({str(counter)!r})\ni = 0\n"
-        "t = p.with_suffix('.tmp')\nwhile True:\n    i += 1\n    t.write_text(str(i))\n    t.replace(p)\n    time.sleep(0.01)\n"
+        "t = p.with_suffix('.tmp')\nwhile True:\n    i += 1\n"
+        "    t.write_text(str(i))\n    t.replace(p)\n    time.sleep(0.01)\n"
     )
 
     async def main() -> None:
