@@ -1,0 +1,1 @@
+"""The edge: taxiway's local Fly Proxy (listeners, handlers, balancing, autostop/autostart)."""
