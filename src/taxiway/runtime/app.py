@@ -11,7 +11,7 @@ import asyncio
 import base64
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -63,6 +63,11 @@ class AppRuntime:
         self._lock = asyncio.Lock()
         #: Called with every machine as it is set up (`up` prints their output from the start).
         self.on_machine: Callable[[SupervisedMachine], None] | None = None
+        #: Called after any machine changes (state, address, checks): the edge's routing.
+        self.on_change: list[Callable[[], None]] = []
+        #: Awaited before a machine gets its stop signal, with the machine and its
+        #: kill_timeout: the edge stops routing to it and lets in-flight requests finish.
+        self.before_stop: Callable[[str, float], Awaitable[None]] | None = None
 
     # -- start-up --------------------------------------------------------------------------
 
@@ -181,6 +186,7 @@ class AppRuntime:
         machine = SupervisedMachine(
             info, spec, self._launch_spec(info, spec, log), self.driver, log, self._changed
         )
+        machine.before_stop = self._before_stop
         self.machines[info.id] = machine
         if self.on_machine is not None:
             self.on_machine(machine)
@@ -302,6 +308,7 @@ class AppRuntime:
 
     def _changed(self, machine: SupervisedMachine, event: str) -> None:
         info = machine.info
+        self._notify()
         self.store.update_machine(info.id, **_live_fields(info))
         self.store.add_event(
             self.app,
@@ -310,6 +317,14 @@ class AppRuntime:
             status=info.state.value,
             data={"exit_code": info.exit_code} if info.exit_code is not None else None,
         )
+
+    async def _before_stop(self, machine_id: str, timeout_s: float) -> None:
+        if self.before_stop is not None:
+            await self.before_stop(machine_id, timeout_s)
+
+    def _notify(self) -> None:
+        for callback in self.on_change:
+            callback()
 
     # -- actions ----------------------------------------------------------------------------
 

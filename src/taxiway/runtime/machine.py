@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 
@@ -65,6 +66,10 @@ class SupervisedMachine:
         self._stop = asyncio.Event()
         self._launched = asyncio.Event()
         self._started_at = 0.0
+        #: The machine's health checks (`taxiway.checks.monitor.MachineChecks`), if any.
+        self.checks: Any = None
+        #: Awaited with (machine id, kill_timeout) before the stop signal: the edge drains it.
+        self.before_stop: Callable[[str, float], Awaitable[None]] | None = None
 
     @property
     def id(self) -> str:
@@ -120,6 +125,8 @@ class SupervisedMachine:
         timeout = (
             timeout_s if timeout_s is not None else duration_seconds(self.spec.stop_config.timeout)
         )
+        if self.before_stop is not None:
+            await self.before_stop(self.id, timeout)
         self.log.system(f"stopping: sending {signal.Signals(stop_sig).name}")
         process.send_signal(stop_sig)
         try:
