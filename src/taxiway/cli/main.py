@@ -230,6 +230,16 @@ def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
         sub.set_defaults(handler="taxiway.cli.volumes_cmd:volumes")
     volumes.set_defaults(usage_of=volumes)
 
+    checks = commands.add_parser("checks", help="the machines' health checks and their status")
+    check_commands = checks.add_subparsers(dest="checks_command", metavar="COMMAND")
+    clist = check_commands.add_parser(
+        "list", help="every check of every machine: status and last output"
+    )
+    _add_config_option(clist)
+    clist.add_argument("--json", action="store_true", help="print JSON")
+    clist.set_defaults(handler="taxiway.cli.checks_cmd:checks")
+    checks.set_defaults(usage_of=checks)
+
     daemon = commands.add_parser("daemon")  # started by `up -d`; not for people
     daemon.add_argument("-c", "--config", required=True)
     daemon.add_argument("--driver", default="auto")
