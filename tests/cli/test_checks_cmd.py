@@ -1,8 +1,7 @@
 """`taxiway checks list`.
 
-The daemon does not fill its machines' ``checks`` yet (the runtime wiring of
-`MachineChecks` comes later), so the end-to-end tests here cover what works without it:
-help, the no-daemon error, and the rows built from a real `MachineChecks.summary()`.
+Help, the no-daemon error, and the rows built from a real `MachineChecks.summary()`;
+checks in a running app are covered in test_checks_live.py.
 """
 
 from __future__ import annotations

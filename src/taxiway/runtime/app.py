@@ -16,9 +16,10 @@ from pathlib import Path
 
 import msgspec
 
+from taxiway.checks.monitor import MachineChecks
 from taxiway.config.loader import LoadedConfig
 from taxiway.errors import TaxiwayError
-from taxiway.plan.machine import MachineSpec, plan_machines
+from taxiway.plan.machine import Check, MachineSpec, plan_machines
 from taxiway.runtime import ids
 from taxiway.runtime.command import image_config, resolve_argv
 from taxiway.runtime.drivers.base import Driver, LaunchSpec
@@ -187,6 +188,7 @@ class AppRuntime:
             info, spec, self._launch_spec(info, spec, log), self.driver, log, self._changed
         )
         machine.before_stop = self._before_stop
+        self.attach_checks(machine)
         self.machines[info.id] = machine
         if self.on_machine is not None:
             self.on_machine(machine)
@@ -308,6 +310,7 @@ class AppRuntime:
 
     def _changed(self, machine: SupervisedMachine, event: str) -> None:
         info = machine.info
+        self._sync_checks(machine)
         self._notify()
         self.store.update_machine(info.id, **_live_fields(info))
         self.store.add_event(
@@ -317,6 +320,41 @@ class AppRuntime:
             status=info.state.value,
             data={"exit_code": info.exit_code} if info.exit_code is not None else None,
         )
+
+    def attach_checks(self, machine: SupervisedMachine) -> None:
+        """Give the machine a monitor for its spec's service and top-level checks (none
+        when it has no checks: it then counts as healthy once started)."""
+        spec = machine.spec
+        if not spec.checks and not any(s.checks for s in spec.services):
+            machine.checks = None
+            return
+
+        def address(port: int) -> tuple[str, int]:
+            return machine.info.host, machine.info.ports.get(port, port)
+
+        async def restart(check: Check) -> None:
+            if machine.state is State.STARTED:
+                machine.log.system(
+                    f"check {check.name} failed {check.restart_limit} times in a row "
+                    "(restart_limit): restarting"
+                )
+                await machine.restart()
+
+        machine.checks = MachineChecks(
+            machine.id, spec.services, spec.checks, address, self._notify, restart
+        )
+
+    def _sync_checks(self, machine: SupervisedMachine) -> None:
+        """Checks run while the machine is started, and stop with it."""
+        checks = machine.checks
+        if checks is None:
+            return
+        if machine.state is State.STARTED:
+            checks.start()
+        elif machine.state is not State.STARTING:
+            task = asyncio.get_running_loop().create_task(checks.stop())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _before_stop(self, machine_id: str, timeout_s: float) -> None:
         if self.before_stop is not None:
@@ -426,7 +464,7 @@ class AppRuntime:
                     "region": m.info.region,
                     "restarts": m.info.restarts,
                     "private_ip": m.info.private_ip,
-                    "checks": {},
+                    "checks": m.checks.summary() if m.checks is not None else {},
                     "exit_code": m.info.exit_code,
                     "backoff_s": round(m.info.backoff_s, 2),
                     "pid": m.info.pid,

@@ -12,7 +12,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -22,6 +22,9 @@ from taxiway.runtime.drivers.base import Driver, DriverError, LaunchSpec, Machin
 from taxiway.runtime.lifecycle import State, check_transition
 from taxiway.runtime.logs import MachineLog
 from taxiway.runtime.restart import RestartState, decide
+
+if TYPE_CHECKING:
+    from taxiway.checks.monitor import MachineChecks
 
 
 class MachineInfo(msgspec.Struct, kw_only=True):
@@ -33,6 +36,9 @@ class MachineInfo(msgspec.Struct, kw_only=True):
     region: str
     private_ip: str
     version: str
+    #: Where the machine's ports are reached from the host (the edge, checks): 127.0.0.1
+    #: with the process driver, the machine's own address with the namespace driver.
+    host: str = "127.0.0.1"
     restarts: int = 0
     backoff_s: float = 0.0
     exit_code: int | None = None
@@ -67,7 +73,7 @@ class SupervisedMachine:
         self._launched = asyncio.Event()
         self._started_at = 0.0
         #: The machine's health checks (`taxiway.checks.monitor.MachineChecks`), if any.
-        self.checks: Any = None
+        self.checks: MachineChecks | None = None
         #: Awaited with (machine id, kill_timeout) before the stop signal: the edge drains it.
         self.before_stop: Callable[[str, float], Awaitable[None]] | None = None
 
