@@ -240,11 +240,16 @@ class Statics:
         """The response for a static file, or None when the app should answer."""
         if not self._mappings or method not in _METHODS or not raw_path.startswith(b"/"):
             return None
-        path = raw_path.split(b"?", 1)[0].split(b"#", 1)[0]
-        if self._heads is not None and not any(c in path for c in (b"%", b"/.", b"//")):
-            head = path[1:].split(b"/", 1)[0]
-            if head not in self._heads:
-                return None
+        path = raw_path.partition(b"?")[0]
+        if b"#" in path:
+            path = path.partition(b"#")[0]
+        heads = self._heads
+        if (
+            heads is not None
+            and not (b"%" in path or b"/." in path or b"//" in path)
+            and path[1:].partition(b"/")[0] not in heads
+        ):
+            return None  # the fast way out for the app's own paths
         segments, trailing = _segments(path)
         if segments is None:
             return None
