@@ -26,6 +26,7 @@ from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.drivers import select_driver
 from taxiway.runtime.machine import SupervisedMachine
 from taxiway.runtime.oneoff import ReleaseCommandFailed, last_lines
+from taxiway.state.records import ReleaseRecord
 from taxiway.state.store import Store
 
 
@@ -84,12 +85,18 @@ async def serve(
         with contextlib.suppress(FileNotFoundError):
             paths.socket.unlink()  # we hold the lock: any socket file is a dead daemon's
         await server.start(paths.socket)
+        release = _release_for_up(store, app_name, loaded)
         try:
             await runtime.up()
         except ReleaseCommandFailed as exc:
+            if release is not None:
+                store.set_release_status(app_name, release.version, "failed")
             for line in last_lines(paths.logs, exc.machine_id) if exc.machine_id else ():
                 print(f"release_command | {line}", file=sys.stderr)
             raise
+        if release is not None:
+            store.set_release_status(app_name, release.version, "complete")
+        runtime.stamp_release(runtime.release)
         if on_ready is not None:
             on_ready(runtime)
         await shutdown.wait()
@@ -103,6 +110,14 @@ async def serve(
             paths.socket.unlink()
         store.close()
         os.close(lock)
+
+
+def _release_for_up(store: Store, app: str, loaded: LoadedConfig) -> ReleaseRecord | None:
+    """`up` deploys the config file: a new release when config, code or secrets changed
+    since the last complete one (`taxiway.deploy.releases.release_for_up`)."""
+    from taxiway.deploy.releases import release_for_up
+
+    return release_for_up(store, app, loaded)
 
 
 def run_detached(loaded: LoadedConfig, paths: AppPaths, driver_name: str, ready_fd: int) -> int:

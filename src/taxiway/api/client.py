@@ -70,9 +70,12 @@ class Client:
             raise TaxiwayError(message or f"the daemon answered {response.status}")
         return data
 
-    def stream(self, path: str) -> Iterator[dict[str, Any]]:
-        """NDJSON lines from a streaming endpoint (``logs -f``), until the daemon closes it."""
-        response = self._open("GET", path)
+    def stream(
+        self, path: str, *, method: str = "GET", body: Any = None
+    ) -> Iterator[dict[str, Any]]:
+        """NDJSON lines from a streaming endpoint (``logs -f``, ``deploy``), until the
+        daemon closes it."""
+        response = self._open(method, path, body)
         if response.status >= 400:
             raise TaxiwayError(json.loads(response.read()).get("error", "request failed"))
         while line := response.readline():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import h11
+import msgspec
 
 from taxiway.errors import TaxiwayError
 from taxiway.runtime.app import AppRuntime
@@ -309,7 +310,122 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
     router.add("POST", base + "/scale", set_scale)
     router.add("POST", base + "/down", down)
     router.add("GET", base + "/logs", logs)
+    _add_deploy_routes(router, runtime, check_app)
     return router
+
+
+# -- deploys and releases (taxiway.deploy) ------------------------------------------------------
+
+
+def _add_deploy_routes(
+    router: Router, runtime: AppRuntime, check_app: Callable[[dict[str, str]], None]
+) -> None:
+    """``POST …/deploy`` and ``POST …/releases/rollback`` stream NDJSON progress lines
+    (``{"progress": "…"}``), then ``{"release": {…}}`` or ``{"error": "…"}``; with
+    ``"detach": true`` they answer at once and the deploy goes on in the daemon."""
+    from taxiway.deploy.deployer import Deployer
+
+    deployer = Deployer(runtime)
+    running: set[asyncio.Task[Any]] = set()
+
+    def options(body: Any) -> Any:
+        from taxiway.deploy.deployer import DeployOptions
+
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise TaxiwayError("a deploy takes a JSON object")
+        try:
+            return msgspec.convert(
+                {k: v for k, v in body.items() if k in DeployOptions.__struct_fields__},
+                DeployOptions,
+            )
+        except msgspec.ValidationError as exc:
+            raise TaxiwayError(f"bad deploy request: {exc}") from None
+
+    def start(deployment: Any, body: dict[str, Any]) -> Result:
+        from taxiway.deploy.releases import release_json
+
+        if body.get("detach"):
+            task = asyncio.get_running_loop().create_task(deployment.run(lambda line: None))
+            running.add(task)
+            task.add_done_callback(_settled(running))
+            return {"release": release_json(deployment.release, runtime.release), "detach": True}
+        return _progress_stream(deployment.run, running, runtime)
+
+    async def deploy(request: Request, params: dict[str, str]) -> Result:
+        check_app(params)
+        from taxiway.config.loader import load_config
+
+        body = request.json() or {}
+        opts = options(body)
+        loaded = load_config(runtime.loaded.source.path, strategy=opts.strategy)
+        return start(deployer.prepare(loaded, opts), body)
+
+    async def rollback(request: Request, params: dict[str, str]) -> Result:
+        check_app(params)
+        body = request.json() or {}
+        version = body.get("version") if isinstance(body, dict) else None
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise TaxiwayError("a rollback takes a release version number")
+        return start(deployer.prepare_rollback(version, options(body)), body)
+
+    async def releases(request: Request, params: dict[str, str]) -> Result:
+        check_app(params)
+        from taxiway.deploy.releases import release_json
+
+        return [release_json(r, runtime.release) for r in runtime.store.list_releases(runtime.app)]
+
+    base = "/v1/apps/{app}"
+    router.add("POST", base + "/deploy", deploy)
+    router.add("GET", base + "/releases", releases)
+    router.add("POST", base + "/releases/rollback", rollback)
+
+
+def _settled(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    """A done-callback: forget the task and take its error (the release records it)."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    return done
+
+
+async def _progress_stream(
+    run: Callable[[Callable[[str], None]], Awaitable[Any]],
+    running: set[asyncio.Task[Any]],
+    runtime: AppRuntime,
+) -> AsyncIterator[bytes]:
+    """Progress lines while ``run`` works, then its result. The work is a task of its
+    own: a client that goes away does not stop a deploy half-way."""
+    from taxiway.deploy.releases import release_json
+
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    task = asyncio.get_running_loop().create_task(run(lines.put_nowait))
+    running.add(task)
+    task.add_done_callback(_settled(running))
+    while True:
+        getter = asyncio.ensure_future(lines.get())
+        done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+        if getter not in done:
+            getter.cancel()
+            break
+        yield _ndjson({"progress": getter.result()})
+    while not lines.empty():
+        yield _ndjson({"progress": lines.get_nowait()})
+    exc = task.exception()
+    if exc is None:
+        yield _ndjson({"release": release_json(task.result(), runtime.release)})
+    elif isinstance(exc, TaxiwayError):
+        yield _ndjson({"error": str(exc)})
+    else:
+        yield _ndjson({"error": f"internal error (a bug, please report it): {exc!r}"})
+
+
+def _ndjson(data: object) -> bytes:
+    return (json.dumps(data) + "\n").encode()
 
 
 def _scale(runtime: AppRuntime) -> dict[str, object]:

@@ -240,10 +240,75 @@ def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
     clist.set_defaults(handler="taxiway.cli.checks_cmd:checks")
     checks.set_defaults(usage_of=checks)
 
+    _add_deploy_commands(commands)
+
     daemon = commands.add_parser("daemon")  # started by `up -d`; not for people
     daemon.add_argument("-c", "--config", required=True)
     daemon.add_argument("--driver", default="auto")
     daemon.set_defaults(handler=handler + "daemon")
+
+
+def _add_deploy_commands(commands: argparse._SubParsersAction) -> None:
+    """`deploy` and `releases`: rolling out a new release and looking back."""
+    handler = "taxiway.cli.deploy_cmd:"
+    deploy = commands.add_parser(
+        "deploy",
+        help="roll out the config file as a new release, with the deploy strategy",
+        description=(
+            "Roll out fly.toml as a new release on the running app: release_command, "
+            "machine_checks, then the strategy. A failed deploy puts the previous release "
+            "back (--no-rollback keeps the platform's behaviour). With no daemon running, "
+            "it starts the app like `up -d`."
+        ),
+    )
+    _add_config_option(deploy)
+    deploy.add_argument(
+        "--strategy",
+        choices=("rolling", "immediate", "canary", "bluegreen"),
+        help="overrides [deploy] strategy (default rolling)",
+    )
+    deploy.add_argument(
+        "--wait-timeout",
+        metavar="DURATION",
+        help="how long each wait for a machine may take, like 30s or 5m (default 5m)",
+    )
+    deploy.add_argument(
+        "--max-unavailable",
+        type=float,
+        metavar="N",
+        help="rolling: machines down at once, a count >= 1 or a fraction (default 0.33)",
+    )
+    deploy.add_argument(
+        "--detach", action="store_true", help="return at once; the deploy goes on in the daemon"
+    )
+    deploy.add_argument(
+        "--no-rollback",
+        action="store_true",
+        help="on failure, leave updated machines on the new release (the platform's way)",
+    )
+    deploy.add_argument(
+        "--no-smoke-checks",
+        action="store_true",
+        help="don't watch each new machine 10s for a crash (still waits for its checks)",
+    )
+    deploy.set_defaults(handler=handler + "deploy")
+
+    releases = commands.add_parser("releases", help="the app's releases, newest first")
+    _add_config_option(releases)
+    releases.add_argument("--json", action="store_true", help="print JSON")
+    releases.set_defaults(handler=handler + "releases", releases_command=None)
+    release_commands = releases.add_subparsers(dest="releases_command", metavar="COMMAND")
+    rollback = release_commands.add_parser(
+        "rollback",
+        help="deploy an earlier release's config again (default: the previous complete one)",
+    )
+    rollback.add_argument(  # SUPPRESS: `releases -c F rollback` keeps the parent's -c
+        "-c", "--config", metavar="PATH", default=argparse.SUPPRESS, help="as for releases"
+    )
+    rollback.add_argument("version", nargs="?", metavar="VERSION", help="e.g. 3 or v3")
+    rollback.add_argument("--detach", action="store_true", help="return at once")
+    rollback.add_argument("--no-smoke-checks", action="store_true", help="as for deploy")
+    rollback.set_defaults(handler=handler + "releases")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -451,6 +451,83 @@ class AppRuntime:
         """Stop every machine gracefully (in parallel, each with its kill_signal/timeout)."""
         await asyncio.gather(*(m.stop() for m in self.machines.values()))
 
+    # -- deploys (used by taxiway.deploy) ---------------------------------------------------
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held while machines are added, removed or updated (scale, secrets, deploys)."""
+        return self._lock
+
+    def apply_config(self, loaded: LoadedConfig) -> None:
+        """Make ``loaded`` the config that new and updated machines get: a deploy's first
+        step, and its last when it puts the previous release back."""
+        self.loaded = loaded
+        self.base_dir = loaded.base_dir
+        self.specs = plan_machines(loaded.config, base_dir=self.base_dir)
+        self.image = image_config(loaded.config, self.base_dir)
+        self.region = region_for(loaded.config.primary_region)
+
+    def create_machine(
+        self,
+        spec: MachineSpec,
+        *,
+        release_version: int,
+        cordoned: bool = False,
+        metadata: dict[str, str] | None = None,
+    ) -> SupervisedMachine:
+        """A new machine of ``spec``, not started yet: a new group's, a canary, a
+        bluegreen green, a machine-check test machine."""
+        machine = self._create(spec)
+        record = self.store.update_machine(machine.id, release_version=release_version)
+        if metadata:
+            self.store.update_machine(machine.id, metadata={**record.metadata, **metadata})
+        if cordoned:
+            machine.set_cordoned(True)
+        return machine
+
+    async def update_machine(
+        self,
+        machine: SupervisedMachine,
+        spec: MachineSpec,
+        *,
+        release_version: int,
+        start: bool | None = None,
+    ) -> None:
+        """Put ``spec`` on the machine in place (same id, a new version), as the
+        platform's update does; ``start`` defaults to the platform's rule
+        (`SupervisedMachine.runs_after_update`)."""
+        version = ids.ulid()
+        ports = machine.info.ports
+        if set(ports) != set(self._internal_ports(spec)):
+            ports = self._ports_for(spec)
+        run = machine.runs_after_update() if start is None else start
+
+        def make_launch() -> LaunchSpec:
+            info = msgspec.structs.replace(machine.info, version=version, ports=ports)
+            return self._launch_spec(info, spec, machine.log)
+
+        def swapped() -> None:
+            self.store.update_machine(
+                machine.id, instance_id=version, release_version=release_version
+            )
+            self.attach_checks(machine)
+
+        await machine.update(
+            spec, make_launch, version=version, ports=ports, start=run, on_swap=swapped
+        )
+        if machine.state is State.STARTED:
+            self._watch_port(machine)
+
+    async def remove_machine(self, machine: SupervisedMachine) -> None:
+        """Destroy a machine while the caller holds `lock` (a deploy does)."""
+        await self._destroy(machine)
+
+    def stamp_release(self, version: int) -> None:
+        """Every machine now runs release ``version`` (after `up` started them all)."""
+        self.release = version
+        for machine in self.machines.values():
+            self.store.update_machine(machine.id, release_version=version)
+
     def status(self) -> dict[str, object]:
         """The documented, stable `status --json` shape."""
         return {

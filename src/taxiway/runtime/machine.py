@@ -166,6 +166,55 @@ class SupervisedMachine:
         self._set(State.DESTROYING, "destroy")
         self._set(State.DESTROYED, "destroy")
 
+    # -- deploys (used by taxiway.deploy through AppRuntime) --------------------------------
+
+    #: A cordoned machine runs but the edge sends it no new requests: a bluegreen green
+    #: before the switch, a machine-check test machine.
+    cordoned: bool = False
+
+    def set_cordoned(self, cordoned: bool) -> None:
+        if cordoned != self.cordoned:
+            self.cordoned = cordoned
+            self._on_change(self, "cordon" if cordoned else "uncordon")
+
+    def runs_after_update(self) -> bool:
+        """Whether an update starts the machine again: the platform restarts machines that
+        were started, starting or failed (here also one in restart back-off); stopped,
+        suspended and created ones are updated and stay stopped (FLY-SEMANTICS.md §6.2)."""
+        if self.state in (State.STARTED, State.STARTING, State.FAILED):
+            return True
+        return self.state is State.STOPPED and self._task is not None and not self._task.done()
+
+    async def update(
+        self,
+        spec: MachineSpec,
+        make_launch: Callable[[], LaunchSpec],
+        *,
+        version: str,
+        ports: dict[int, int],
+        start: bool,
+        on_swap: Callable[[], None] | None = None,
+    ) -> None:
+        """The platform's in-place update: same id, a new version. A running machine is
+        stopped (drained, kill_signal, kill_timeout), gets the new spec, and is started
+        when ``start``. ``make_launch`` runs once the old process is gone (volumes and
+        files are handed over then); ``on_swap`` once the new spec is in place."""
+        await self.stop()
+        self.spec = spec
+        self.launch_spec = make_launch()
+        self.restart_state = RestartState(total_restarts=self.info.restarts)
+        if self.state is State.CREATED:
+            self.info = msgspec.structs.replace(self.info, version=version, ports=ports)
+            self._on_change(self, "update")
+        else:
+            self._set(State.REPLACING, "update", version=version, ports=ports, exit_code=None)
+        if on_swap is not None:
+            on_swap()
+        if start:
+            await self.start()
+        elif self.state is State.REPLACING:
+            self._set(State.STOPPED, "update")
+
     # -- supervision ----------------------------------------------------------------------
 
     async def _supervise(self) -> None:

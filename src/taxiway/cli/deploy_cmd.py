@@ -1,0 +1,169 @@
+"""`taxiway deploy` and `taxiway releases [rollback]`: asking the daemon to roll out a release.
+
+The deploy itself runs in the daemon (`taxiway.deploy`); this prints its progress lines
+as they come (plain lines, the same on a terminal as in a pipe or CI log). When no daemon
+runs the app, `deploy` starts one as `up -d` does: with every machine stopped there is
+nothing to roll, and `up` makes the config the app's new release.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from taxiway.api.client import Client, DaemonNotRunning
+from taxiway.api.paths import AppPaths
+from taxiway.config.names import app_name_for
+from taxiway.errors import TaxiwayError
+
+
+def deploy(args: argparse.Namespace) -> int:
+    from taxiway.cli.app_cmd import up
+    from taxiway.config.loader import load_config
+
+    loaded = load_config(args.config, strategy=args.strategy)
+    _require_valid(loaded)
+    paths = AppPaths.for_config(loaded.source.path)
+    app = app_name_for(loaded.source.path, loaded.config.app)
+    client = Client(paths.socket, timeout=None)  # type: ignore[arg-type]
+    if not client.alive():
+        print(f"taxiway is not running {app}: starting it (`up -d` deploys the config file)")
+        return up(argparse.Namespace(config=args.config, detach=True, driver="auto"))
+    body: dict[str, Any] = {"rollback": False} if args.no_rollback else {}
+    if args.strategy:
+        body["strategy"] = args.strategy
+    if args.wait_timeout:
+        body["wait_timeout_s"] = _duration(args.wait_timeout, "--wait-timeout")
+    if args.max_unavailable is not None:
+        body["max_unavailable"] = args.max_unavailable
+    if args.no_smoke_checks:
+        body["smoke_checks"] = False
+    return _run(client, f"/v1/apps/{app}/deploy", body, detach=args.detach)
+
+
+def releases(args: argparse.Namespace) -> int:
+    from taxiway.config.loader import load_config
+
+    loaded = load_config(args.config)
+    paths = AppPaths.for_config(loaded.source.path)
+    app = app_name_for(loaded.source.path, loaded.config.app)
+    client = Client(paths.socket, timeout=None)  # type: ignore[arg-type]
+    if args.releases_command == "rollback":
+        body: dict[str, Any] = {}
+        if args.version is not None:
+            body["version"] = _version(args.version)
+        if args.no_smoke_checks:
+            body["smoke_checks"] = False
+        if not client.alive():
+            raise DaemonNotRunning(
+                f"taxiway is not running {app}; a rollback updates running machines, so "
+                "start it with `taxiway up -d` first"
+            )
+        return _run(client, f"/v1/apps/{app}/releases/rollback", body, detach=args.detach)
+    try:
+        data = client.request("GET", f"/v1/apps/{app}/releases")
+    except DaemonNotRunning:
+        data = _releases_from_store(paths, app)
+    if args.json:
+        json.dump(data, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    if not data:
+        print(f"{app} has no releases yet; `taxiway up` or `taxiway deploy` makes the first")
+        return 0
+    rows = [("VERSION", "STATUS", "STRATEGY", "CREATED", "CONFIG", "DESCRIPTION")]
+    for r in data:
+        version = f"v{r['version']}" + (" (current)" if r["current"] else "")
+        rows.append(
+            (
+                version,
+                r["status"],
+                r["strategy"],
+                r["created_at"],
+                r["config_digest"][:12],
+                r["description"],
+            )
+        )
+    from taxiway.cli.app_cmd import print_table
+
+    print_table(rows)
+    return 0
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _run(client: Client, path: str, body: dict[str, Any], *, detach: bool) -> int:
+    """Send a deploy (or rollback); print its progress, then how it ended."""
+    if detach:
+        data = client.request("POST", path, {**body, "detach": True})
+        version = data["release"]["version"]
+        print(f"release v{version} is deploying in the daemon; `taxiway releases` shows how")
+        return 0
+    try:
+        for entry in client.stream(path, method="POST", body=body):
+            if "progress" in entry:
+                print(entry["progress"], flush=True)
+            elif "error" in entry:
+                raise TaxiwayError(entry["error"])
+            elif "release" in entry:
+                release = entry["release"]
+                print(f"v{release['version']} is {release['status']}", flush=True)
+                return 0
+    except KeyboardInterrupt:
+        print(
+            "\nstopped watching; the deploy goes on in the daemon (`taxiway releases` shows "
+            "how it went)",
+            file=sys.stderr,
+        )
+        return 130
+    raise TaxiwayError("the daemon ended the deploy stream without a result; see daemon.log")
+
+
+def _require_valid(loaded: Any) -> None:
+    from taxiway.cli.render import print_diagnostics
+    from taxiway.config.diagnostics import Severity
+
+    errors = [d for d in loaded.diagnostics if d.severity is Severity.ERROR]
+    if errors:
+        name = loaded.source.display_name
+        print_diagnostics(errors, name)
+        raise TaxiwayError(
+            f"{name} is not valid; fix the errors above (`taxiway config validate` lists all)"
+        )
+
+
+def _duration(text: str, flag: str) -> float:
+    from taxiway.config.units import UnitError, duration_seconds
+
+    try:
+        seconds = duration_seconds(text)
+    except UnitError:
+        raise TaxiwayError(
+            f'{flag} {text} is not a duration; write it with a unit, like "30s" or "5m"'
+        ) from None
+    if seconds < 0:
+        raise TaxiwayError(f"{flag} {text} is negative")
+    return seconds
+
+
+def _version(text: str) -> int:
+    digits = text.removeprefix("v")
+    if not digits.isdigit():
+        raise TaxiwayError(f"{text} is not a release version (like 3 or v3)")
+    return int(digits)
+
+
+def _releases_from_store(paths: AppPaths, app: str) -> list[dict[str, Any]]:
+    """Releases when no daemon runs: they are in the store."""
+    if not (paths.state_dir / "taxiway.db").exists():
+        return []
+    from taxiway.deploy.releases import release_json
+    from taxiway.state.store import Store
+
+    with Store.open(paths.state_dir) as store:
+        found = store.list_releases(app)
+        current = store.latest_release(app, status="complete")
+        return [release_json(r, current.version if current else 0) for r in found]

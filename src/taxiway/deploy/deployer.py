@@ -1,0 +1,384 @@
+"""A deploy from start to end: release → release_command → machine checks → strategy →
+release status (FLY-SEMANTICS.md §6.1).
+
+The order is the platform's: the release command runs before any machine is touched;
+then (canary) a canary per group; machines for groups new in the config are created;
+existing machines are updated with the strategy; counts set with `scale count` are kept.
+Two choices differ, both so that a failed deploy can leave the app as it was: machines of
+groups the config no longer has are destroyed only once the update succeeded (the
+platform destroys them first), and a failed rolling, canary or immediate deploy puts
+the previous release back on the machines it updated (the platform never rolls back;
+``--no-rollback`` or ``[experimental] auto_rollback = false`` keep its behaviour).
+
+One deploy runs at a time per app; a second is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from taxiway.config.diagnostics import Severity
+from taxiway.config.loader import LoadedConfig
+from taxiway.config.units import UnitError, duration_seconds
+from taxiway.deploy import strategies
+from taxiway.deploy.health import SMOKE_WINDOW_S, DeployFailed, label, wait_healthy
+from taxiway.deploy.machine_checks import test_group
+from taxiway.deploy.releases import differences, loaded_from_release, new_release, take_snapshot
+from taxiway.errors import TaxiwayError
+from taxiway.plan.machine import MachineSpec, plan_machines
+from taxiway.runtime.app import AppRuntime
+from taxiway.runtime.machine import SupervisedMachine
+from taxiway.runtime.oneoff import ReleaseCommandFailed, last_lines, run_release_command
+from taxiway.state.records import ReleaseRecord
+
+DEFAULT_WAIT_TIMEOUT = "5m"
+
+Progress = Callable[[str], None]
+
+
+class DeployOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """What one deploy was asked for; None takes the config's value, then the default."""
+
+    strategy: str | None = None
+    wait_timeout_s: float | None = None
+    rollback: bool | None = None
+    smoke_checks: bool = True
+    max_unavailable: float | None = None
+    description: str = ""
+
+
+class Deployment:
+    """A deploy that was accepted (its release exists) and can be run once."""
+
+    def __init__(
+        self,
+        deployer: Deployer,
+        loaded: LoadedConfig,
+        release: ReleaseRecord,
+        *,
+        wait_timeout_s: float,
+        rollback: bool,
+        smoke_s: float,
+        max_unavailable: float,
+    ) -> None:
+        self.deployer = deployer
+        self.loaded = loaded
+        self.release = release
+        self.wait_timeout_s = wait_timeout_s
+        self.rollback = rollback
+        self.smoke_s = smoke_s
+        self.max_unavailable = max_unavailable
+
+    @property
+    def strategy(self) -> str:
+        return self.release.strategy
+
+    async def run(self, progress: Progress) -> ReleaseRecord:
+        """Deploy; returns the release marked complete, or raises after marking it failed
+        or rolled_back."""
+        try:
+            return await self._run(progress)
+        finally:
+            self.deployer.current = None
+
+    async def _run(self, progress: Progress) -> ReleaseRecord:
+        runtime = self.deployer.runtime
+        store, app, version = runtime.store, runtime.app, self.release.version
+        began = time.monotonic()
+        progress(f"release v{version} ({self.strategy}): {self.release.description}")
+        previous_loaded, previous_specs = runtime.loaded, dict(runtime.specs)
+        previous_version = runtime.release
+        r = strategies.Rollout(
+            runtime=runtime,
+            version=version,
+            wait_timeout_s=self.wait_timeout_s,
+            smoke_s=self.smoke_s,
+            max_unavailable=self.max_unavailable,
+            progress=progress,
+        )
+        created: list[SupervisedMachine] = []
+        applied = False
+        async with runtime.lock:
+            try:
+                await self._release_command(progress)
+                runtime.apply_config(self.loaded)
+                applied = True
+                groups, removed, added = self._diff()
+                await self._machine_checks(r, groups, progress)
+                for group, count in added.items():
+                    created += await self._create_group(r, group, count)
+                await strategies.RUN[self.strategy](r, groups)
+                for group, machines in removed.items():
+                    progress(
+                        f"group {group} is no longer in the config: destroying its "
+                        f"{len(machines)} machine(s)"
+                    )
+                    await asyncio.gather(*(runtime.remove_machine(m) for m in machines))
+            except asyncio.CancelledError:
+                store.set_release_status(app, version, "interrupted")  # the daemon stops
+                raise
+            except BaseException as exc:
+                status = await self._fail(
+                    r, created, applied, previous_loaded, previous_specs, previous_version, progress
+                )
+                store.set_release_status(app, version, status)
+                if isinstance(exc, TaxiwayError):
+                    raise DeployFailed(_failure_sentence(version, exc, status, r)) from None
+                raise
+        runtime.release = version
+        release = store.set_release_status(app, version, "complete")
+        progress(f"release v{version} is complete ({time.monotonic() - began:.1f}s)")
+        return release
+
+    async def _release_command(self, progress: Progress) -> None:
+        deploy = self.loaded.config.deploy
+        if deploy is None or not deploy.release_command:
+            return
+        runtime = self.deployer.runtime
+        progress(f"running the release command: {deploy.release_command}")
+        try:
+            machine_id = await run_release_command(
+                self.loaded,
+                app=runtime.app,
+                secrets=runtime.store.secret_values(runtime.app),
+                driver=runtime.driver,
+                logs_dir=runtime.state_dir / "logs",
+            )
+        except ReleaseCommandFailed as exc:
+            if exc.machine_id:
+                for line in last_lines(runtime.state_dir / "logs", exc.machine_id):
+                    progress(f"  release_command | {line}")
+            raise
+        progress(f"release command finished (machine {machine_id})")
+
+    def _diff(
+        self,
+    ) -> tuple[
+        dict[str, list[SupervisedMachine]], dict[str, list[SupervisedMachine]], dict[str, int]
+    ]:
+        """Existing groups' machines (to update), removed groups' machines (to destroy) and
+        new groups' machine counts (to create: a stored `scale count`, else 1)."""
+        runtime = self.deployer.runtime
+        groups: dict[str, list[SupervisedMachine]] = {}
+        removed: dict[str, list[SupervisedMachine]] = {}
+        for machine in sorted(runtime.machines.values(), key=lambda m: m.id):
+            target = groups if machine.info.group in runtime.specs else removed
+            target.setdefault(machine.info.group, []).append(machine)
+        counts = runtime.desired_counts()
+        added = {g: counts[g] for g in runtime.specs if g not in groups and counts[g] > 0}
+        return groups, removed, added
+
+    async def _machine_checks(
+        self, r: strategies.Rollout, groups: dict[str, list[SupervisedMachine]], progress: Progress
+    ) -> None:
+        """Rolling deploys test a fresh machine per group first; canary deploys test each
+        canary (in the strategy), and groups without machines like rolling does. The
+        platform runs machine checks for these two strategies only."""
+        runtime = self.deployer.runtime
+        with_checks = [spec for spec in runtime.specs.values() if spec.machine_checks]
+        if not with_checks:
+            return
+        if self.strategy in ("immediate", "bluegreen"):
+            progress(
+                f"machine checks are not run by {self.strategy} deploys (as on the platform; "
+                "rolling and canary run them)"
+            )
+            return
+        for spec in with_checks:
+            if self.strategy == "canary" and spec.group in groups:
+                continue
+            await test_group(
+                runtime,
+                spec,
+                release_version=r.version,
+                timeout_s=self.wait_timeout_s,
+                smoke_s=self.smoke_s,
+                progress=progress,
+            )
+
+    async def _create_group(
+        self, r: strategies.Rollout, group: str, count: int
+    ) -> list[SupervisedMachine]:
+        runtime = self.deployer.runtime
+        r.progress(f"group {group} is new: creating {count} machine(s)")
+        machines = [
+            runtime.create_machine(runtime.specs[group], release_version=r.version)
+            for _ in range(count)
+        ]
+        await asyncio.gather(*(m.start() for m in machines))
+        if self.strategy != "immediate":
+            for machine in machines:
+                await wait_healthy(
+                    runtime,
+                    machine,
+                    timeout_s=r.wait_timeout_s,
+                    smoke_s=r.smoke_s,
+                    progress=r.progress,
+                )
+                r.progress(f"{label(machine)} is healthy on v{r.version}")
+        return machines
+
+    async def _fail(
+        self,
+        r: strategies.Rollout,
+        created: list[SupervisedMachine],
+        applied: bool,
+        previous_loaded: LoadedConfig,
+        previous_specs: dict[str, MachineSpec],
+        previous_version: int,
+        progress: Progress,
+    ) -> str:
+        """Leave the app as the deploy's options say; returns the release's status."""
+        runtime = self.deployer.runtime
+        touched = [*r.updated, *created]
+        if touched and not self.rollback:
+            runtime.release = r.version  # the runtime carries this release's config now
+            progress(
+                f"{len(touched)} machine(s) keep v{r.version} (--no-rollback or "
+                "[experimental] auto_rollback = false)"
+            )
+            return "failed"
+        if applied:
+            runtime.apply_config(previous_loaded)
+        if not touched:
+            return "failed"
+        progress(f"putting v{previous_version} back on {len(r.updated)} machine(s)")
+        problems = await strategies.restore(r, previous_specs, previous_version)
+        for machine in created:
+            progress(f"destroying {label(machine)}: its group is not in v{previous_version}")
+            await runtime.remove_machine(machine)
+        for problem in problems:
+            progress(f"  could not restore: {problem}")
+        return "rolled_back"
+
+
+class Deployer:
+    """Deploys for one app's runtime, one at a time."""
+
+    def __init__(self, runtime: AppRuntime) -> None:
+        self.runtime = runtime
+        #: The release being deployed, if any.
+        self.current: ReleaseRecord | None = None
+
+    def prepare(self, loaded: LoadedConfig, options: DeployOptions) -> Deployment:
+        """Check the deploy can run, then create its release (``running``). Refuses a
+        second deploy while one runs, and what the strategy cannot deploy."""
+        runtime = self.runtime
+        if self.current is not None:
+            raise TaxiwayError(
+                f"a deploy of release v{self.current.version} is running; wait for it to "
+                "finish (`taxiway releases` shows how it went)"
+            )
+        if not runtime.ready:
+            raise TaxiwayError("the app is still starting; deploy once `taxiway up` is done")
+        errors = [d for d in loaded.diagnostics if d.severity is Severity.ERROR]
+        if errors:
+            raise TaxiwayError(
+                f"{loaded.source.display_name} is not valid: {errors[0].message} "
+                "(`taxiway config validate` lists every error)"
+            )
+        config = loaded.config
+        deploy = config.deploy
+        strategy = options.strategy or (deploy.strategy if deploy else None) or "rolling"
+        strategies.refuse(strategy, plan_machines(config, base_dir=loaded.base_dir))
+        wait_timeout_s = options.wait_timeout_s
+        if wait_timeout_s is None:
+            wait_timeout_s = _seconds(
+                (deploy.wait_timeout if deploy else None) or DEFAULT_WAIT_TIMEOUT
+            )
+        rollback = options.rollback
+        if rollback is None:
+            exp = config.experimental
+            rollback = exp.auto_rollback if exp and exp.auto_rollback is not None else True
+        max_unavailable = options.max_unavailable
+        if max_unavailable is None:
+            max_unavailable = (deploy.max_unavailable if deploy else None) or (
+                strategies.DEFAULT_MAX_UNAVAILABLE
+            )
+        if max_unavailable <= 0:
+            raise TaxiwayError(f"max_unavailable is {max_unavailable:g}; it must be more than 0")
+        snapshot = take_snapshot(loaded, runtime.store, runtime.app)
+        latest = runtime.store.latest_release(runtime.app)
+        changed = differences(snapshot, latest) if latest is not None else []
+        description = options.description or (
+            f"deploy ({' and '.join(changed)} changed)" if changed else "deploy (no changes)"
+        )
+        release = new_release(runtime.store, runtime.app, snapshot, strategy, description)
+        self.current = release
+        return Deployment(
+            self,
+            loaded,
+            release,
+            wait_timeout_s=wait_timeout_s,
+            rollback=rollback,
+            smoke_s=SMOKE_WINDOW_S if options.smoke_checks else 0.0,
+            max_unavailable=max_unavailable,
+        )
+
+    def prepare_rollback(self, version: int | None, options: DeployOptions) -> Deployment:
+        """A deploy of an earlier release's config as a new release (the platform's
+        "rollback" is a deploy of the older image): ``version``, else the newest complete
+        release before the current one. Code and secrets are not rolled back (taxiway runs
+        the folder as it is; the platform keeps secrets too)."""
+        store, app = self.runtime.store, self.runtime.app
+        if version is not None:
+            target = store.get_release(app, version)
+            if target is None:
+                raise TaxiwayError(f"{app} has no release v{version} (see `taxiway releases`)")
+        else:
+            earlier = [
+                r
+                for r in store.list_releases(app)
+                if r.status == "complete" and r.version < self.runtime.release
+            ]
+            if not earlier:
+                raise TaxiwayError(
+                    f"{app} has no complete release before v{self.runtime.release} to roll "
+                    "back to (see `taxiway releases`)"
+                )
+            target = earlier[0]
+        loaded = loaded_from_release(target, self.runtime.loaded.source.path)
+        description = f"rollback to v{target.version}"
+        return self.prepare(loaded, msgspec.structs.replace(options, description=description))
+
+    async def deploy(
+        self,
+        loaded: LoadedConfig,
+        strategy: str | None,
+        wait_timeout_s: float | None,
+        rollback: bool | None,
+        progress: Progress,
+        *,
+        smoke_checks: bool = True,
+        max_unavailable: float | None = None,
+    ) -> ReleaseRecord:
+        """`prepare` then `Deployment.run`, for callers that need no release number first."""
+        options = DeployOptions(
+            strategy=strategy,
+            wait_timeout_s=wait_timeout_s,
+            rollback=rollback,
+            smoke_checks=smoke_checks,
+            max_unavailable=max_unavailable,
+        )
+        return await self.prepare(loaded, options).run(progress)
+
+
+def _seconds(text: str) -> float:
+    try:
+        return duration_seconds(text)
+    except UnitError as exc:
+        raise TaxiwayError(f"[deploy] wait_timeout: {exc}") from None
+
+
+def _failure_sentence(version: int, exc: TaxiwayError, status: str, r: strategies.Rollout) -> str:
+    reason = str(exc).rstrip(".")
+    if status == "rolled_back":
+        return (
+            f"release v{version} failed: {reason}; the previous release was put back on "
+            f"{len(r.updated)} machine(s)"
+        )
+    return f"release v{version} failed: {reason}"

@@ -1,0 +1,139 @@
+"""Machine checks: a deploy's integration tests against a machine of the new release.
+
+``[[services.machine_checks]]``, ``[[http_service.machine_checks]]`` and top-level
+``[[machine_checks]]`` (the plan's `MachineSpec.machine_checks`) each run their
+``command`` in a throwaway one-off machine, as the release command does
+(`taxiway.runtime.oneoff`), with the platform's test-machine environment
+(FLY-SEMANTICS.md §4.3): the app's env and the tested machine's env, then
+``FLY_TEST_MACHINE_IP`` (the tested machine's address), ``FLY_TEST_COMMAND=1`` and
+``FLY_PROCESS_GROUP=fly_app_test_machine_command``. The platform sets no port variable;
+the tested machine's env comes along, so its ``PORT`` is there (with the process driver,
+the host port its ``internal_port`` is mapped to). A non-zero exit stops the deploy.
+
+Rolling deploys test a fresh machine of the new release per group before any machine is
+replaced (`test_group`); canary deploys test the canary. The check's ``image`` cannot be
+pulled here: the command runs on this host, after the check's ``entrypoint`` (else the
+tested machine's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from collections.abc import Callable
+
+from taxiway.deploy.health import DeployFailed, label, wait_healthy
+from taxiway.plan.machine import MachineCheckSpec, MachineSpec
+from taxiway.runtime import ids
+from taxiway.runtime.app import AppRuntime
+from taxiway.runtime.drivers.base import DriverError, LaunchSpec
+from taxiway.runtime.logs import MachineLog
+from taxiway.runtime.machine import SupervisedMachine
+from taxiway.runtime.oneoff import last_lines, oneoff_env
+
+TEST_GROUP = "fly_app_test_machine_command"
+
+
+async def test_group(
+    runtime: AppRuntime,
+    spec: MachineSpec,
+    *,
+    release_version: int,
+    timeout_s: float,
+    smoke_s: float,
+    progress: Callable[[str], None],
+) -> None:
+    """Start a fresh machine of ``spec`` (cordoned: the edge sends it nothing), wait until
+    it is healthy, run the group's machine checks against it, destroy it."""
+    if not spec.machine_checks:
+        return
+    machine = runtime.create_machine(
+        spec, release_version=release_version, cordoned=True, metadata={"fly_test_subject": "true"}
+    )
+    progress(f"group {spec.group}: machine checks against a new test machine {machine.id}")
+    try:
+        await machine.start()
+        await wait_healthy(runtime, machine, timeout_s=timeout_s, smoke_s=0.0, progress=progress)
+        await run_machine_checks(runtime, machine, timeout_s=timeout_s, progress=progress)
+    finally:
+        await runtime.remove_machine(machine)
+
+
+async def run_machine_checks(
+    runtime: AppRuntime,
+    target: SupervisedMachine,
+    *,
+    timeout_s: float,
+    progress: Callable[[str], None],
+) -> None:
+    """Run each of the target's machine checks, one after the other; the first failing
+    one raises `DeployFailed` after its output was shown."""
+    for n, check in enumerate(target.spec.machine_checks, 1):
+        await _run_one(runtime, target, check, n, timeout_s=timeout_s, progress=progress)
+
+
+async def _run_one(
+    runtime: AppRuntime,
+    target: SupervisedMachine,
+    check: MachineCheckSpec,
+    n: int,
+    *,
+    timeout_s: float,
+    progress: Callable[[str], None],
+) -> None:
+    machine_id = ids.machine_id()
+    logs_dir = runtime.state_dir / "logs"
+    log = MachineLog(logs_dir / f"{machine_id}.log")
+    spec = target.spec
+    entrypoint = (
+        check.entrypoint
+        if check.entrypoint is not None
+        else spec.init.entrypoint or runtime.image.entrypoint or []
+    )
+    argv = [*entrypoint, *check.command]
+    what = f"machine check {n} ({shlex.join(check.command)})"
+    if not argv:
+        raise DeployFailed(f"{what} has no command to run; add `command` to it")
+    env = {
+        **target.launch_spec.env,
+        **oneoff_env(
+            runtime.loaded,
+            app=runtime.app,
+            group=TEST_GROUP,
+            machine_id=machine_id,
+            secrets=runtime.store.secret_values(runtime.app),
+            extra={"FLY_TEST_COMMAND": "1", "FLY_TEST_MACHINE_IP": target.info.host},
+        ),
+    }
+    if check.image:
+        log.system(f"image {check.image} is not pulled here: the command runs on this host")
+    log.system(f"{what} against {label(target)}: {shlex.join(argv)}")
+    progress(f"{what}: testing {label(target)} in one-off machine {machine_id}")
+    launch = LaunchSpec(
+        machine_id=machine_id, group=TEST_GROUP, argv=argv, env=env, cwd=runtime.base_dir, log=log
+    )
+    try:
+        try:
+            process = await runtime.driver.launch(launch)
+        except DriverError as exc:
+            raise DeployFailed(f"{what} could not start: {exc}") from None
+        try:
+            code = await asyncio.wait_for(process.wait(), timeout_s)
+        except TimeoutError:
+            process.kill_tree()
+            await process.wait()
+            code = None
+        finally:
+            process.kill_tree()
+    finally:
+        log.close()
+    if code == 0:
+        progress(f"{what} passed")
+        return
+    for line in last_lines(logs_dir, machine_id):
+        progress(f"  {machine_id} | {line}")
+    outcome = f"ran out of time ({timeout_s:g}s)" if code is None else f"failed (exit code {code})"
+    raise DeployFailed(
+        f"{what} {outcome} against {label(target)}; its output: "
+        f"`taxiway logs --machine {machine_id}`"
+    )

@@ -1,0 +1,171 @@
+"""Releases: what a deploy rolled out, and how it went.
+
+A release is a snapshot of three things (FLY-SEMANTICS.md §6.1): the config as loaded,
+the code (on the platform an image; here the app's folder, as it is run from there) and
+the secrets. Versions count up per app (1, 2, …) as on the platform; a release is
+``running`` while it deploys, then ``complete``, ``failed`` (nothing was left changed,
+or ``--no-rollback``) or ``rolled_back`` (taxiway put the previous release back).
+
+Where the digests live: the store's release row holds the config and its digest, and an
+``image_ref``. taxiway's "image" is the folder plus the secrets the machines got, so the
+ref reads ``local:code-<digest>.secrets-<digest>``; no schema change was needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import msgspec
+
+from taxiway.config.loader import LoadedConfig, check_source
+from taxiway.config.source import ConfigSource
+from taxiway.errors import TaxiwayError
+from taxiway.state.records import ReleaseRecord, sha256_hex
+from taxiway.state.store import Store
+
+#: Folders a code digest skips: hidden ones (.git, .taxiway, .venv) and these.
+SKIPPED_DIRS = frozenset({"node_modules", "__pycache__"})
+#: A code digest looks at no more files than this, so it stays cheap on a huge folder.
+MAX_FILES = 50_000
+
+_REF = re.compile(r"^local:code-(?P<code>[0-9a-f]+)\.secrets-(?P<secrets>[0-9a-f]+)$")
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """What a release is made of."""
+
+    config_json: str
+    code_digest: str
+    secrets_digest: str
+
+    @property
+    def config_digest(self) -> str:
+        return sha256_hex(self.config_json)
+
+    @property
+    def image_ref(self) -> str:
+        return f"local:code-{self.code_digest}.secrets-{self.secrets_digest}"
+
+
+def config_json(loaded: LoadedConfig) -> str:
+    """The config as the file says it (keys sorted): what a rollback loads again."""
+    return msgspec.json.encode(loaded.source.data, order="sorted").decode()
+
+
+def code_digest(folder: Path, *, config_file: Path | None = None) -> str:
+    """A cheap digest of the app's folder: every file's path, size and mtime, except the
+    config file's (the config has a digest of its own).
+
+    Content is not read (a large folder would cost seconds); an edit changes the mtime.
+    """
+    digest = hashlib.sha256()
+    seen = 0
+    stack = [folder]
+    while stack and seen < MAX_FILES:
+        current = stack.pop()
+        try:
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name in SKIPPED_DIRS:
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                    continue
+                stat = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if config_file is not None and entry.path == str(config_file):
+                continue
+            rel = os.path.relpath(entry.path, folder)
+            digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            seen += 1
+    return digest.hexdigest()[:16]
+
+
+def take_snapshot(loaded: LoadedConfig, store: Store, app: str) -> Snapshot:
+    return Snapshot(
+        config_json=config_json(loaded),
+        code_digest=code_digest(loaded.base_dir, config_file=loaded.source.path),
+        secrets_digest=store.secrets_digest(app)[:16],
+    )
+
+
+def differences(snapshot: Snapshot, release: ReleaseRecord) -> list[str]:
+    """What changed since ``release``: any of "config", "code", "secrets"."""
+    changed = []
+    if snapshot.config_digest != release.config_digest:
+        changed.append("config")
+    m = _REF.match(release.image_ref)
+    if m is None or m["code"] != snapshot.code_digest:
+        changed.append("code")
+    if m is None or m["secrets"] != snapshot.secrets_digest:
+        changed.append("secrets")
+    return changed
+
+
+def new_release(
+    store: Store, app: str, snapshot: Snapshot, strategy: str, description: str
+) -> ReleaseRecord:
+    """The app's next version, ``running``; one left ``running`` by a dead daemon is
+    marked ``interrupted`` first (as the platform marks an abandoned deploy)."""
+    latest = store.latest_release(app)
+    if latest is not None and latest.status == "running":
+        store.set_release_status(app, latest.version, "interrupted")
+    return store.create_release(
+        app,
+        config_json=snapshot.config_json,
+        strategy=strategy,
+        image_ref=snapshot.image_ref,
+        description=description,
+    )
+
+
+def release_for_up(store: Store, app: str, loaded: LoadedConfig) -> ReleaseRecord | None:
+    """`taxiway up` starts every machine from the config file: that is a new release when
+    there is none yet, the last one did not complete, or config, code or secrets changed."""
+    snapshot = take_snapshot(loaded, store, app)
+    latest = store.latest_release(app)
+    if latest is None:
+        reason = "first release"
+    elif latest.status != "complete":
+        reason = f"v{latest.version} is {latest.status}"
+    else:
+        changed = differences(snapshot, latest)
+        if not changed:
+            return None
+        reason = " and ".join(changed) + " changed"
+    return new_release(store, app, snapshot, "immediate", f"taxiway up ({reason})")
+
+
+def loaded_from_release(release: ReleaseRecord, path: Path) -> LoadedConfig:
+    """A release's config, loaded again as if it were the file at ``path`` (relative paths
+    in it, like [[files]] local_path, resolve from the same folder)."""
+    try:
+        data = json.loads(release.config_json)
+    except ValueError:
+        raise TaxiwayError(f"release v{release.version} has no readable config") from None
+    text = json.dumps(data, indent=2)
+    return check_source(ConfigSource(path=path, format="json", text=text, data=data))
+
+
+def release_json(release: ReleaseRecord, current: int) -> dict[str, object]:
+    """A release as `taxiway releases --json` shows it (the config itself left out)."""
+    m = _REF.match(release.image_ref)
+    return {
+        "version": release.version,
+        "status": release.status,
+        "strategy": release.strategy,
+        "created_at": release.created_at,
+        "description": release.description,
+        "config_digest": release.config_digest[:16],
+        "code_digest": m["code"] if m else "",
+        "secrets_digest": m["secrets"] if m else "",
+        "current": release.version == current,
+    }
