@@ -21,6 +21,7 @@ from pathlib import Path
 from taxiway.api.paths import AppPaths
 from taxiway.config.loader import LoadedConfig
 from taxiway.config.names import app_name_for
+from taxiway.daemon_options import DaemonOptions
 from taxiway.errors import TaxiwayError
 from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.drivers import select_driver
@@ -55,13 +56,14 @@ def acquire_lock(paths: AppPaths) -> int:
 async def serve(
     loaded: LoadedConfig,
     *,
-    driver_name: str = "auto",
+    options: DaemonOptions | None = None,
     on_ready: Callable[[AppRuntime], None] | None = None,
     on_machine: Callable[[SupervisedMachine], None] | None = None,
 ) -> int:
     """Run the app until SIGINT/SIGTERM or `taxiway down`; returns an exit code."""
     from taxiway.api.server import ApiServer, build_router
 
+    options = options or DaemonOptions()
     paths = AppPaths.for_config(loaded.source.path)
     lock = acquire_lock(paths)
     store = Store.open(paths.state_dir)
@@ -72,7 +74,7 @@ async def serve(
         app=app_name,
         state_dir=paths.state_dir,
         store=store,
-        driver=select_driver(driver_name),
+        driver=select_driver(options.driver),
     )
     runtime.on_machine = on_machine
     shutdown = asyncio.Event()
@@ -100,6 +102,8 @@ async def serve(
         if on_ready is not None:
             on_ready(runtime)
         await shutdown.wait()
+        if server.router.deployer is not None:
+            await server.router.deployer.cancel()  # a deploy must not start machines now
         await runtime.down()
         return 0
     finally:
@@ -120,7 +124,9 @@ def _release_for_up(store: Store, app: str, loaded: LoadedConfig) -> ReleaseReco
     return release_for_up(store, app, loaded)
 
 
-def run_detached(loaded: LoadedConfig, paths: AppPaths, driver_name: str, ready_fd: int) -> int:
+def run_detached(
+    loaded: LoadedConfig, paths: AppPaths, options: DaemonOptions, ready_fd: int
+) -> int:
     """The body of a forked daemon (`up -d`): detach, log to daemon.log, report on ``ready_fd``.
 
     Writes ``ready <status JSON>`` once every machine has started, or ``error
@@ -151,7 +157,7 @@ def run_detached(loaded: LoadedConfig, paths: AppPaths, driver_name: str, ready_
         return asyncio.run(
             serve(
                 loaded,
-                driver_name=driver_name,
+                options=options,
                 on_ready=lambda runtime: report("ready " + json.dumps(runtime.status())),
             )
         )
@@ -169,9 +175,9 @@ def run_detached(loaded: LoadedConfig, paths: AppPaths, driver_name: str, ready_
         sys.stderr.flush()
 
 
-def daemon_main(config: Path, driver_name: str) -> int:
+def daemon_main(config: Path, options: DaemonOptions) -> int:
     """Entry of the detached daemon (`taxiway up -d` starts it)."""
     from taxiway.config.loader import load_config
 
     loaded = load_config(config)
-    return asyncio.run(serve(loaded, driver_name=driver_name))
+    return asyncio.run(serve(loaded, options=options))

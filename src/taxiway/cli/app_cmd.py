@@ -15,6 +15,7 @@ from taxiway.api.paths import AppPaths
 from taxiway.cli.config_cmd import load_valid
 from taxiway.config.loader import LoadedConfig
 from taxiway.config.names import app_name_for
+from taxiway.daemon_options import DaemonOptions
 from taxiway.errors import TaxiwayError
 
 #: How long `up -d` waits for the daemon to report every machine started.
@@ -43,8 +44,9 @@ def up(args: argparse.Namespace) -> int:
             "taxiway is already running this app; see `taxiway status`, or stop it with "
             "`taxiway down`"
         )
+    options = daemon_options(args)
     if args.detach:
-        return _up_detached(loaded, paths, args.driver)
+        return _up_detached(loaded, paths, options)
     import asyncio
 
     from taxiway.cli.output import LogPrinter
@@ -60,11 +62,34 @@ def up(args: argparse.Namespace) -> int:
         )
 
     return asyncio.run(
-        serve(loaded, driver_name=args.driver, on_ready=ready, on_machine=printer.follow)
+        serve(loaded, options=options, on_ready=ready, on_machine=printer.follow)
     )
 
 
-def _up_detached(loaded: LoadedConfig, paths: AppPaths, driver: str) -> int:
+def daemon_options(args: argparse.Namespace) -> DaemonOptions:
+    """The daemon's options from `up`'s flags (commands that start a daemon for you pass
+    fewer flags: the rest keep their defaults)."""
+    from taxiway.config.units import UnitError, duration_seconds
+
+    autostop = getattr(args, "autostop_after", None)
+    autostop_s = None
+    if autostop is not None:
+        try:
+            autostop_s = duration_seconds(autostop)
+        except UnitError:
+            autostop_s = -1.0
+        if not autostop_s > 0:
+            raise TaxiwayError(
+                f"--autostop-after {autostop}: give a positive duration such as 3s or 5m"
+            )
+    return DaemonOptions(
+        driver=getattr(args, "driver", "auto"),
+        edge_host=getattr(args, "edge_host", None) or "127.0.0.1",
+        autostop_after_s=autostop_s,
+    )
+
+
+def _up_detached(loaded: LoadedConfig, paths: AppPaths, options: DaemonOptions) -> int:
     """Fork the daemon from this process (modules and config already loaded: no second
     interpreter start), and return once it reports every machine started, or its error."""
     import select
@@ -76,7 +101,7 @@ def _up_detached(loaded: LoadedConfig, paths: AppPaths, driver: str) -> int:
     pid = os.fork()
     if pid == 0:  # the daemon
         os.close(read_end)
-        os._exit(run_detached(loaded, paths, driver, write_end))
+        os._exit(run_detached(loaded, paths, options, write_end))
     os.close(write_end)
     message = b""
     deadline = time.monotonic() + DETACH_WAIT_S
@@ -164,7 +189,7 @@ def _reap_without_daemon(paths: AppPaths, app: str) -> int:
 def daemon(args: argparse.Namespace) -> int:
     from taxiway.daemon import daemon_main
 
-    return daemon_main(Path(args.config), args.driver)
+    return daemon_main(Path(args.config), daemon_options(args))
 
 
 # -- status / machines / scale ------------------------------------------------------------------

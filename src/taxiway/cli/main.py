@@ -114,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_daemon_options(parser: argparse.ArgumentParser) -> None:
+    """The edge's flags, shared by `up` and the daemon it starts."""
+    parser.add_argument(
+        "--edge-host",
+        metavar="ADDR",
+        default="127.0.0.1",
+        help="address the edge's listeners bind (default 127.0.0.1; 0.0.0.0 for every one)",
+    )
+    parser.add_argument(
+        "--autostop-after",
+        metavar="DURATION",
+        help="idle period before autostop stops or suspends a machine (default: the "
+        "platform's schedule); e.g. 3s for tests",
+    )
+
+
 def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
     """`up`, `down`, `status`, `scale`, `machine`, `logs`: the app's machines."""
     handler = "taxiway.cli.app_cmd:"
@@ -133,6 +149,7 @@ def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
         default="auto",
         help="how machines run (process: plain process trees; the default)",
     )
+    _add_daemon_options(up)
     up.set_defaults(handler=handler + "up")
 
     down = commands.add_parser(
@@ -245,6 +262,7 @@ def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
     daemon = commands.add_parser("daemon")  # started by `up -d`; not for people
     daemon.add_argument("-c", "--config", required=True)
     daemon.add_argument("--driver", default="auto")
+    _add_daemon_options(daemon)
     daemon.set_defaults(handler=handler + "daemon")
 
 
@@ -290,6 +308,12 @@ def _add_deploy_commands(commands: argparse._SubParsersAction) -> None:
         "--no-smoke-checks",
         action="store_true",
         help="don't watch each new machine 10s for a crash (still waits for its checks)",
+    )
+    deploy.add_argument(
+        "--under-load",
+        type=float,
+        metavar="RATE",
+        help="send RATE requests/s through the edge while deploying; fails if any fails",
     )
     deploy.set_defaults(handler=handler + "deploy")
 

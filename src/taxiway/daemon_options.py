@@ -1,0 +1,18 @@
+"""What `taxiway up` asks of the daemon: a light module, so client commands that start
+a daemon (`up`, `deploy`) don't import the daemon's machinery to describe it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    """How `taxiway up` asked the daemon to run the app."""
+
+    #: auto | process | namespace (`taxiway.runtime.drivers.select_driver`).
+    driver: str = "auto"
+    #: The address the edge's listeners bind (`up --edge-host`).
+    edge_host: str = "127.0.0.1"
+    #: Idle period before autostop stops a machine; None = the platform's schedule.
+    autostop_after_s: float | None = None
