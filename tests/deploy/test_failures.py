@@ -19,6 +19,8 @@ from deploy_app import (
     write_app,
 )
 
+from cli_runner import run_taxiway as taxiway
+
 FAST = "--no-smoke-checks"
 
 
@@ -149,3 +151,17 @@ def test_a_second_deploy_is_refused_while_one_runs(app: Path) -> None:
     _failed(second, "a deploy of release v2 is running")
     wait_for(lambda: releases(app)[0]["status"] == "complete", what="the first deploy")
     assert [r["version"] for r in releases(app)] == [2, 1]
+
+
+def test_down_during_a_deploy_interrupts_it_and_leaves_nothing_running(app: Path) -> None:
+    write_app(app)
+    up(app, web=1)
+    marker = app / "release-command-ran"
+    slow = f'{sys.executable} -c \'import time; open(\\"{marker}\\", \\"w\\"); time.sleep(60)\''
+    write_app(app, v="2", extra=f'[deploy]\nrelease_command = "{slow}"\n')
+    ok(deploy(app, FAST, "--detach"))
+    wait_for(marker.exists, what="the release command to start")
+    ok(taxiway(app, "down"))
+    assert releases(app)[0]["status"] == "interrupted"
+    assert {m.state for m in machines(app)} == {"stopped"}
+    assert machines(app)[0].release_version == 1

@@ -54,6 +54,9 @@ Handler = Callable[[Request, dict[str, str]], Awaitable[Result]]
 
 
 class Router:
+    #: Deploys of the app (`taxiway.deploy.deployer.Deployer`): the daemon stops them first.
+    deployer: Any = None
+
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
 
@@ -325,8 +328,7 @@ def _add_deploy_routes(
     ``"detach": true`` they answer at once and the deploy goes on in the daemon."""
     from taxiway.deploy.deployer import Deployer
 
-    deployer = Deployer(runtime)
-    running: set[asyncio.Task[Any]] = set()
+    deployer = router.deployer = Deployer(runtime)
 
     def options(body: Any) -> Any:
         from taxiway.deploy.deployer import DeployOptions
@@ -347,11 +349,10 @@ def _add_deploy_routes(
         from taxiway.deploy.releases import release_json
 
         if body.get("detach"):
-            task = asyncio.get_running_loop().create_task(deployment.run(lambda line: None))
-            running.add(task)
-            task.add_done_callback(_settled(running))
+            deployer.start(deployment, lambda line: None)
             return {"release": release_json(deployment.release, runtime.release), "detach": True}
-        return _progress_stream(deployment.run, running, runtime)
+        lines: asyncio.Queue[str] = asyncio.Queue()
+        return _progress_stream(deployer.start(deployment, lines.put_nowait), lines, runtime)
 
     async def deploy(request: Request, params: dict[str, str]) -> Result:
         check_app(params)
@@ -382,30 +383,13 @@ def _add_deploy_routes(
     router.add("POST", base + "/releases/rollback", rollback)
 
 
-def _settled(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
-    """A done-callback: forget the task and take its error (the release records it)."""
-
-    def done(task: asyncio.Task[Any]) -> None:
-        tasks.discard(task)
-        if not task.cancelled():
-            task.exception()
-
-    return done
-
-
 async def _progress_stream(
-    run: Callable[[Callable[[str], None]], Awaitable[Any]],
-    running: set[asyncio.Task[Any]],
-    runtime: AppRuntime,
+    task: asyncio.Task[Any], lines: asyncio.Queue[str], runtime: AppRuntime
 ) -> AsyncIterator[bytes]:
-    """Progress lines while ``run`` works, then its result. The work is a task of its
-    own: a client that goes away does not stop a deploy half-way."""
+    """Progress lines while the deploy task works, then its result. The deploy runs on
+    its own: a client that goes away does not stop it half-way."""
     from taxiway.deploy.releases import release_json
 
-    lines: asyncio.Queue[str] = asyncio.Queue()
-    task = asyncio.get_running_loop().create_task(run(lines.put_nowait))
-    running.add(task)
-    task.add_done_callback(_settled(running))
     while True:
         getter = asyncio.ensure_future(lines.get())
         done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)

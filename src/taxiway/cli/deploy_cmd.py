@@ -30,7 +30,10 @@ def deploy(args: argparse.Namespace) -> int:
     client = Client(paths.socket, timeout=None)  # type: ignore[arg-type]
     if not client.alive():
         print(f"taxiway is not running {app}: starting it (`up -d` deploys the config file)")
-        return up(argparse.Namespace(config=args.config, detach=True, driver="auto"))
+        from taxiway.cli.main import build_parser
+
+        config = ["-c", args.config] if args.config else []
+        return up(build_parser().parse_args(["up", "-d", *config]))
     body: dict[str, Any] = {"rollback": False} if args.no_rollback else {}
     if args.strategy:
         body["strategy"] = args.strategy
@@ -40,7 +43,63 @@ def deploy(args: argparse.Namespace) -> int:
         body["max_unavailable"] = args.max_unavailable
     if args.no_smoke_checks:
         body["smoke_checks"] = False
-    return _run(client, f"/v1/apps/{app}/deploy", body, detach=args.detach)
+    path = f"/v1/apps/{app}/deploy"
+    rate = getattr(args, "under_load", None)
+    if rate is None:
+        return _run(client, path, body, detach=args.detach)
+    if args.detach:
+        raise TaxiwayError("--under-load watches the deploy to its end; leave out --detach")
+    if rate <= 0:
+        raise TaxiwayError(f"--under-load {rate:g}: the rate must be more than 0 requests/s")
+    return _run_under_load(client, app, path, body, rate)
+
+
+def _run_under_load(client: Client, app: str, path: str, body: dict[str, Any], rate: float) -> int:
+    """Deploy while `taxiway.deploy.load` sends ``rate`` requests/s through the edge's
+    first HTTP listener; the deploy's outcome first, then the load's."""
+    from taxiway.deploy.load import LoadThread
+
+    host, port = _http_listener(client.request("GET", f"/v1/apps/{app}/status"))
+    load = LoadThread(host, port, rate)
+    load.start()
+    try:
+        code = _run(client, path, body, detach=False)
+    finally:
+        result = load.finish()
+        print(result.summary(), flush=True)
+        for error in result.errors:
+            print(f"  e.g. {error}", flush=True)
+    if not result.ok:
+        raise TaxiwayError(
+            f"{result.failed + result.non_2xx} of {result.sent} requests failed during the deploy"
+        )
+    return code
+
+
+def _http_listener(status: dict[str, Any]) -> tuple[str, int]:
+    """The edge's first plain-HTTP listener, from `status --json`'s ``edge``."""
+    edge = status.get("edge")
+    for listener in _listeners(edge):
+        handlers = listener.get("handlers") or []
+        if "http" in handlers and "tls" not in handlers:
+            host, _, port = str(listener["address"]).rpartition(":")
+            host = host.strip("[]")
+            return ("127.0.0.1" if host in ("", "0.0.0.0") else host), int(port)
+    raise TaxiwayError(
+        "--under-load needs an HTTP service on the edge ([http_service], or [[services]] with "
+        "an http handler), and `taxiway status` shows none"
+    )
+
+
+def _listeners(value: Any) -> list[dict[str, Any]]:
+    """Every listener (a dict with an address and handlers) in the edge's status."""
+    if isinstance(value, dict):
+        if "address" in value and "handlers" in value:
+            return [value]
+        return [found for item in value.values() for found in _listeners(item)]
+    if isinstance(value, list):
+        return [found for item in value for found in _listeners(item)]
+    return []
 
 
 def releases(args: argparse.Namespace) -> int:

@@ -263,6 +263,28 @@ class Deployer:
         self.runtime = runtime
         #: The release being deployed, if any.
         self.current: ReleaseRecord | None = None
+        self._tasks: set[asyncio.Task[ReleaseRecord]] = set()
+
+    def start(self, deployment: Deployment, progress: Progress) -> asyncio.Task[ReleaseRecord]:
+        """Run the deployment in a task of its own (kept until it ends; its error is in the
+        release's status and in what `Deployment.run` raised to whoever awaits the task)."""
+        task = asyncio.get_running_loop().create_task(deployment.run(progress))
+        self._tasks.add(task)
+        task.add_done_callback(self._settled)
+        return task
+
+    def _settled(self, task: asyncio.Task[ReleaseRecord]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # taken: the release status says how it went
+
+    async def cancel(self) -> None:
+        """Stop running deploys (the daemon is stopping); their releases end
+        ``interrupted`` and the machines are left for the daemon to stop."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def prepare(self, loaded: LoadedConfig, options: DeployOptions) -> Deployment:
         """Check the deploy can run, then create its release (``running``). Refuses a
