@@ -1,0 +1,52 @@
+"""No request is lost while a deploy replaces machines: 200 requests/s through the edge
+(`taxiway deploy --under-load 200`) with two machines per group and passing checks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from deploy_app import deploy, machines, releases, status, up, write_app
+
+RATE = "200"
+SUMMARY = re.compile(r"load on \S+: (\d+) requests at [\d.]+/s, (\d+) failed, (\d+) non-2xx")
+
+
+def _load(output: str) -> tuple[int, int, int]:
+    m = SUMMARY.search(output)
+    assert m, output
+    sent, failed, non_2xx = (int(g) for g in m.groups())
+    return sent, failed, non_2xx
+
+
+def _up_with_edge(app: Path) -> None:
+    write_app(app, worker=True)
+    up(app, web=2, worker=2)
+    if not status(app).get("edge"):
+        pytest.skip("the edge is not wired into the daemon (status shows no edge)")
+
+
+@pytest.mark.parametrize("strategy", ["rolling", "canary", "bluegreen"])
+def test_a_deploy_loses_no_request(app: Path, strategy: str) -> None:
+    _up_with_edge(app)
+    write_app(app, v="2", worker=True)
+    result = deploy(app, "--no-smoke-checks", "--strategy", strategy, "--under-load", RATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sent, failed, non_2xx = _load(result.stdout)
+    assert sent > 0
+    assert (failed, non_2xx) == (0, 0), result.stdout
+    assert {m.release_version for m in machines(app)} == {2}
+
+
+def test_a_failing_release_rolls_back_without_losing_a_request(app: Path) -> None:
+    _up_with_edge(app)
+    write_app(app, v="2", env='CRASH = "1"', worker=True)
+    result = deploy(app, "--under-load", RATE)
+    assert result.returncode == 1
+    assert "release v2 failed" in result.stderr
+    sent, failed, non_2xx = _load(result.stdout)
+    assert sent > 0
+    assert (failed, non_2xx) == (0, 0), result.stdout
+    assert releases(app)[0]["status"] == "rolled_back"
+    assert {m.release_version for m in machines(app)} == {1}
