@@ -126,8 +126,9 @@ class Deployment:
                     r, created, applied, previous_loaded, previous_specs, previous_version, progress
                 )
                 store.set_release_status(app, version, status)
-                if isinstance(exc, TaxiwayError):
-                    raise DeployFailed(_failure_sentence(version, exc, status, r)) from None
+                first = r.failure if isinstance(r.failure, TaxiwayError) else exc
+                if isinstance(first, TaxiwayError):
+                    raise DeployFailed(_failure_sentence(version, first, status, r)) from None
                 raise
         runtime.release = version
         release = store.set_release_status(app, version, "complete")

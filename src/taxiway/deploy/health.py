@@ -55,10 +55,12 @@ async def wait_healthy(
     smoke_s: float,
     progress: Callable[[str], None] | None = None,
     since: str | None = None,
+    abort: asyncio.Event | None = None,
 ) -> None:
     """Return once the machine is started, has not crashed for ``smoke_s`` and passes
-    every check; raise `DeployFailed` on a crash or when ``timeout_s`` runs out. A failure
-    shows the machine's output since ``since`` (its update began; default: now)."""
+    every check; raise `DeployFailed` on a crash, when ``timeout_s`` runs out or once
+    ``abort`` is set (another machine failed). A failure shows the machine's output since
+    ``since`` (its update began; default: now)."""
     since = since or wall_clock()
     loop = asyncio.get_running_loop()
     changed = asyncio.Event()
@@ -66,6 +68,8 @@ async def wait_healthy(
     began = loop.time()
     try:
         while True:
+            if abort is not None and abort.is_set():
+                raise DeployFailed(f"{label(machine)}: the wait was cut short by a failure")
             checks = machine.checks
             reason = crash_reason(machine)
             if reason is None and machine.state is State.STOPPED:
@@ -86,13 +90,21 @@ async def wait_healthy(
                 raise DeployFailed(f"{label(machine)} {_not_healthy(machine, timeout_s)}")
             wake = began + (smoke_s if passing else timeout_s)
             changed.clear()
-            try:
-                async with asyncio.timeout(max(0.0, wake - now)):
-                    await changed.wait()
-            except TimeoutError:
-                pass
+            await _either(changed, abort, max(0.0, wake - now))
     finally:
         runtime.on_change.remove(changed.set)
+
+
+async def _either(changed: asyncio.Event, abort: asyncio.Event | None, timeout_s: float) -> None:
+    """Until a machine changed, ``abort`` is set or ``timeout_s`` passed."""
+    waiters = {asyncio.ensure_future(changed.wait())}
+    if abort is not None:
+        waiters.add(asyncio.ensure_future(abort.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _not_healthy(machine: SupervisedMachine, timeout_s: float) -> str:

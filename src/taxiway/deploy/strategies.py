@@ -60,6 +60,8 @@ class Rollout:
     was_running: dict[str, bool] = field(default_factory=dict)
     #: The first failure: no new update starts after it.
     failure: BaseException | None = None
+    #: Set with the first failure: waits in progress stop (the platform cancels them too).
+    aborted: asyncio.Event = field(default_factory=asyncio.Event)
 
     def spec(self, group: str) -> MachineSpec:
         return self.runtime.specs[group]
@@ -118,6 +120,7 @@ async def update_one(r: Rollout, machine: SupervisedMachine, *, wait: bool = Tru
                 smoke_s=r.smoke_s,
                 progress=r.progress,
                 since=since,
+                abort=r.aborted,
             )
             r.progress(f"{label(machine)} is healthy on v{r.version}")
         if run and not wait and machine.state is State.FAILED:
@@ -125,6 +128,7 @@ async def update_one(r: Rollout, machine: SupervisedMachine, *, wait: bool = Tru
     except BaseException as exc:
         if r.failure is None:
             r.failure = exc
+            r.aborted.set()
         raise
     r.healthy.add(machine.id)
 
