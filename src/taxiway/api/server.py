@@ -349,10 +349,15 @@ def _add_deploy_routes(
         from taxiway.deploy.releases import release_json
 
         if body.get("detach"):
-            deployer.start(deployment, lambda line: None)
+            deployer.start(deployment, _echo)
             return {"release": release_json(deployment.release, runtime.release), "detach": True}
         lines: asyncio.Queue[str] = asyncio.Queue()
-        return _progress_stream(deployer.start(deployment, lines.put_nowait), lines, runtime)
+
+        def progress(line: str) -> None:
+            _echo(line)
+            lines.put_nowait(line)
+
+        return _progress_stream(deployer.start(deployment, progress), lines, runtime)
 
     async def deploy(request: Request, params: dict[str, str]) -> Result:
         check_app(params)
@@ -406,6 +411,13 @@ async def _progress_stream(
         yield _ndjson({"error": str(exc)})
     else:
         yield _ndjson({"error": f"internal error (a bug, please report it): {exc!r}"})
+
+
+def _echo(line: str) -> None:
+    """A deploy's progress in the daemon's own output too (the terminal of `up`, or
+    daemon.log), so a detached deploy leaves a trace."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"[deploy] {line}", flush=True)
 
 
 def _ndjson(data: object) -> bytes:
