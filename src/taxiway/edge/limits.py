@@ -1,0 +1,46 @@
+"""The edge's limits and timeouts, in one place so they can be documented and tuned.
+
+Where the platform states a number (FLY-SEMANTICS.md §2–3) it is used; where it doesn't,
+the value follows nginx's defaults, since apps behind Fly usually were written against
+them and nginx is the peer the edge is measured against:
+
+- request line longer than 8 KiB → **414** (nginx: ``large_client_header_buffers 4 8k``);
+- one header line over 8 KiB, more than 32 KiB of headers in all, or more than 100
+  header lines → **431** (nginx answers 400 "Request Header Or Cookie Too Large"; 431 is
+  the status RFC 6585 made for it);
+- 60 s to send a request's headers (nginx ``client_header_timeout``) → **408**;
+- 60 s idle keep-alive client connections (``http_options.idle_timeout`` overrides it;
+  the platform's default is unconfirmed, nginx's is 75 s, the platform's old TCP one 60 s);
+- request bodies up to **1 MB** are kept for ``fly-replay``; upstream keep-alive
+  connections are reused for about **4 s** (the platform's pooling window).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Limits:
+    max_request_line: int = 8 * 1024
+    max_header_line: int = 8 * 1024
+    max_headers_size: int = 32 * 1024
+    max_headers_count: int = 100
+    headers_timeout_s: float = 60.0
+    idle_timeout_s: float = 60.0
+    #: Waiting for a slot when every machine is at its hard_limit; then 503.
+    queue_timeout_s: float = 30.0
+    #: Autostart: from asking the fleet to start a machine until it accepts connections.
+    start_timeout_s: float = 30.0
+    #: One TCP connect to a machine.
+    connect_timeout_s: float = 5.0
+    #: Machines tried for one request before the client gets a 502 (platform: up to 90).
+    connect_attempts: int = 10
+    #: Request bodies up to this size can be replayed (fly-replay) or retried.
+    replay_body_limit: int = 1024 * 1024
+    max_replays: int = 10
+    #: Idle upstream keep-alive connections are closed after this.
+    pool_idle_s: float = 4.0
+    pool_max_idle: int = 256
+    #: Client write buffer high-water mark before reading from the machine pauses.
+    high_water: int = 256 * 1024

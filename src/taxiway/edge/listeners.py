@@ -1,0 +1,88 @@
+"""Binding the services' external ports, mapping the ones this host won't give us.
+
+A port below 1024 needs root (or CAP_NET_BIND_SERVICE), and any port may be taken by
+something else. The platform's port is then served on port + 10000 when that is free
+(80 → 10080, 443 → 10443: stable across runs, easy to recognise), else on any free port;
+`Binding.address` always says where it really is (DESIGN.md "Ports").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+#: Errors that mean "not this port", as opposed to "not this host".
+_TRY_ANOTHER = frozenset({errno.EACCES, errno.EPERM, errno.EADDRINUSE})
+MAPPED_OFFSET = 10000
+
+
+@dataclass(slots=True)
+class Binding:
+    """One listener: the fly.toml port and where it really listens."""
+
+    port: int
+    host: str
+    real_port: int
+    protocol: str
+    handlers: list[str]
+    #: The service it belongs to (``ServiceSpec.source``).
+    service: str
+    tls: bool = False
+    server: asyncio.AbstractServer | None = field(default=None, repr=False)
+    #: For UDP and anything else that isn't an asyncio server: how to stop it.
+    closer: Callable[[], None] | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.real_port}"
+
+    def as_dict(self) -> dict:
+        return {
+            "port": self.port,
+            "address": self.address,
+            "protocol": self.protocol,
+            "handlers": list(self.handlers),
+            "service": self.service,
+            "mapped": self.port != self.real_port,
+        }
+
+
+def candidates(port: int, *, exact: bool) -> list[int]:
+    """Ports to try for ``port``, in order (0 = any free port)."""
+    if not exact:
+        return [0]
+    out = [port]
+    if port + MAPPED_OFFSET <= 65535:
+        out.append(port + MAPPED_OFFSET)
+    out.append(0)
+    return out
+
+
+async def bind_tcp(
+    factory: Callable[[], asyncio.Protocol],
+    host: str,
+    port: int,
+    *,
+    exact: bool = True,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = 1024,
+) -> tuple[asyncio.AbstractServer, int]:
+    """A listening server for ``port`` (or its mapped port) and the port it got."""
+    loop = asyncio.get_running_loop()
+    last: OSError | None = None
+    for candidate in candidates(port, exact=exact):
+        try:
+            server = await loop.create_server(
+                factory, host, candidate, ssl=ssl_context, backlog=backlog, reuse_address=True
+            )
+        except OSError as exc:
+            if exc.errno not in _TRY_ANOTHER:
+                raise
+            last = exc
+            continue
+        return server, server.sockets[0].getsockname()[1]
+    raise last or OSError(f"could not bind {host}:{port}")

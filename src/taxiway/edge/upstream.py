@@ -1,0 +1,256 @@
+"""HTTP/1.1 connections from the edge to machines, and the pool that keeps them alive.
+
+An `UpstreamConnection` carries one exchange at a time (no pipelining to machines): it
+parses the machine's response with httptools and hands status, headers, body pieces and
+the end to its `Exchange` (the `UpstreamUser` protocol), which decides what the client
+gets. After a ``101 Switching Protocols`` it stops parsing and relays raw bytes.
+
+`Pools` keeps idle keep-alive connections per machine address, last-in first-out (the
+warmest first), and closes those idle for longer than `Limits.pool_idle_s`, as the
+platform reuses connections for about 4 s in ``requests`` mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import httptools
+
+from taxiway.edge.limits import Limits
+
+Address = tuple[str, int]
+
+
+class UpstreamUser(Protocol):
+    """What an upstream connection reports to the exchange it carries."""
+
+    def response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None: ...
+
+    def response_body(self, data: bytes) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def response_done(self, keep_alive: bool) -> None: ...
+
+    def response_upgraded(self, rest: bytes) -> None: ...
+
+    def relay_to_client(self, data: bytes) -> None: ...
+
+    def upstream_lost(self, reason: str) -> None: ...
+
+    def upstream_paused(self, paused: bool) -> None: ...
+
+
+class _Unexpected(Exception):
+    """The machine sent a response nobody asked for."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One TCP connection to a machine, speaking HTTP/1.1."""
+
+    def __init__(self, pools: Pools, address: Address) -> None:
+        self.pools = pools
+        self.address = address
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: UpstreamUser | None = None
+        #: Response header lines passed on as they are, flat: name, b": ", value, b"\r\n", …
+        self.lines: list[bytes] = [b""]
+        #: (lowercase name, name, value) of the headers the exchange looks at.
+        self.special: list[tuple[bytes, bytes, bytes]] = []
+        #: Lowercase names that go to ``special`` (set by the exchange: its site's).
+        self.watch: frozenset[bytes] = frozenset()
+        self.relay = False
+        self.closed = False
+        self.reading_paused = False
+        #: Bytes arrived for the current exchange (a reused connection that closes before
+        #: answering was stale, and the request may be sent again on a fresh one).
+        self.received = False
+        self.reused = False
+        self.idle_since = 0.0
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        if self.relay:
+            ex = self.exchange
+            if ex is not None:
+                ex.relay_to_client(data)
+            return
+        try:
+            self.parser.feed_data(data)
+            ex = self.exchange
+            if ex is not None:
+                ex.flush()
+        except httptools.HttpParserUpgrade as exc:
+            ex = self.exchange
+            if ex is not None:
+                self.relay = True
+                ex.response_upgraded(data[exc.args[0] :])
+        except httptools.HttpParserError:
+            self.close()
+            ex, self.exchange = self.exchange, None
+            if ex is not None:
+                ex.upstream_lost("the machine sent an invalid HTTP response")
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        ex, self.exchange = self.exchange, None
+        if ex is None:
+            self.pools.discard(self)
+        else:
+            # The exchange tells "the end of a response framed by the connection's end"
+            # from "the machine went away".
+            ex.upstream_lost("the machine closed the connection before the response ended")
+
+    def pause_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.upstream_paused(False)
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname in self.watch:
+            self.special.append((lname, name, value))
+        else:
+            self.lines += (name, b": ", value, b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        ex = self.exchange
+        if ex is None:
+            raise _Unexpected
+        lines, special = self.lines, self.special
+        self.lines, self.special = [b""], []
+        ex.response_head(self.parser.get_status_code(), lines, special)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.response_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.response_done(self.parser.should_keep_alive())
+
+    # -- used by the exchange --------------------------------------------------------------
+
+    def attach(self, exchange: UpstreamUser, watch: frozenset[bytes]) -> None:
+        self.exchange = exchange
+        self.watch = watch
+        self.received = False
+
+    def reset_parser(self) -> None:
+        """After a response with no body the parser didn't know of (a HEAD request's)."""
+        self.parser = httptools.HttpResponseParser(self)
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.abort()
+        self.closed = True
+
+
+class Pools:
+    """Idle keep-alive connections to machines, per machine address."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._idle: dict[Address, list[UpstreamConnection]] = {}
+        self._count = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self, address: Address) -> UpstreamConnection | None:
+        idle = self._idle.get(address)
+        while idle:
+            conn = idle.pop()
+            self._count -= 1
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        return None
+
+    def put(self, conn: UpstreamConnection) -> None:
+        conn.exchange = None
+        if conn.reading_paused:
+            conn.resume_reading()
+        if conn.closed or self._count >= self.limits.pool_max_idle:
+            conn.close()
+            return
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
+        self._idle.setdefault(conn.address, []).append(conn)
+        self._count += 1
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        idle = self._idle.get(conn.address)
+        if idle and conn in idle:
+            idle.remove(conn)
+            self._count -= 1
+
+    def sweep(self, now: float) -> None:
+        """Close connections idle for longer than the pooling window."""
+        cutoff = now - self.limits.pool_idle_s
+        for address, idle in list(self._idle.items()):
+            keep = []
+            for conn in idle:
+                if conn.idle_since < cutoff or conn.closed:
+                    conn.close()
+                    self._count -= 1
+                else:
+                    keep.append(conn)
+            if keep:
+                self._idle[address] = keep
+            else:
+                del self._idle[address]
+
+    def close_address(self, address: Address) -> None:
+        """Close the idle connections to one machine (it is being drained)."""
+        for conn in self._idle.pop(address, ()):
+            conn.close()
+            self._count -= 1
+
+    def idle_count(self) -> int:
+        return self._count
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
+        self._count = 0
