@@ -153,7 +153,7 @@ class HttpClientConnection(asyncio.Protocol):
         self.xfport = f"X-Forwarded-Port: {self.local_port}\r\n".encode()
         site.connections.add(self)
         self.last_activity = self.loop.time()
-        self.timer = self.loop.call_later(site.idle_timeout, self._tick)
+        self.timer = self.loop.call_later(min(site.idle_timeout, site.headers_timeout), self._tick)
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
@@ -198,10 +198,8 @@ class HttpClientConnection(asyncio.Protocol):
                     self._refuse(431, "the request headers are too large")
 
     def eof_received(self) -> bool | None:
-        # A client that half-closes after its request still gets the answer.
-        if self.active is not None and self.relay is None and not self.tls:
-            self.final = self.final or b""
-            return True
+        # The client is gone, as nginx reads it: what it asked for is abandoned and its slot
+        # freed at once (a half-closing HTTP client is rare; a vanished one is not).
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -537,25 +535,28 @@ class HttpClientConnection(asyncio.Protocol):
     # -- timeouts ----------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        """Idle keep-alive connections, slow request heads and stalled bodies end here."""
+        """Idle keep-alive connections, slow request heads and stalled bodies end here.
+
+        One timer per connection, re-armed from the times data last came (not once per
+        request): it looks again at least every ``headers_timeout``.
+        """
         self.timer = None
         if self.closed or self.relay is not None:
             return
         now = self.loop.time()
         site = self.site
         ex = self.active
-        if self.in_head:
-            deadline = self.head_started + site.headers_timeout
-            if now >= deadline:
-                self._refuse(408, "the request headers did not arrive in time")
-                return
-            idle_deadline = self.last_activity + site.idle_timeout
-            deadline = min(deadline, idle_deadline)
-        elif ex is not None and ex.body_done and self.parsing is None:
+        if self.in_head and now >= self.head_started + site.headers_timeout:
+            self._refuse(408, "the request headers did not arrive in time")
+            return
+        if ex is not None and ex.body_done and self.parsing is None:
             deadline = now + site.idle_timeout  # waiting for the machine: not idle
         else:
             deadline = self.last_activity + site.idle_timeout
         if now >= deadline:
             self.transport.close()
             return
-        self.timer = self.loop.call_later(deadline - now, self._tick)
+        if self.in_head:
+            deadline = min(deadline, self.head_started + site.headers_timeout)
+        delay = min(deadline - now, site.headers_timeout)
+        self.timer = self.loop.call_later(delay, self._tick)
