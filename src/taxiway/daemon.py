@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taxiway.api.paths import AppPaths
 from taxiway.config.loader import LoadedConfig
@@ -29,6 +30,9 @@ from taxiway.runtime.machine import SupervisedMachine
 from taxiway.runtime.oneoff import ReleaseCommandFailed, last_lines
 from taxiway.state.records import ReleaseRecord
 from taxiway.state.store import Store
+
+if TYPE_CHECKING:
+    from taxiway.edge.app import AppEdge
 
 
 class AlreadyRunning(TaxiwayError):
@@ -82,6 +86,7 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown.set)
     server = ApiServer(build_router(runtime, shutdown))
+    edge: AppEdge | None = None
     try:
         runtime.reap_orphans()
         with contextlib.suppress(FileNotFoundError):
@@ -99,6 +104,9 @@ async def serve(
         if release is not None:
             store.set_release_status(app_name, release.version, "complete")
         runtime.stamp_release(runtime.release)
+        edge = _edge_for(runtime, loaded, paths, options)
+        if edge is not None:
+            await edge.start()
         if on_ready is not None:
             on_ready(runtime)
         await shutdown.wait()
@@ -107,6 +115,8 @@ async def serve(
         await runtime.down()
         return 0
     finally:
+        if edge is not None:
+            await edge.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await server.close()
@@ -114,6 +124,32 @@ async def serve(
             paths.socket.unlink()
         store.close()
         os.close(lock)
+
+
+def _edge_for(
+    runtime: AppRuntime, loaded: LoadedConfig, paths: AppPaths, options: DaemonOptions
+) -> AppEdge | None:
+    """The app's edge over the runtime: it drains machines before their stop signal, and
+    `status` reports where its listeners are. None for an app without services or
+    statics (nothing to listen for; its modules are not even imported)."""
+    if not any(spec.services or spec.statics for spec in runtime.specs.values()):
+        return None
+    from taxiway.edge.app import AppEdge
+    from taxiway.runtime.fleet import RuntimeFleet
+
+    edge = AppEdge(
+        RuntimeFleet(runtime),
+        runtime.specs,
+        loaded.config,
+        base_dir=loaded.base_dir,
+        certs_dir=paths.certs,
+        host=options.edge_host,
+        autostop_after_s=options.autostop_after_s,
+        log=lambda message: print(f"edge | {message}", flush=True),
+    )
+    runtime.before_stop = edge.drain
+    runtime.edge_bindings = edge.bindings
+    return edge
 
 
 def _release_for_up(store: Store, app: str, loaded: LoadedConfig) -> ReleaseRecord | None:

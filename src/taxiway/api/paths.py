@@ -40,6 +40,11 @@ class AppPaths(msgspec.Struct, frozen=True):
             logs=state_dir / "logs",
         )
 
+    @property
+    def certs(self) -> Path:
+        """The edge's local certificate authority and the certificates it issued."""
+        return self.state_dir / "certs"
+
     def ensure(self) -> None:
         """Create the state folder, private to its owner (it holds secrets)."""
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

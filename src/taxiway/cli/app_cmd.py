@@ -60,6 +60,8 @@ def up(args: argparse.Namespace) -> int:
             f"{runtime.app}: {started} of {len(runtime.machines)} machines started "
             f"(state in {paths.state_dir}; Ctrl-C stops the app)"
         )
+        for line in edge_lines(runtime.status()["edge"]):
+            printer.banner(line)
 
     return asyncio.run(
         serve(loaded, options=options, on_ready=ready, on_machine=printer.follow)
@@ -217,6 +219,25 @@ def _print_status(data: dict[str, Any]) -> None:
             (m["id"], m["group"], state, m["region"], str(m["restarts"]), m["private_ip"], ports)
         )
     print_table(rows)
+    for line in edge_lines(data.get("edge") or []):
+        print(line)
+
+
+def edge_lines(bindings: list[dict[str, Any]]) -> list[str]:
+    """One line per edge listener: the URL to use, and the fly.toml port it stands for."""
+    lines = []
+    for b in bindings:
+        handlers = set(b["handlers"])
+        scheme = b["protocol"]
+        if "http" in handlers:
+            scheme = "https" if "tls" in handlers else "http"
+        elif "tls" in handlers:
+            scheme = "tls"
+        note = f"port {b['port']}"
+        if b.get("mapped"):
+            note += " (mapped: that port could not be bound)"
+        lines.append(f"edge  {scheme}://{b['address']}  {note}")
+    return lines
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:

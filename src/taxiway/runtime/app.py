@@ -69,6 +69,8 @@ class AppRuntime:
         #: Awaited before a machine gets its stop signal, with the machine and its
         #: kill_timeout: the edge stops routing to it and lets in-flight requests finish.
         self.before_stop: Callable[[str, float], Awaitable[None]] | None = None
+        #: Where the edge listens (`status` reports it); set by the daemon.
+        self.edge_bindings: Callable[[], list[dict]] | None = None
 
     # -- start-up --------------------------------------------------------------------------
 
@@ -533,6 +535,7 @@ class AppRuntime:
         return {
             "app": self.app,
             "release": self.release,
+            "edge": self.edge_bindings() if self.edge_bindings is not None else [],
             "machines": [
                 {
                     "id": m.id,

@@ -1,0 +1,104 @@
+"""Everything the edge runs for one app: listeners, statics, TLS, autostop.
+
+The daemon builds one `AppEdge` over the runtime's fleet. Heavier parts load only when
+the config asks for them: the TLS module (and `cryptography`) for ports with the ``tls``
+handler, UDP forwarding for ``protocol = "udp"``, the autostop loop for services that
+stop or suspend idle machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from taxiway.config.model import AppConfig
+from taxiway.edge.autostop import Autostop, services_from_specs
+from taxiway.edge.fleet import Fleet
+from taxiway.edge.server import Edge
+from taxiway.edge.statics import Statics
+from taxiway.plan.machine import MachineSpec, StaticSpec
+
+#: How often the platform's proxy looks for idle machines (see `taxiway.edge.autostop`).
+PLATFORM_AUTOSTOP_INTERVAL_S = 300.0
+
+
+class AppEdge:
+    """The edge of one app, started and stopped with the daemon."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        specs: Mapping[str, MachineSpec],
+        config: AppConfig,
+        *,
+        base_dir: Path,
+        certs_dir: Path,
+        host: str = "127.0.0.1",
+        autostop_after_s: float | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.fleet = fleet
+        self.specs = specs
+        self.log = log
+        ports = [p for spec in specs.values() for s in spec.services for p in s.ports]
+        statics = _statics_of(specs)
+        self.statics = (
+            Statics.for_app(statics, config, base_dir, log=lambda m: log(f"statics: {m}"))
+            if statics
+            else None
+        )
+        tls = None
+        if any("tls" in p.handlers for p in ports):
+            tls = _tls_contexts(certs_dir, fleet.app, log)
+        udp = None
+        self.edge = Edge(fleet, specs, host=host, tls=tls, statics=self.statics, udp=udp)
+        self.autostop: Autostop | None = None
+        services = [s for s in services_from_specs(specs.values()) if s.mode != "off"]
+        if services:
+            self.autostop = Autostop(
+                fleet,
+                services,
+                load=self.edge.load,
+                interval_s=autostop_after_s or PLATFORM_AUTOSTOP_INTERVAL_S,
+                log=log,
+            )
+            self.edge.on_route = self.autostop.touch
+        self._autostop_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.edge.start()
+        if self.autostop is not None:
+            self._autostop_task = asyncio.get_running_loop().create_task(self.autostop.run())
+
+    async def close(self) -> None:
+        if self._autostop_task is not None:
+            self._autostop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._autostop_task
+        await self.edge.close()
+
+    def bindings(self) -> list[dict]:
+        return self.edge.bindings()
+
+    async def drain(self, machine_id: str, timeout_s: float) -> None:
+        await self.edge.drain(machine_id, timeout_s)
+
+
+def _tls_contexts(certs_dir: Path, app: str, log: Callable[[str], None]) -> object | None:
+    try:
+        from taxiway.edge.tls import TlsContexts, local_ca
+    except ImportError:
+        log("TLS is not available in this build; tls ports serve plain TCP")
+        return None
+    return TlsContexts(local_ca(certs_dir), app)
+
+
+def _statics_of(specs: Mapping[str, MachineSpec]) -> list[StaticSpec]:
+    """Every group's statics once: the edge serves them for the whole app."""
+    seen: dict[tuple[str, str], StaticSpec] = {}
+    for spec in specs.values():
+        for static in spec.statics:
+            seen.setdefault((static.url_prefix, static.guest_path), static)
+    return list(seen.values())

@@ -1,0 +1,89 @@
+"""The runtime as the edge sees it: an `edge.fleet.Fleet` over the app's machines.
+
+The edge reads routing targets from here and asks for machines to be started or
+stopped (autostart/autostop); it never touches drivers. Members are rebuilt only when
+a machine changes, so the edge's hot path reads a cached list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from taxiway.config.units import duration_seconds
+from taxiway.edge.fleet import Member
+from taxiway.runtime.app import AppRuntime
+from taxiway.runtime.lifecycle import State
+from taxiway.runtime.machine import SupervisedMachine
+
+
+class RuntimeFleet:
+    """`Fleet` over an `AppRuntime`."""
+
+    def __init__(self, runtime: AppRuntime) -> None:
+        self.runtime = runtime
+        self.app = runtime.app
+        self.region = runtime.region
+        self._callbacks: list[Callable[[], None]] = []
+        self._by_group: dict[str, list[Member]] | None = None
+        runtime.on_change.append(self._changed)
+
+    def members(self, group: str) -> Sequence[Member]:
+        if self._by_group is None:
+            self._by_group = self._build()
+        return self._by_group.get(group, ())
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+    async def start(self, machine_id: str) -> None:
+        machine = self.runtime.machines.get(machine_id)
+        if machine is None:
+            return
+        if machine.state is State.SUSPENDED:
+            await machine.resume()
+        elif machine.state in (State.STOPPED, State.CREATED, State.FAILED):
+            machine.log.system("autostart: a request arrived for a stopped machine")
+            await machine.start()
+
+    async def stop(self, machine_id: str, *, suspend: bool = False) -> None:
+        machine = self.runtime.machines.get(machine_id)
+        if machine is None or machine.state is not State.STARTED:
+            return
+        if suspend:
+            machine.log.system("autostop: idle beyond min_machines_running; suspending")
+            await machine.suspend()
+        else:
+            machine.log.system("autostop: idle beyond min_machines_running; stopping")
+            await machine.stop()
+
+    def _changed(self) -> None:
+        self._by_group = None
+        for callback in self._callbacks:
+            callback()
+
+    def _build(self) -> dict[str, list[Member]]:
+        groups: dict[str, list[Member]] = {}
+        for machine in sorted(self.runtime.machines.values(), key=lambda m: m.id):
+            if machine.state is State.DESTROYED:
+                continue
+            groups.setdefault(machine.info.group, []).append(member_of(machine))
+        return groups
+
+
+def member_of(machine: SupervisedMachine) -> Member:
+    info = machine.info
+    checks = machine.checks
+    passing = (
+        {s.internal_port: checks.service_passing(s.internal_port) for s in machine.spec.services}
+        if checks is not None
+        else {}
+    )
+    return Member(
+        id=info.id,
+        group=info.group,
+        state=info.state.value,
+        host=info.host,
+        ports=dict(info.ports),
+        passing=passing,
+        kill_timeout_s=duration_seconds(machine.spec.stop_config.timeout),
+    )

@@ -1,0 +1,136 @@
+"""The edge inside a running app: listeners in `status`, balancing over machines,
+draining before a stop, autostop and autostart — all through `taxiway up -d`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli_runner import run_taxiway as taxiway
+
+#: Answers with its machine id; ``/slow`` takes a second (an in-flight request to drain).
+WEB = """
+import os, signal, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/slow":
+            time.sleep(1.0)
+        body = os.environ["FLY_MACHINE_ID"].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+FLY_TOML = """
+app = "edgelive"
+kill_timeout = 5
+
+[processes]
+web = "{python} web.py"
+
+[http_service]
+internal_port = 8080
+processes = ["web"]
+auto_stop_machines = "{autostop}"
+auto_start_machines = true
+min_machines_running = 0
+"""
+
+
+def make_app(folder: Path, autostop: str = "off") -> Path:
+    (folder / "web.py").write_text(WEB)
+    (folder / "fly.toml").write_text(FLY_TOML.format(python=sys.executable, autostop=autostop))
+    return folder
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Path]:
+    yield make_app(tmp_path)
+    taxiway(tmp_path, "down")
+
+
+def status(app: Path) -> dict:
+    return json.loads(taxiway(app, "status", "--json").stdout)
+
+
+def http_url(app: Path) -> str:
+    edge = status(app)["edge"]
+    plain = next(b for b in edge if b["port"] == 80)
+    return f"http://{plain['address']}"
+
+
+def get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.status, response.read().decode()
+
+
+def test_status_lists_the_listeners(app: Path) -> None:
+    assert taxiway(app, "up", "-d").returncode == 0
+    edge = status(app)["edge"]
+    assert {(b["port"], b["protocol"], tuple(sorted(b["handlers"]))) for b in edge} == {
+        (80, "tcp", ("http",)),
+        (443, "tcp", ("http", "tls")),
+    }
+    for binding in edge:
+        host, port = binding["address"].rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) > 0
+    text = taxiway(app, "status").stdout
+    assert "http://" + next(b["address"] for b in edge if b["port"] == 80) in text
+
+
+def test_requests_are_balanced_over_the_groups_machines(app: Path) -> None:
+    assert taxiway(app, "up", "-d").returncode == 0
+    assert taxiway(app, "scale", "count", "web=2").returncode == 0
+    ids = {m["id"] for m in status(app)["machines"]}
+    url = http_url(app)
+    seen = {get(url)[1] for _ in range(20)}
+    assert seen == ids
+
+
+def test_a_stopping_machine_finishes_its_in_flight_request(app: Path) -> None:
+    assert taxiway(app, "up", "-d").returncode == 0
+    machine = status(app)["machines"][0]["id"]
+    url = http_url(app)
+    answers: list[tuple[int, str]] = []
+    slow = threading.Thread(target=lambda: answers.append(get(url + "/slow")))
+    slow.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # wait until the request reached the machine
+        logs = taxiway(app, "machine", "status", machine, "--json").stdout
+        if json.loads(logs)["state"] == "started":
+            break
+    time.sleep(0.3)
+    assert taxiway(app, "machine", "stop", machine).returncode == 0
+    slow.join(30)
+    assert answers == [(200, machine)]
+
+
+def test_autostop_then_autostart(tmp_path: Path) -> None:
+    app = make_app(tmp_path, autostop="stop")
+    try:
+        assert taxiway(app, "up", "-d", "--autostop-after", "1s").returncode == 0
+        machine = status(app)["machines"][0]["id"]
+        url = http_url(app)
+        deadline = time.monotonic() + 30
+        while status(app)["machines"][0]["state"] != "stopped":
+            assert time.monotonic() < deadline, "the idle machine was not stopped"
+            time.sleep(0.2)
+        assert get(url) == (200, machine)  # held while the machine starts, then served
+        assert status(app)["machines"][0]["state"] == "started"
+    finally:
+        taxiway(app, "down")
