@@ -239,7 +239,10 @@ class Edge:
             if "proxy_proto" in handlers:
                 encode = self.proxy_proto or _default_proxy_proto()
                 version = (port.proxy_proto_options or {}).get("version") or "v1"
-                proxy = (encode, version)
+                if encode is None:
+                    log.warning("edge: no PROXY protocol encoder; port %s relays without", number)
+                else:
+                    proxy = (encode, version)
             site = TcpSite(app=app, balancer=bal, limits=self.limits, proxy_proto=proxy)
             tcp_site = site
 
@@ -320,7 +323,9 @@ class Edge:
         self._sweeper = loop.call_later(1.0, self._sweep)
 
 
-def _default_proxy_proto() -> ProxyProtoEncoder:
-    from taxiway.edge import proxy_protocol  # written alongside; imported only when used
-
+def _default_proxy_proto() -> ProxyProtoEncoder | None:
+    try:
+        from taxiway.edge import proxy_protocol  # imported only when a port asks for it
+    except ImportError:
+        return None
     return proxy_protocol.encode  # type: ignore[attr-defined]
