@@ -7,6 +7,7 @@ import json
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 
 from cli_runner import run_taxiway as taxiway
 
-#: Answers with its machine id; ``/slow`` takes a second (an in-flight request to drain).
+#: Answers with its machine id (404 for ``/missing``); ``/slow`` takes a second (an
+#: in-flight request to drain).
 WEB = """
 import os, signal, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +27,7 @@ class H(BaseHTTPRequestHandler):
         if self.path == "/slow":
             time.sleep(1.0)
         body = os.environ["FLY_MACHINE_ID"].encode()
-        self.send_response(200)
+        self.send_response(404 if self.path == "/missing" else 200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -134,3 +136,39 @@ def test_autostop_then_autostart(tmp_path: Path) -> None:
         assert status(app)["machines"][0]["state"] == "started"
     finally:
         taxiway(app, "down")
+
+
+CHECKED = """
+[[http_service.checks]]
+grace_period = "{grace}"
+interval = "1s"
+timeout = "1s"
+path = "{path}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("grace", "path", "expected"),
+    [
+        ("60s", "/", 200),  # not checked yet, and no machine proven: it takes the request
+        ("0s", "/missing", 503),  # its check fails: never routed
+    ],
+)
+def test_routing_follows_the_service_checks(
+    app: Path, grace: str, path: str, expected: int
+) -> None:
+    config = app / "fly.toml"
+    config.write_text(config.read_text() + CHECKED.format(grace=grace, path=path))
+    assert taxiway(app, "up", "-d").returncode == 0
+    if expected == 503:
+        deadline = time.monotonic() + 20
+        while status(app)["machines"][0]["checks"]["critical"] != 1:
+            assert time.monotonic() < deadline, "the check did not fail"
+            time.sleep(0.1)
+    try:
+        code, body = get(http_url(app))
+    except urllib.error.HTTPError as exc:
+        code, body = exc.code, exc.read().decode()
+    assert code == expected
+    if expected == 503:
+        assert "edgelive" in body

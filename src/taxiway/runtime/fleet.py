@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from taxiway.checks.state import CheckStatus
 from taxiway.config.units import duration_seconds
 from taxiway.edge.fleet import Member
 from taxiway.runtime.app import AppRuntime
@@ -62,22 +63,46 @@ class RuntimeFleet:
             callback()
 
     def _build(self) -> dict[str, list[Member]]:
-        groups: dict[str, list[Member]] = {}
+        machines: dict[str, list[SupervisedMachine]] = {}
         for machine in sorted(self.runtime.machines.values(), key=lambda m: m.id):
-            if machine.state is State.DESTROYED:
-                continue
-            groups.setdefault(machine.info.group, []).append(member_of(machine))
-        return groups
+            if machine.state is not State.DESTROYED:
+                machines.setdefault(machine.info.group, []).append(machine)
+        return {group: _members(found) for group, found in machines.items()}
 
 
-def member_of(machine: SupervisedMachine) -> Member:
-    info = machine.info
+def _members(machines: list[SupervisedMachine]) -> list[Member]:
+    """Members of one group. A service port routes to machines whose checks pass; while
+    none of the group's started machines has passed yet (just started, or scaled up, and
+    not checked), those not yet checked take traffic rather than every client getting an
+    error. A machine whose check failed (critical) never does."""
+    statuses = [_port_statuses(m) for m in machines]
+    ports = {port for found in statuses for port in found}
+    proven = {
+        port
+        for m, found in zip(machines, statuses, strict=True)
+        for port in ports
+        if m.state is State.STARTED and found.get(port) is CheckStatus.PASSING
+    }
+    members = []
+    for machine, found in zip(machines, statuses, strict=True):
+        passing = {
+            port: status is CheckStatus.PASSING
+            or (status is CheckStatus.WARNING and port not in proven)
+            for port, status in found.items()
+        }
+        members.append(member_of(machine, passing))
+    return members
+
+
+def _port_statuses(machine: SupervisedMachine) -> dict[int, CheckStatus]:
     checks = machine.checks
-    passing = (
-        {s.internal_port: checks.service_passing(s.internal_port) for s in machine.spec.services}
-        if checks is not None
-        else {}
-    )
+    if checks is None:
+        return {}
+    return {s.internal_port: checks.service_status(s.internal_port) for s in machine.spec.services}
+
+
+def member_of(machine: SupervisedMachine, passing: dict[int, bool]) -> Member:
+    info = machine.info
     return Member(
         id=info.id,
         group=info.group,
