@@ -103,7 +103,7 @@ class _Reject(Exception):
 class HttpClientConnection(asyncio.Protocol):
     """One client connection on an http listener."""
 
-    def __init__(self, site: HttpSite) -> None:
+    def __init__(self, site: HttpSite, via: bytes = VIA_11) -> None:
         self.site = site
         self.limits = site.limits
         self.loop = asyncio.get_running_loop()
@@ -111,7 +111,8 @@ class HttpClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.tls = False
         self.closed = False
-        self.via = VIA_11
+        #: ``1.1 fly.io``, or ``2 fly.io`` for a stream of an h2 connection.
+        self.via = via
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_size = 0
@@ -135,6 +136,7 @@ class HttpClientConnection(asyncio.Protocol):
         self.fixed = b""
         self.xff_tail = b""
         self.xfport = b""
+        self.added = b""
         self.client_ip = ""
         self.local_ip = ""
         self.local_port = 0
@@ -144,13 +146,31 @@ class HttpClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         site = self.site
+        self.tls = transport.get_extra_info("sslcontext") is not None
+        if self.tls and self.via is VIA_11:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                from taxiway.edge.h2_frontend import H2ClientConnection
+
+                h2_conn = H2ClientConnection(site)
+                transport.set_protocol(h2_conn)
+                h2_conn.connection_made(transport)
+                return
         peer = transport.get_extra_info("peername") or ("unknown", 0)
         sock = transport.get_extra_info("sockname") or ("127.0.0.1", 0)
-        self.tls = transport.get_extra_info("sslcontext") is not None
         self.client_ip, self.local_ip, self.local_port = peer[0], sock[0], sock[1]
         self.fixed = connection_headers(self.client_ip, self.local_port, site.region, self.tls)
         self.xff_tail = f"{self.client_ip}, {self.local_ip}\r\n".encode()
         self.xfport = f"X-Forwarded-Port: {self.local_port}\r\n".encode()
+        self.added = (
+            b"X-Forwarded-For: "
+            + self.xff_tail
+            + b"Via: "
+            + self.via
+            + b"\r\n"
+            + self.xfport
+            + self.fixed
+        )
         site.connections.add(self)
         self.last_activity = self.loop.time()
         self.timer = self.loop.call_later(min(site.idle_timeout, site.headers_timeout), self._tick)
@@ -377,11 +397,14 @@ class HttpClientConnection(asyncio.Protocol):
         if method == b"CONNECT":
             raise _Reject(405, "CONNECT is not supported")
         is_upgrade = parser.should_upgrade()
-        append(b"X-Forwarded-For: " + (xff + b", " if xff else b"") + self.xff_tail)
-        append(b"Via: " + (via + b", " if via else b"") + self.via + b"\r\n")
-        if not xfport:
-            append(self.xfport)
-        append(self.fixed)
+        if xff is None and via is None and not xfport:
+            append(self.added)  # the usual request: everything precomputed
+        else:
+            append(b"X-Forwarded-For: " + (xff + b", " if xff else b"") + self.xff_tail)
+            append(b"Via: " + (via + b", " if via else b"") + self.via + b"\r\n")
+            if not xfport:
+                append(self.xfport)
+            append(self.fixed)
         rid = request_id(site.region_suffix)
         append(b"Fly-Request-Id: " + rid + b"\r\n")
         chunked = False

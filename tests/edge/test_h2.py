@@ -1,0 +1,126 @@
+"""HTTP/2 clients (ALPN h2 on a tls+http port) get the http handler's behaviour."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+from edge_support import Backend, EdgeThread, member, plan
+from test_tcp_proxy import SelfSigned
+
+from taxiway.edge.fleet import StaticFleet
+from taxiway.plan.machine import Port
+
+TOML = 'app = "demo"\n[http_service]\ninternal_port = 8080\n'
+
+
+class AlpnSelfSigned(SelfSigned):
+    def context_for(self, port: Port) -> ssl.SSLContext:
+        ctx = super().context_for(port)
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        return ctx
+
+
+Request = tuple[str, str, bytes | None]
+
+
+def h2_exchange(port: int, tls: SelfSigned, requests: list[Request]) -> list[tuple[dict, bytes]]:
+    """Send the requests as concurrent streams; the responses in the same order."""
+    ctx = tls.client()
+    ctx.set_alpn_protocols(["h2"])
+    raw_sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with ctx.wrap_socket(raw_sock, server_hostname="localhost") as sock:
+        assert sock.selected_alpn_protocol() == "h2"
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        conn.initiate_connection()
+        ids = []
+        uploads: dict[int, bytes] = {}
+        for method, path, body in requests:
+            sid = conn.get_next_available_stream_id()
+            headers = [
+                (":method", method),
+                (":path", path),
+                (":authority", "localhost"),
+                (":scheme", "https"),
+            ]
+            conn.send_headers(sid, headers, end_stream=body is None)
+            if body is not None:
+                uploads[sid] = body
+            ids.append(sid)
+
+        def send_uploads() -> None:
+            for sid, rest in list(uploads.items()):
+                room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                while rest and room > 0:
+                    conn.send_data(sid, rest[:room])
+                    rest = rest[room:]
+                    room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                uploads[sid] = rest
+                if not rest:
+                    conn.end_stream(sid)
+                    del uploads[sid]
+
+        send_uploads()
+        sock.sendall(conn.data_to_send())
+        got: dict[int, list] = {sid: [{}, b""] for sid in ids}
+        done: set[int] = set()
+        while len(done) < len(ids):
+            data = sock.recv(65536)
+            assert data, "connection closed"
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    got[ev.stream_id][0] = dict(ev.headers)
+                elif isinstance(ev, h2.events.DataReceived):
+                    got[ev.stream_id][1] += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    done.add(ev.stream_id)
+                elif isinstance(ev, h2.events.StreamReset):
+                    pytest.fail(f"stream {ev.stream_id} reset")
+            send_uploads()
+            sock.sendall(conn.data_to_send())
+        return [(got[sid][0], got[sid][1]) for sid in ids]
+
+
+def test_h2_clients(tmp_path: Path) -> None:
+    backend = Backend("m1")
+    tls = AlpnSelfSigned(tmp_path)
+    et = EdgeThread(
+        StaticFleet("demo", [member("m1", backend.port)]), plan(tmp_path, TOML), tls=tls
+    )
+    try:
+        big = b"q" * 200_000
+        answers = h2_exchange(
+            et.port(443),
+            tls,
+            [
+                ("GET", "/echo?a=1", None),
+                ("POST", "/echo", b"posted"),
+                ("HEAD", "/x", None),
+                ("GET", "/big?n=300000", None),
+                ("PUT", "/echo", big),
+            ],
+        )
+        (h1, b1), (_, b2), (h3, b3), (h4, b4), (_, b5) = answers
+        assert h1[":status"] == "200" and h1["via"] == "2 fly.io"
+        assert h1["server"].startswith("Fly/") and h1["fly-request-id"]
+        seen = dict(json.loads(b1)["headers"])
+        assert seen["Via"] == "2 fly.io"
+        assert seen["X-Forwarded-Proto"] == "https" and seen["Host"] == "localhost"
+        assert json.loads(b2)["body"] == "posted"
+        assert h3[":status"] == "200" and b3 == b""
+        assert b4 == b"x" * 300_000
+        assert json.loads(b5)["body"].encode() == big
+        assert "connection" not in h1 and "transfer-encoding" not in h4
+        assert et.settle()["load"] == {}
+    finally:
+        et.close()
+        backend.close()
