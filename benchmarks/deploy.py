@@ -96,9 +96,24 @@ def edge_address(folder: Path) -> tuple[str, int] | None:
         return None
 
 
+def wait_passing(folder: Path, timeout_s: float = 60.0) -> None:
+    """Until every machine passes its checks: the load starts on a healthy app."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        machines = json.loads(taxiway(folder, "status", "--json").stdout)["machines"]
+        if all(
+            (m.get("checks") or {}).get("passing") == (m.get("checks") or {}).get("total")
+            for m in machines
+        ):
+            return
+        time.sleep(0.2)
+    raise SystemExit("the machines did not pass their checks within a minute")
+
+
 def measure(
     folder: Path, address: tuple[str, int] | None, rate: float, action: list[list[str]]
 ) -> tuple[float, LoadResult | None, bool]:
+    wait_passing(folder)
     load = LoadThread(*address, rate) if address else None
     if load:
         load.start()

@@ -161,3 +161,12 @@ def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> 
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def all_passing(app: Path) -> bool:
+    """Every started machine with checks passes them all (what traffic waits for)."""
+    for m in status(app)["machines"]:
+        checks = m.get("checks") or {}
+        if checks.get("total") and checks.get("passing") != checks.get("total"):
+            return False
+    return True

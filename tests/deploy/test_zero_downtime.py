@@ -7,7 +7,16 @@ import re
 from pathlib import Path
 
 import pytest
-from deploy_app import deploy, machines, releases, status, up, write_app
+from deploy_app import (
+    all_passing,
+    deploy,
+    machines,
+    releases,
+    status,
+    up,
+    wait_for,
+    write_app,
+)
 
 RATE = "200"
 SUMMARY = re.compile(r"load on \S+: (\d+) requests at [\d.]+/s, (\d+) failed, (\d+) non-2xx")
@@ -25,6 +34,7 @@ def _up_with_edge(app: Path) -> None:
     up(app, web=2, worker=2)
     if not status(app).get("edge"):
         pytest.skip("the edge is not wired into the daemon (status shows no edge)")
+    wait_for(lambda: all_passing(app), what="every machine to pass its checks")
 
 
 @pytest.mark.parametrize("strategy", ["rolling", "canary", "bluegreen"])
