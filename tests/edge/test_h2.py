@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import ssl
+import threading
 from pathlib import Path
 
 import h2.config
 import h2.connection
 import h2.events
 import pytest
-from edge_support import Backend, EdgeThread, member, plan
+from edge_support import Backend, EdgeThread, get, member, plan
 from test_tcp_proxy import SelfSigned
 
 from taxiway.edge.fleet import StaticFleet
@@ -124,3 +126,90 @@ def test_h2_clients(tmp_path: Path) -> None:
     finally:
         et.close()
         backend.close()
+
+
+class H2cMachine:
+    """An h2c (prior knowledge) server: answers every stream with what it received."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.connections = 0
+        self.streams = 0
+        ready = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.server = self.loop.run_until_complete(
+                self.loop.create_server(lambda: _H2cServer(self), "127.0.0.1", 0)
+            )
+            self.port = self.server.sockets[0].getsockname()[1]
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        ready.wait(5)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class _H2cServer(asyncio.Protocol):
+    def __init__(self, machine: H2cMachine) -> None:
+        self.machine = machine
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        )
+        self.requests: dict[int, tuple[dict, bytes]] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.machine.connections += 1
+        self.conn.initiate_connection()
+        transport.write(self.conn.data_to_send())  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        for ev in self.conn.receive_data(data):
+            if isinstance(ev, h2.events.RequestReceived):
+                self.machine.streams += 1
+                self.requests[ev.stream_id] = (dict(ev.headers), b"")
+            elif isinstance(ev, h2.events.DataReceived):
+                headers, body = self.requests[ev.stream_id]
+                self.requests[ev.stream_id] = (headers, body + ev.data)
+                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded):
+                headers, body = self.requests.pop(ev.stream_id)
+                answer = json.dumps({"headers": headers, "body": body.decode()}).encode()
+                self.conn.send_headers(ev.stream_id, [(":status", "200"), ("x-machine", "h2c")])
+                self.conn.send_data(ev.stream_id, answer, end_stream=True)
+        self.transport.write(self.conn.data_to_send())  # type: ignore[attr-defined]
+
+
+def test_h2_backend_speaks_h2c_to_the_machine(tmp_path: Path) -> None:
+    machine = H2cMachine()
+    toml = TOML + "[http_service.http_options]\nh2_backend = true\n"
+    et = EdgeThread(StaticFleet("demo", [member("m1", machine.port)]), plan(tmp_path, toml))
+    try:
+        for i in range(3):
+            resp = get(
+                et.port(80),
+                f"/grpc/{i}",
+                method="POST",
+                body=b"ping %d" % i,
+                headers={"Host": "api.local"},
+            )
+            assert resp.status == 200 and resp.getheader("X-Machine") == "h2c"
+            seen = json.loads(resp.data)
+            assert seen["body"] == f"ping {i}"
+            assert seen["headers"][":path"] == f"/grpc/{i}"
+            assert seen["headers"][":authority"] == "api.local"
+            assert seen["headers"]["via"] == "1.1 fly.io"
+            assert "connection" not in seen["headers"]
+            assert resp.getheader("Transfer-Encoding") == "chunked"  # the stream's end ends it
+        assert machine.connections == 1 and machine.streams == 3  # one connection, 3 streams
+        assert et.settle()["load"] == {}
+    finally:
+        et.close()
+        machine.close()

@@ -192,9 +192,9 @@ class Exchange:
                     if up is not None:
                         self.attach(up)
                         return
-                self.task = asyncio.get_running_loop().create_task(self.route(member))
+                self.task = self.conn.loop.create_task(self.route(member))
                 return
-        self.task = asyncio.get_running_loop().create_task(self.route(None))
+        self.task = self.conn.loop.create_task(self.route(None))
 
     async def route(self, member: Member | None) -> None:
         """Find a machine (waiting, autostarting, retrying others) and connect to it."""
@@ -247,12 +247,15 @@ class Exchange:
         self.fail(502, f"could not connect to {target}: {last} (PC07)")
 
     async def connect(self, member: Member, address: Address) -> UpstreamConnection:
-        """A new connection; a machine autostart just started is given time to listen."""
-        loop = asyncio.get_running_loop()
+        """A new connection (or h2 stream); a machine autostart just started is given time
+        to listen."""
+        loop = self.conn.loop
         site = self.site
         delay = 0.02
         while True:
             try:
+                if site.h2 is not None:
+                    return await site.h2.stream(address)  # type: ignore[return-value]
                 _, up = await asyncio.wait_for(
                     loop.create_connection(
                         lambda: UpstreamConnection(site.pools, address), *address
@@ -406,18 +409,17 @@ class Exchange:
                 out.append(b"Connection: close\r\n")
             elif self.http10:
                 out.append(b"Connection: keep-alive\r\n")
-        out.append(self.tail())
-        out.append(b"\r\n")
+        rewrite = self.site.rewrite
+        if rewrite.pristine:
+            out += (rewrite.extra, b"\r\n")
+        else:
+            out += (rewrite.head_end(self.conn.via), self.request_id, b"\r\n\r\n")
         self.out = out
         self.head_written = True
         if self.is_head and status not in (204, 304) and not _zero(length):
             # A HEAD response has no body, which the response parser can't know.
             up = self.up
-            keep = (
-                up is not None and up.parser.should_keep_alive() and (length is not None or chunked)
-            )
-            if up is not None:
-                up.reset_parser()
+            keep = up is not None and up.keep_alive_after_head(length is not None or chunked)
             self.response_done(keep)
 
     def response_body(self, data: bytes) -> None:
@@ -448,25 +450,34 @@ class Exchange:
             self.informational = False
             return
         up, self.up = self.up, None
-        self.conn.resume(PAUSE_UPSTREAM)
+        conn = self.conn
+        if conn.paused & PAUSE_UPSTREAM:
+            conn.resume(PAUSE_UPSTREAM)
+        site = self.site
         if up is not None:
-            if keep_alive and self.site.pooled and self.body_done and not self.upgrade:
-                self.site.pools.put(up)
+            if keep_alive and site.pooled and self.body_done and not self.upgrade:
+                site.pools.put(up)
             else:
                 up.exchange = None
                 up.close()
-        self.release()
+        mid = self.member_id
+        if mid is not None:
+            self.member_id = None
+            site.balancer.release(mid)
         if self.discard:
             self.replay()
             return
         self._finish()
 
     def _finish(self) -> None:
+        out = self.out
         if self.rechunk:
-            if self.out is None:
-                self.out = []
-            self.out.append(TERMINAL_CHUNK)
-        self.flush()
+            if out is None:
+                out = []
+            out.append(TERMINAL_CHUNK)
+        if out:
+            self.out = None
+            self.conn.transport.write(b"".join(out))
         self.response_complete = True
         if not self.body_done:
             self.close_after = True  # the machine answered before the body was all sent

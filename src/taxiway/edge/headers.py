@@ -95,7 +95,7 @@ class ResponseRewrite:
     appended to every response head.
     """
 
-    __slots__ = ("drop", "extra", "pristine", "watch")
+    __slots__ = ("_ends", "drop", "extra", "pristine", "watch")
 
     def __init__(self, http_options: dict | None) -> None:
         response = (http_options or {}).get("response") or {}
@@ -119,6 +119,14 @@ class ResponseRewrite:
         #: and those read for fly-replay.
         self.watch = self.drop | {b"fly-replay", b"content-type"}
         self.extra = b"".join(extra)
+        self._ends: dict[bytes, bytes] = {}
+
+    def head_end(self, via: bytes) -> bytes:
+        """`tail` up to the request id's value (the hot path appends id and CRLFs)."""
+        end = self._ends.get(via)
+        if end is None:
+            end = self._ends[via] = self.extra + b"Via: " + via + b"\r\nFly-Request-Id: "
+        return end
 
     def tail(self, request_id: bytes, via: bytes) -> bytes:
         """What ends every response head: the configured headers, ``Via`` (``1.1 fly.io``

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
@@ -46,6 +46,9 @@ from taxiway.edge.headers import (
 )
 from taxiway.edge.limits import Limits
 from taxiway.edge.upstream import Pools
+
+if TYPE_CHECKING:
+    from taxiway.edge.h2_upstream import H2Upstreams
 from taxiway.plan.machine import Port
 
 log = logging.getLogger("taxiway.edge")
@@ -73,6 +76,7 @@ class HttpSite:
         limits: Limits,
         statics: StaticsLike | None = None,
         https_port: Callable[[], int | None] = lambda: None,
+        h2: H2Upstreams | None = None,
     ) -> None:
         http_options = port.http_options or {}
         self.app = app
@@ -89,10 +93,12 @@ class HttpSite:
         self.headers_timeout = float(
             http_options.get("headers_read_timeout") or limits.headers_timeout_s
         )
+        #: h2c to the machines (``h2_backend``): one connection per machine, a stream per
+        #: request.
+        self.h2 = h2 if http_options.get("h2_backend") else None
         #: ``requests`` concurrency pools connections to machines; ``connections`` opens
         #: one per request, as the platform does.
-        self.pooled = balancer.service.concurrency.type == "requests"
-        self.h2_backend = bool(http_options.get("h2_backend"))
+        self.pooled = balancer.service.concurrency.type == "requests" and self.h2 is None
         self.connections: set[HttpClientConnection] = set()
 
 

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from taxiway.edge.balancer import Balancer
 from taxiway.edge.fleet import Fleet
@@ -27,6 +27,9 @@ from taxiway.edge.listeners import Binding, bind_tcp
 from taxiway.edge.tcp_proxy import ProxyProtoEncoder, TcpClientConnection, TcpSite
 from taxiway.edge.upstream import Pools
 from taxiway.plan.machine import MachineSpec, Port, ServiceSpec
+
+if TYPE_CHECKING:
+    from taxiway.edge.h2_upstream import H2Upstreams
 
 log = logging.getLogger("taxiway.edge")
 
@@ -104,6 +107,7 @@ class Edge:
         self._sweeper: asyncio.TimerHandle | None = None
         self._https_port: dict[str, int | None] = {}
         self._started = False
+        self._h2: H2Upstreams | None = None
 
     # -- life --------------------------------------------------------------------------------
 
@@ -141,6 +145,8 @@ class Edge:
                 if conn.transport is not None:
                     conn.transport.abort()
         self.pools.close()
+        if self._h2 is not None:
+            self._h2.close()
         for binding in self._bindings:
             if binding.server is not None:
                 with contextlib.suppress(Exception):
@@ -219,6 +225,13 @@ class Edge:
         site: HttpSite | TcpSite
         if "http" in handlers:
             source = service.source
+            h2 = None
+            if (port.http_options or {}).get("h2_backend"):
+                from taxiway.edge.h2_upstream import H2Upstreams
+
+                if self._h2 is None:
+                    self._h2 = H2Upstreams(self.limits)
+                h2 = self._h2
             site = HttpSite(
                 app=app,
                 region=self.fleet.region,
@@ -228,6 +241,7 @@ class Edge:
                 limits=self.limits,
                 statics=self.statics,
                 https_port=lambda: self._https_port_for(source),
+                h2=h2,
             )
             http_site = site
 

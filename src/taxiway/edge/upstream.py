@@ -25,6 +25,9 @@ Address = tuple[str, int]
 class UpstreamUser(Protocol):
     """What an upstream connection reports to the exchange it carries."""
 
+    #: Response bytes produced by the current read, written by `flush`.
+    out: list[bytes] | None
+
     def response_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     ) -> None: ...
@@ -87,7 +90,7 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
             ex = self.exchange
-            if ex is not None:
+            if ex is not None and ex.out:
                 ex.flush()
         except httptools.HttpParserUpgrade as exc:
             ex = self.exchange
@@ -157,9 +160,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.watch = watch
         self.received = False
 
-    def reset_parser(self) -> None:
-        """After a response with no body the parser didn't know of (a HEAD request's)."""
+    def keep_alive_after_head(self, framed: bool) -> bool:
+        """A HEAD request's response ended with its head, which the parser can't know: start
+        a fresh parser; reusable if the response said how long a body would have been."""
+        keep = framed and self.parser.should_keep_alive()
         self.parser = httptools.HttpResponseParser(self)
+        return keep
 
     def pause_reading(self) -> None:
         if not self.reading_paused and not self.closed:
