@@ -65,6 +65,8 @@ class RuntimeFleet:
     def _build(self) -> dict[str, list[Member]]:
         machines: dict[str, list[SupervisedMachine]] = {}
         for machine in sorted(self.runtime.machines.values(), key=lambda m: m.id):
+            if machine.cordoned:
+                continue  # a deploy keeps it out of routing (bluegreen green, test machine)
             if machine.state is not State.DESTROYED:
                 machines.setdefault(machine.info.group, []).append(machine)
         return {group: _members(found) for group, found in machines.items()}
