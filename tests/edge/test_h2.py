@@ -13,8 +13,7 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
-from edge_support import Backend, EdgeThread, get, member, plan
-from test_tcp_proxy import SelfSigned
+from edge_support import Backend, EdgeThread, SelfSigned, get, member, plan
 
 from taxiway.edge.fleet import StaticFleet
 from taxiway.plan.machine import Port

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import socket
-import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from edge_support import Backend, EchoTcp, EdgeThread, free_port, get, member, plan
+from edge_support import Backend, EchoTcp, EdgeThread, SelfSigned, free_port, get, member, plan
 
 from taxiway.edge.fleet import StaticFleet
-from taxiway.plan.machine import Port
 
 TCP = """
 app = "demo"
@@ -44,47 +37,6 @@ app = "demo"
 def encode(version: str, client: tuple, server: tuple) -> bytes:
     """A stand-in for edge/proxy_protocol.py: a v1-style line naming the version asked."""
     return f"PROXY {version} {client[0]} {server[0]} {client[1]} {server[1]}\r\n".encode()
-
-
-class SelfSigned:
-    """A `TlsProvider` with one self-signed certificate for localhost."""
-
-    def __init__(self, folder: Path) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
-            .sign(key, hashes.SHA256())
-        )
-        self.cert = folder / "cert.pem"
-        self.key = folder / "key.pem"
-        self.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self.key.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        self.asked: list[Port] = []
-
-    def context_for(self, port: Port) -> ssl.SSLContext:
-        self.asked.append(port)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(self.cert, self.key)
-        return ctx
-
-    def client(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.cert))
-        return ctx
 
 
 @pytest.fixture
