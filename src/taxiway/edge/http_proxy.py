@@ -349,24 +349,24 @@ class HttpClientConnection(asyncio.Protocol):
         for name, value in self.headers:
             action = actions.get(name.lower())
             if action is None:
-                append(b"%s: %s\r\n" % (name, value))
+                out += (name, b": ", value, b"\r\n")
             elif action == DROP:
                 continue
             elif action == HOST:
                 if host is not None:
                     raise _Reject(400, "the request has two Host headers")
                 host = value
-                append(b"%s: %s\r\n" % (name, value))
+                out += (name, b": ", value, b"\r\n")
             elif action == XFF:
                 xff = value if xff is None else xff + b", " + value
             elif action == VIA:
                 via = value if via is None else via + b", " + value
             elif action == XFPORT:
                 xfport = True
-                append(b"%s: %s\r\n" % (name, value))
+                out += (name, b": ", value, b"\r\n")
             elif action == ACCEPT:
                 html = html or b"text/html" in value
-                append(b"%s: %s\r\n" % (name, value))
+                out += (name, b": ", value, b"\r\n")
             elif action == CONTENT_LENGTH:
                 if length is not None and length != value:
                     raise _Reject(400, "the request has conflicting Content-Length headers")
@@ -383,10 +383,10 @@ class HttpClientConnection(asyncio.Protocol):
                     raise _Reject(417, "only Expect: 100-continue is understood")
             elif action == FORCE_INSTANCE:
                 force = value.decode("latin-1").strip()
-                append(b"%s: %s\r\n" % (name, value))
+                out += (name, b": ", value, b"\r\n")
             elif action == PREFER_INSTANCE:
                 prefer = value.decode("latin-1").strip()
-                append(b"%s: %s\r\n" % (name, value))
+                out += (name, b": ", value, b"\r\n")
             elif action == FORCE_REGION:
                 regions = [r.strip() for r in value.decode("latin-1").split(",")]
                 if site.region not in regions and "any" not in regions:
@@ -395,7 +395,7 @@ class HttpClientConnection(asyncio.Protocol):
                         f"fly-force-region asked for {', '.join(regions)}; every machine "
                         f'here runs in "{site.region}"',
                     )
-                append(b"%s: %s\r\n" % (name, value))
+                out += (name, b": ", value, b"\r\n")
         if length is not None and te is not None:
             raise _Reject(400, "the request has both Content-Length and Transfer-Encoding")
         if host is None and not http10:
@@ -412,7 +412,7 @@ class HttpClientConnection(asyncio.Protocol):
                 append(self.xfport)
             append(self.fixed)
         rid = request_id(site.region_suffix)
-        append(b"Fly-Request-Id: " + rid + b"\r\n")
+        out += (b"Fly-Request-Id: ", rid, b"\r\n")
         chunked = False
         if te is not None:
             chunked = True

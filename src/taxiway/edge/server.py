@@ -128,7 +128,9 @@ class Edge:
             raise
         self.fleet.subscribe(self._changed)
         self._started = True
-        self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
+        loop = asyncio.get_running_loop()
+        self.pools.now = loop.time()
+        self._sweeper = loop.call_later(1.0, self._sweep)
 
     async def close(self) -> None:
         """Stop listening, end every connection, close pooled ones."""
