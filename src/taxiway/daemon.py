@@ -149,6 +149,19 @@ def _edge_for(
     )
     runtime.before_stop = edge.drain
     runtime.edge_bindings = edge.bindings
+    pending: set[asyncio.Task[bool]] = set()
+    order = asyncio.Lock()
+
+    async def follow() -> bool:
+        async with order:  # two deploys' configs apply in the order they came
+            return await edge.reconfigure(runtime.specs, runtime.loaded.config)
+
+    def config_applied() -> None:
+        task = asyncio.get_running_loop().create_task(follow())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    runtime.on_config.append(config_applied)
     return edge
 
 

@@ -172,3 +172,23 @@ def test_routing_follows_the_service_checks(
     assert code == expected
     if expected == 503:
         assert "edgelive" in body
+
+
+def test_a_deploy_that_adds_a_port_gets_a_listener(app: Path) -> None:
+    assert taxiway(app, "up", "-d").returncode == 0
+    config = app / "fly.toml"
+    config.write_text(
+        config.read_text()
+        + '\n[[services]]\ninternal_port = 8080\nprotocol = "tcp"\nprocesses = ["web"]\n'
+        + "[[services.ports]]\nport = 9999\n"
+    )
+    result = taxiway(app, "deploy", "--strategy", "immediate", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    deadline = time.monotonic() + 10
+    while not any(b["port"] == 9999 for b in status(app)["edge"]):
+        assert time.monotonic() < deadline, "no listener for the new port"
+        time.sleep(0.1)
+    raw = next(b for b in status(app)["edge"] if b["port"] == 9999)
+    assert raw["handlers"] == []
+    machine = status(app)["machines"][0]["id"]
+    assert get(f"http://{raw['address']}/") == (200, machine)  # raw TCP passthrough

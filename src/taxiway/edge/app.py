@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import msgspec
+
 from taxiway.config.model import AppConfig
 from taxiway.edge.autostop import Autostop, services_from_specs
 from taxiway.edge.fleet import Fleet
@@ -25,7 +27,8 @@ PLATFORM_AUTOSTOP_INTERVAL_S = 300.0
 
 
 class AppEdge:
-    """The edge of one app, started and stopped with the daemon."""
+    """The edge of one app, started and stopped with the daemon, rebuilt when a deploy
+    changes the app's services or statics."""
 
     def __init__(
         self,
@@ -40,32 +43,43 @@ class AppEdge:
         log: Callable[[str], None] = print,
     ) -> None:
         self.fleet = fleet
-        self.specs = specs
+        self.base_dir = base_dir
+        self.certs_dir = certs_dir
+        self.host = host
+        self.autostop_after_s = autostop_after_s
         self.log = log
+        self._layout = _layout(specs)
+        self.edge, self.autostop = self._build(specs, config)
+        self._autostop_task: asyncio.Task[None] | None = None
+
+    def _build(
+        self, specs: Mapping[str, MachineSpec], config: AppConfig
+    ) -> tuple[Edge, Autostop | None]:
+        fleet, log = self.fleet, self.log
         ports = [p for spec in specs.values() for s in spec.services for p in s.ports]
         statics = _statics_of(specs)
         self.statics = (
-            Statics.for_app(statics, config, base_dir, log=lambda m: log(f"statics: {m}"))
+            Statics.for_app(statics, config, self.base_dir, log=lambda m: log(f"statics: {m}"))
             if statics
             else None
         )
         tls = None
         if any("tls" in p.handlers for p in ports):
-            tls = _tls_contexts(certs_dir, fleet.app, log)
+            tls = _tls_contexts(self.certs_dir, fleet.app, log)
         udp = None
-        self.edge = Edge(fleet, specs, host=host, tls=tls, statics=self.statics, udp=udp)
-        self.autostop: Autostop | None = None
+        edge = Edge(fleet, specs, host=self.host, tls=tls, statics=self.statics, udp=udp)
+        autostop = None
         services = [s for s in services_from_specs(specs.values()) if s.mode != "off"]
         if services:
-            self.autostop = Autostop(
+            autostop = Autostop(
                 fleet,
                 services,
-                load=self.edge.load,
-                interval_s=autostop_after_s or PLATFORM_AUTOSTOP_INTERVAL_S,
+                load=edge.load,
+                interval_s=self.autostop_after_s or PLATFORM_AUTOSTOP_INTERVAL_S,
                 log=log,
             )
-            self.edge.on_route = self.autostop.touch
-        self._autostop_task: asyncio.Task[None] | None = None
+            edge.on_route = autostop.touch
+        return edge, autostop
 
     async def start(self) -> None:
         await self.edge.start()
@@ -77,13 +91,35 @@ class AppEdge:
             self._autostop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._autostop_task
+            self._autostop_task = None
         await self.edge.close()
+
+    async def reconfigure(self, specs: Mapping[str, MachineSpec], config: AppConfig) -> bool:
+        """Follow a deploy's config: when its services, ports or statics differ, listeners
+        are rebound (connections open at that moment are cut, as a changed port or handler
+        can't carry them over). Returns whether anything changed."""
+        layout = _layout(specs)
+        if layout == self._layout:
+            return False
+        self.log("services changed: the edge's listeners are rebound")
+        await self.close()
+        self._layout = layout
+        self.edge, self.autostop = self._build(specs, config)
+        await self.start()
+        return True
 
     def bindings(self) -> list[dict]:
         return self.edge.bindings()
 
     async def drain(self, machine_id: str, timeout_s: float) -> None:
         await self.edge.drain(machine_id, timeout_s)
+
+
+def _layout(specs: Mapping[str, MachineSpec]) -> bytes:
+    """What the edge is built from: every group's services and statics."""
+    return msgspec.json.encode(
+        [(group, spec.services, spec.statics) for group, spec in sorted(specs.items())]
+    )
 
 
 def _tls_contexts(certs_dir: Path, app: str, log: Callable[[str], None]) -> object | None:

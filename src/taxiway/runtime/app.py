@@ -69,6 +69,8 @@ class AppRuntime:
         #: Awaited before a machine gets its stop signal, with the machine and its
         #: kill_timeout: the edge stops routing to it and lets in-flight requests finish.
         self.before_stop: Callable[[str, float], Awaitable[None]] | None = None
+        #: Called after `apply_config` (a deploy): the edge follows the new services.
+        self.on_config: list[Callable[[], None]] = []
         #: Where the edge listens (`status` reports it); set by the daemon.
         self.edge_bindings: Callable[[], list[dict]] | None = None
 
@@ -468,6 +470,8 @@ class AppRuntime:
         self.specs = plan_machines(loaded.config, base_dir=self.base_dir)
         self.image = image_config(loaded.config, self.base_dir)
         self.region = region_for(loaded.config.primary_region)
+        for callback in self.on_config:
+            callback()
 
     def create_machine(
         self,
