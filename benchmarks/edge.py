@@ -2,7 +2,8 @@
 
 In one run, each for the same duration and connection count (wrk, default 5 s, 50
 connections, one wrk thread), against the same backend (nginx serving a small file with
-one worker):
+one worker), in rounds (default 3) that take every part in turn, so a busy moment of the
+machine hits them all alike; the median of the rounds is shown:
 
   a. the backend directly (the ceiling);
   b. taxiway's edge, ``http`` handler (``concurrency.type = "requests"``: pooled
@@ -26,6 +27,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -199,6 +201,18 @@ def serve_edge(backend_port: int, folder: str) -> None:
     asyncio.run(main())
 
 
+def versions(tools: dict[str, str | None]) -> str:
+    out = []
+    for tool, flag in (("nginx", "-v"), ("haproxy", "-v"), ("wrk", "-v")):
+        path = tools.get(tool)
+        if path is None:
+            continue
+        done = subprocess.run([path, flag], capture_output=True, text=True, check=False)
+        text = (done.stdout + done.stderr).strip().splitlines()
+        out.append(text[0] if text else tool)
+    return "; ".join(out)
+
+
 def wrk(binary: str, port: int, seconds: float, connections: int, threads: int) -> dict:
     cmd = [
         binary,
@@ -219,6 +233,17 @@ def wrk(binary: str, port: int, seconds: float, connections: int, threads: int) 
     }
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The median of each figure over the rounds; errors of any round are kept."""
+    return {
+        "rps": statistics.median(r["rps"] for r in runs),
+        "p50": statistics.median(r["p50"] for r in runs),
+        "p99": statistics.median(r["p99"] for r in runs),
+        "errors": "; ".join(r["errors"] for r in runs if r["errors"]),
+        "all": [round(r["rps"]) for r in runs],
+    }
+
+
 def _latency(out: str, pct: str) -> float:
     """Milliseconds at a percentile of wrk's latency distribution."""
     m = re.search(rf"^\s+{re.escape(pct)}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -233,6 +258,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every part (median)")
     parser.add_argument(
         "--serve-edge", nargs=2, metavar=("BACKEND_PORT", "DIR"), help=argparse.SUPPRESS
     )
@@ -303,24 +329,30 @@ def main() -> int:
             if haproxy is not None:
                 parts.append(("e. haproxy tcp, 1 thread", haproxy))
             print(
-                f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; wrk -t{args.threads} "
-                f"-c{args.connections} -d{args.seconds:g}s, GET of a {len(BODY)}-byte file\n"
+                f"python {sys.version.split()[0]} + uvloop, {os.cpu_count()} CPUs; "
+                f"{versions(tools)}\nwrk -t{args.threads} -c{args.connections} "
+                f"-d{args.seconds:g}s x {args.rounds} rounds, GET of a {len(BODY)}-byte file\n"
             )
-            for name, port in parts:
+            runs: dict[str, list[dict]] = {name: [] for name, _ in parts}
+            for _, port in parts:
                 wrk(tools["wrk"], port, 1.0, args.connections, args.threads)  # warm-up
-                results[name] = wrk(
-                    tools["wrk"], port, args.seconds, args.connections, args.threads
-                )
+            for _ in range(args.rounds):
+                for name, port in parts:
+                    runs[name].append(
+                        wrk(tools["wrk"], port, args.seconds, args.connections, args.threads)
+                    )
+            results = {name: median_run(r) for name, r in runs.items()}
         finally:
             for proc in reversed(procs):
                 stop(proc)
 
-    header = f"{'':34}  {'req/s':>9}  {'p50 ms':>7}  {'p99 ms':>7}"
+    header = f"{'':34}  {'req/s':>9}  {'p50 ms':>7}  {'p99 ms':>7}  rounds (req/s)"
     print(header)
     print("-" * len(header))
     for name, r in results.items():
         note = f"  ({r['errors']})" if r["errors"] else ""
-        print(f"{name:34}  {r['rps']:>9.0f}  {r['p50']:>7.2f}  {r['p99']:>7.2f}{note}")
+        rounds = " ".join(str(x) for x in r["all"])
+        print(f"{name:34}  {r['rps']:>9.0f}  {r['p50']:>7.2f}  {r['p99']:>7.2f}  {rounds}{note}")
     print()
     b = results.get("b. taxiway edge, http")
     c = results.get("c. nginx reverse proxy, 1 worker")

@@ -507,7 +507,9 @@ class HttpClientConnection(asyncio.Protocol):
 
     def https_location(self, host: bytes | None, raw_path: bytes) -> bytes:
         """Where ``force_https`` sends a request: the https listener's real port."""
-        hostname = (host or b"").decode("latin-1").strip() or self.local_ip
+        hostname = (host or b"").decode("latin-1").strip()
+        if not hostname:
+            hostname = f"[{self.local_ip}]" if ":" in self.local_ip else self.local_ip
         if hostname.startswith("["):
             hostname = hostname.split("]", 1)[0] + "]"
         else:

@@ -251,6 +251,12 @@ class Edge:
                 return HttpClientConnection(http_site)
 
         else:
+            if "pg_tls" in handlers:
+                log.info(
+                    "edge: port %s (pg_tls) is relayed as raw TCP: Postgres negotiates TLS "
+                    "with the machine itself",
+                    number,
+                )
             proxy = None
             if "proxy_proto" in handlers:
                 encode = self.proxy_proto or _default_proxy_proto()
