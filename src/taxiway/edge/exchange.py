@@ -15,6 +15,7 @@ another machine, ``fly-replay``) runs in one task per request.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,8 @@ from taxiway.edge.upstream import Address, UpstreamConnection
 
 if TYPE_CHECKING:
     from taxiway.edge.http_proxy import HttpClientConnection
+
+log = logging.getLogger("taxiway.edge")
 
 # Why the client connection stopped reading (bits; it reads again when none is left).
 PAUSE_PIPELINE = 1  # a pipelined request waits for the one before it
@@ -243,6 +246,10 @@ class Exchange:
             if last is None:
                 self.fail(exc.status, exc.reason)
                 return
+        except Exception:  # a bug must cost one request, never a slot or the edge
+            log.exception("edge: routing a request failed")
+            self.fail(502, "the edge failed to route this request")
+            return
         target = f"machine {self.force}" if self.force is not None else "a machine"
         self.fail(502, f"could not connect to {target}: {last} (PC07)")
 

@@ -14,11 +14,14 @@ that refuses the connection is replaced by another before the client notices.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from taxiway.edge.balancer import Balancer, NoMachine
 from taxiway.edge.fleet import Member
 from taxiway.edge.limits import Limits
+
+log = logging.getLogger("taxiway.edge")
 
 PENDING_HIGH = 256 * 1024
 
@@ -196,6 +199,8 @@ class TcpClientConnection(asyncio.Protocol):
                 return
         except NoMachine:
             pass
+        except Exception:  # a bug must cost one connection, never a slot or the edge
+            log.exception("edge: relaying a connection failed")
         self.close()  # raw TCP has no way to say why: the connection just ends
 
     def _attach(self, up: _Upstream) -> None:

@@ -13,11 +13,14 @@ platform reuses connections for about 4 s in ``requests`` mode.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
 
 import httptools
 
 from taxiway.edge.limits import Limits
+
+log = logging.getLogger("taxiway.edge")
 
 Address = tuple[str, int]
 
@@ -97,7 +100,10 @@ class UpstreamConnection(asyncio.Protocol):
             if ex is not None:
                 self.relay = True
                 ex.response_upgraded(data[exc.args[0] :])
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if cause is not None and not isinstance(cause, _Unexpected):
+                log.error("edge: error handling a response", exc_info=cause)
             self.close()
             ex, self.exchange = self.exchange, None
             if ex is not None:
