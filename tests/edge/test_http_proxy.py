@@ -527,3 +527,57 @@ def test_statics_answer_before_the_machine(tmp_path: Path, backends: list[Backen
         assert [p for _, p, _, _ in backends[0].seen] == ["/static/other"]
     finally:
         et.close()
+
+
+class OneShotServer:
+    """Answers the first request of each connection, then hangs up on the next one without
+    a word: a keep-alive timeout on the machine's side, at the worst moment."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+            conn.recv(4096)  # the next request: dropped
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_pooled_connection_the_machine_closed_is_retried(tmp_path: Path) -> None:
+    server = OneShotServer()
+    et = EdgeThread(
+        StaticFleet("demo", [member("m1", server.port)]),
+        plan(tmp_path, HTTP_SERVICE.format(force="false", ctype="requests", extra="")),
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", et.port(80)), timeout=5) as sock:
+            for i in range(4):
+                sock.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody")
+                assert read_response(sock)[:3:2] == (200, b"ok\n"), i
+        assert server.connections >= 4
+        assert et.settle()["load"] == {}
+    finally:
+        et.close()
+        server.close()
