@@ -581,3 +581,28 @@ def test_a_pooled_connection_the_machine_closed_is_retried(tmp_path: Path) -> No
     finally:
         et.close()
         server.close()
+
+
+def test_real_statics_stream_large_files(tmp_path: Path, backends: list[Backend]) -> None:
+    from taxiway.edge.statics import Statics
+    from taxiway.plan.machine import StaticSpec
+
+    (tmp_path / "public").mkdir()
+    (tmp_path / "public" / "big.bin").write_bytes(bytes(range(256)) * 1000)  # streamed
+    statics = Statics(
+        [StaticSpec(guest_path="/app/public", url_prefix="/files")],
+        app_dir=tmp_path,
+        workdir="/app",
+    )
+    et = start(tmp_path, backends[:1], statics=statics)
+    try:
+        with socket.create_connection(("127.0.0.1", et.port(80)), timeout=5) as sock:
+            for _ in range(2):
+                sock.sendall(b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                status, headers, body = read_response(sock)
+                assert status == 200 and body == bytes(range(256)) * 1000
+                assert headers["fly-request-id"]
+            sock.sendall(b"GET /files/missing HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(sock)[2] == b"m1 GET /files/missing\n"
+    finally:
+        et.close()

@@ -46,10 +46,11 @@ from taxiway.edge.headers import (
 )
 from taxiway.edge.limits import Limits
 from taxiway.edge.upstream import Pools
+from taxiway.plan.machine import Port
 
 if TYPE_CHECKING:
     from taxiway.edge.h2_upstream import H2Upstreams
-from taxiway.plan.machine import Port
+    from taxiway.edge.statics import FileBody, StaticResponse
 
 log = logging.getLogger("taxiway.edge")
 
@@ -59,7 +60,9 @@ VIA_11 = b"1.1 fly.io"
 class StaticsLike(Protocol):
     """`taxiway.edge.statics.Statics` as the http handler uses it."""
 
-    def match(self, method: str, raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> object: ...
+    def match(
+        self, method: str, raw_path: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> StaticResponse | None: ...
 
 
 class HttpSite:
@@ -527,13 +530,12 @@ class HttpClientConnection(asyncio.Protocol):
         found = statics.match(method, ex.raw_path, ex.req_headers or [])
         if found is None:
             return False
-        status = found.status  # type: ignore[attr-defined]
-        head = [status_line(status)]
-        head += [b"%s: %s\r\n" % (n, v) for n, v in found.headers]  # type: ignore[attr-defined]
+        head = [status_line(found.status)]
+        head += [b"%s: %s\r\n" % (n, v) for n, v in found.headers]
         if not ex.keep_alive:
             head.append(b"Connection: close\r\n")
         head += [ex.tail(), b"\r\n"]
-        body = found.body  # type: ignore[attr-defined]
+        body = found.body
         if isinstance(body, bytes):
             ex.answer(b"".join(head) + body)
             return True
@@ -543,14 +545,14 @@ class HttpClientConnection(asyncio.Protocol):
         ex.task = self.loop.create_task(self._send_file(ex, body))
         return True
 
-    async def _send_file(self, ex: Exchange, body: object) -> None:
+    async def _send_file(self, ex: Exchange, body: FileBody) -> None:
         try:
-            f = body.open()  # type: ignore[attr-defined]
+            f = body.open()
         except OSError:
             self.transport.close()
             return
         with f:
-            left = body.length  # type: ignore[attr-defined]
+            left = body.length
             while left > 0 and not self.closed:
                 chunk = f.read(min(left, 256 * 1024))
                 if not chunk:
