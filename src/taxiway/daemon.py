@@ -92,7 +92,17 @@ async def serve(
         with contextlib.suppress(FileNotFoundError):
             paths.socket.unlink()  # we hold the lock: any socket file is a dead daemon's
         await server.start(paths.socket)
+        before = store.latest_release(app_name)
         release = _release_for_up(store, app_name, loaded)
+        if release is not None and before is not None and before.status != "complete":
+            how = {
+                "running": "was interrupted (its daemon stopped mid-deploy)",
+                "rolled_back": "was rolled back",
+            }.get(before.status, f"is {before.status}")
+            runtime.notices.append(
+                f"release v{before.version} {how}; v{release.version} deploys the current config"
+            )
+            print(runtime.notices[-1], flush=True)
         try:
             await runtime.up()
         except ReleaseCommandFailed as exc:
@@ -207,7 +217,9 @@ def run_detached(
             serve(
                 loaded,
                 options=options,
-                on_ready=lambda runtime: report("ready " + json.dumps(runtime.status())),
+                on_ready=lambda runtime: report(
+                    "ready " + json.dumps(runtime.status() | {"notices": runtime.notices})
+                ),
             )
         )
     except TaxiwayError as exc:

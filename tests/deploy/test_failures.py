@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -165,3 +167,46 @@ def test_down_during_a_deploy_interrupts_it_and_leaves_nothing_running(app: Path
     assert releases(app)[0]["status"] == "interrupted"
     assert {m.state for m in machines(app)} == {"stopped"}
     assert machines(app)[0].release_version == 1
+
+
+RELEASE = """
+import os, pathlib, time
+marker = pathlib.Path("release-command-ran")
+if not marker.exists():
+    marker.write_text(str(os.getpid()))
+    time.sleep(60)
+"""
+
+
+def test_a_daemon_killed_mid_deploy_is_finished_by_the_next_up(app: Path) -> None:
+    write_app(app)
+    up(app, web=1)
+    (app / "release.py").write_text(RELEASE)
+    write_app(app, v="2", extra=f'[deploy]\nrelease_command = "{sys.executable} release.py"\n')
+    ok(deploy(app, FAST, "--detach"))
+    marker = app / "release-command-ran"
+    wait_for(lambda: marker.exists() and marker.read_text(), what="the release command")
+    daemon = int((app / ".taxiway" / "daemon.lock").read_text())
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: not _alive(daemon), what="the daemon to die")
+
+    result = ok(taxiway(app, "up", "-d"))
+    assert "interrupted" in result.stdout + result.stderr
+    assert not _alive(int(marker.read_text())), "the old release command still runs"
+    assert [r["status"] for r in releases(app)] == ["complete", "interrupted", "complete"]
+    assert {m.release_version for m in machines(app)} == {3}
+    assert get_v(app) == "2"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ")[1][0] != "Z"
+
+
+def get_v(app: Path) -> str | None:
+    port = next(b for b in status(app)["edge"] if b["port"] == 80)["address"].rsplit(":", 1)[1]
+    return get(int(port))

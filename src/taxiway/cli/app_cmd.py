@@ -126,6 +126,8 @@ def _up_detached(loaded: LoadedConfig, paths: AppPaths, options: DaemonOptions) 
             else _daemon_failure(paths)
         )
     status = json.loads(text.removeprefix("ready "))
+    for notice in status.pop("notices", []):
+        print(notice)
     _print_status(status)
     print(f"\ndaemon pid {pid}; logs: `taxiway logs -f`; stop: `taxiway down`")
     failed = [m for m in status["machines"] if m["state"] == "failed"]
@@ -174,6 +176,7 @@ def _reap_without_daemon(paths: AppPaths, app: str) -> int:
     if not (paths.state_dir / "taxiway.db").exists():
         return 0
     from taxiway.runtime.drivers.process import ProcessDriver
+    from taxiway.runtime.oneoff import reap_oneoffs
     from taxiway.state.store import Store
 
     driver = ProcessDriver()
@@ -185,7 +188,7 @@ def _reap_without_daemon(paths: AppPaths, app: str) -> int:
                 store.update_machine(record.id, pid=None, pgid=None, pid_start_time=None)
             if record.state not in ("stopped", "created", "failed", "destroyed"):
                 store.update_machine(record.id, state="stopped")
-    return count
+    return count + reap_oneoffs(driver, paths.state_dir)
 
 
 def daemon(args: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ tested machine's).
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 from collections.abc import Callable
 
@@ -29,7 +28,7 @@ from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec
 from taxiway.runtime.logs import MachineLog
 from taxiway.runtime.machine import SupervisedMachine
-from taxiway.runtime.oneoff import last_lines, oneoff_env
+from taxiway.runtime.oneoff import last_lines, oneoff_env, run_oneoff
 
 TEST_GROUP = "fly_app_test_machine_command"
 
@@ -113,18 +112,9 @@ async def _run_one(
         machine_id=machine_id, group=TEST_GROUP, argv=argv, env=env, cwd=runtime.base_dir, log=log
     )
     try:
-        try:
-            process = await runtime.driver.launch(launch)
-        except DriverError as exc:
-            raise DeployFailed(f"{what} could not start: {exc}") from None
-        try:
-            code = await asyncio.wait_for(process.wait(), timeout_s)
-        except TimeoutError:
-            process.kill_tree()
-            await process.wait()
-            code = None
-        finally:
-            process.kill_tree()
+        code = await run_oneoff(runtime.driver, launch, timeout_s, runtime.state_dir)
+    except DriverError as exc:
+        raise DeployFailed(f"{what} could not start: {exc}") from None
     finally:
         log.close()
     if code == 0:

@@ -134,6 +134,8 @@ def release_for_up(store: Store, app: str, loaded: LoadedConfig) -> ReleaseRecor
     latest = store.latest_release(app)
     if latest is None:
         reason = "first release"
+    elif latest.status == "running":  # its daemon died mid-deploy
+        reason = f"v{latest.version} was interrupted"
     elif latest.status != "complete":
         reason = f"v{latest.version} is {latest.status}"
     else:

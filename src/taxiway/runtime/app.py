@@ -27,7 +27,7 @@ from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, re
 from taxiway.runtime.lifecycle import RUNNING, State
 from taxiway.runtime.logs import MachineLog
 from taxiway.runtime.machine import MachineInfo, SupervisedMachine
-from taxiway.runtime.oneoff import run_release_command
+from taxiway.runtime.oneoff import reap_oneoffs, run_release_command
 from taxiway.runtime.portcheck import port_advice
 from taxiway.runtime.ports import allocate
 from taxiway.state import new_volume_id
@@ -69,6 +69,8 @@ class AppRuntime:
         #: Awaited before a machine gets its stop signal, with the machine and its
         #: kill_timeout: the edge stops routing to it and lets in-flight requests finish.
         self.before_stop: Callable[[str, float], Awaitable[None]] | None = None
+        #: Things `up` should tell the user (e.g. a deploy the last daemon left unfinished).
+        self.notices: list[str] = []
         #: Called after `apply_config` (a deploy): the edge follows the new services.
         self.on_config: list[Callable[[], None]] = []
         #: Where the edge listens (`status` reports it); set by the daemon.
@@ -86,6 +88,7 @@ class AppRuntime:
                 self.store.update_machine(record.id, pid=None, pgid=None, pid_start_time=None)
             if record.state in RUNNING:
                 self.store.update_machine(record.id, state=State.STOPPED.value)
+        reap_oneoffs(self.driver, self.state_dir)  # a release command, a machine check
         return reaped
 
     def desired_counts(self) -> dict[str, int]:

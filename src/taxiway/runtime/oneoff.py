@@ -9,6 +9,7 @@ the app's env and secrets, its own ``FLY_PROCESS_GROUP`` (``fly_app_release_comm
 from __future__ import annotations
 
 import asyncio
+import json
 import shlex
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from taxiway.runtime.logs import MachineLog, read_log
 RELEASE_GROUP = "fly_app_release_command"
 CONSOLE_GROUP = "fly_app_console"
 DEFAULT_RELEASE_TIMEOUT = "5m"
+#: Where running one-offs are noted (under the state folder), for `reap_oneoffs`.
+ONEOFFS = "oneoffs"
 
 
 class ReleaseCommandFailed(TaxiwayError):
@@ -113,23 +116,18 @@ async def run_release_command(
     timeout = duration_seconds(deploy.release_command_timeout or DEFAULT_RELEASE_TIMEOUT)
     log.system(f"release command: {shlex.join(spec.argv)}")
     try:
-        process = await driver.launch(spec)
+        code = await run_oneoff(driver, spec, timeout, logs_dir.parent)
     except DriverError as exc:
         raise ReleaseCommandFailed(f"release command could not start: {exc}") from None
-    try:
-        code = await asyncio.wait_for(process.wait(), timeout)
-    except TimeoutError:
-        process.kill_tree()
-        await process.wait()
+    finally:
+        log.close()
+    if code is None:
         log.system(f"timed out after {deploy.release_command_timeout or DEFAULT_RELEASE_TIMEOUT}")
         raise ReleaseCommandFailed(
             f"release command timed out after {timeout:g}s (release_command_timeout); "
             f"its output: `taxiway logs --machine {machine_id}`",
             machine_id,
-        ) from None
-    finally:
-        process.kill_tree()
-        log.close()
+        )
     if code != 0:
         raise ReleaseCommandFailed(
             f"release command failed with exit code {code}, so no machine was started or "
@@ -137,6 +135,43 @@ async def run_release_command(
             machine_id,
         )
     return machine_id
+
+
+async def run_oneoff(
+    driver: Driver, spec: LaunchSpec, timeout_s: float, state_dir: Path
+) -> int | None:
+    """Run a throwaway machine to its end: its exit code, or None when it ran out of time
+    (then its whole tree is killed). While it runs, its process is noted under
+    ``state_dir/oneoffs``, so a daemon killed meanwhile leaves nothing behind: the next
+    one kills what the note names (`reap_oneoffs`)."""
+    process = await driver.launch(spec)
+    note = state_dir / ONEOFFS / f"{spec.machine_id}.json"
+    note.parent.mkdir(mode=0o700, exist_ok=True)
+    note.write_text(
+        json.dumps({"pid": process.pid, "pgid": process.pgid, "start": process.start_time})
+    )
+    try:
+        return await asyncio.wait_for(process.wait(), timeout_s)
+    except TimeoutError:
+        process.kill_tree()
+        await process.wait()
+        return None
+    finally:
+        process.kill_tree()
+        note.unlink(missing_ok=True)
+
+
+def reap_oneoffs(driver: Driver, state_dir: Path) -> int:
+    """Kill the throwaway machines a dead daemon left running; how many were found."""
+    reaped = 0
+    for note in sorted((state_dir / ONEOFFS).glob("*.json")):
+        try:
+            found = json.loads(note.read_text())
+            reaped += driver.reap_orphan(found["pid"], found["pgid"], found.get("start"))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a note cut short by the crash: nothing to go on
+        note.unlink(missing_ok=True)
+    return reaped
 
 
 def last_lines(logs_dir: Path, machine_id: str, n: int = 20) -> list[str]:
