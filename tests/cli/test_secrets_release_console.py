@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import sys
 import time
@@ -119,6 +120,27 @@ def test_a_failing_release_command_stops_up_and_shows_its_output(tmp_path: Path)
     assert not (tmp_path / ".taxiway" / "taxiway.sock").exists()
     logs = taxiway(tmp_path, "logs")
     assert "migration 42 broke" in logs.stdout
+
+
+def test_a_hanging_release_command_is_killed_at_its_timeout(tmp_path: Path) -> None:
+    (tmp_path / "release.py").write_text(
+        "import os, pathlib, time\n"
+        "pathlib.Path('pid').write_text(str(os.getpid()))\n"
+        "print('migrating...', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    write_app(
+        tmp_path,
+        f'[deploy]\nrelease_command = "{sys.executable} release.py"\n'
+        'release_command_timeout = "1s"\n',
+    )
+    result = taxiway(tmp_path, "up", "-d")
+    assert result.returncode == 1, result
+    assert "release command timed out after 1s (release_command_timeout)" in result.stderr
+    pid = int((tmp_path / "pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert "migrating..." in taxiway(tmp_path, "logs").stdout
 
 
 def test_console_runs_interactively_with_the_apps_environment(tmp_path: Path) -> None:
