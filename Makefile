@@ -2,7 +2,7 @@
 #
 #   make run     validate the bundled example app, show its machines, and run it (Ctrl-C stops)
 #   make test    lint (ruff) and run the test suite; extra pytest flags go in PYTEST_ARGS
-#   make bench   time `taxiway config validate` and `taxiway up -d` against named peers
+#   make bench   every benchmark: validate, up -d, autostart, the edge, deploys (vs named peers)
 #   make clean   remove the virtualenv and every cache
 #
 # Every target that runs taxiway first makes sure .venv exists and holds an editable install
@@ -23,7 +23,7 @@ BENCH_ARGS  ?=
 help:
 	@echo "make run    validate $(EXAMPLE), print its machines, and run it"
 	@echo "make test   ruff check + pytest (PYTEST_ARGS='-k name -x' to pass flags)"
-	@echo "make bench  time 'taxiway config validate' against peers (BENCH_ARGS for flags)"
+	@echo "make bench  every benchmark in benchmarks/ against its peers (BENCH_ARGS: validate's)"
 	@echo "make venv   create $(VENV) and install taxiway into it (done by the targets above)"
 	@echo "make clean  remove $(VENV) and caches"
 
@@ -59,6 +59,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/validate_speed.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/autostart.py
+	$(BIN)/python benchmarks/edge.py
+	$(BIN)/python benchmarks/deploy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist src/*.egg-info benchmarks/.cache
