@@ -15,9 +15,9 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from taxiway.api.paths import AppPaths
 from taxiway.config.loader import LoadedConfig
@@ -183,6 +183,20 @@ def _release_for_up(store: Store, app: str, loaded: LoadedConfig) -> ReleaseReco
     return release_for_up(store, app, loaded)
 
 
+def run_loop(main: Coroutine[Any, Any, int], loaded: LoadedConfig) -> int:
+    """Run the daemon's event loop: uvloop when the app has services (the edge's speed
+    depends on it), plain asyncio otherwise (uvloop's import would only slow start-up)."""
+    config = loaded.config
+    if config.services or config.http_service is not None:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def run_detached(
     loaded: LoadedConfig, paths: AppPaths, options: DaemonOptions, ready_fd: int
 ) -> int:
@@ -213,14 +227,15 @@ def run_detached(
             ready_fd = -1
 
     try:
-        return asyncio.run(
+        return run_loop(
             serve(
                 loaded,
                 options=options,
                 on_ready=lambda runtime: report(
                     "ready " + json.dumps(runtime.status() | {"notices": runtime.notices})
                 ),
-            )
+            ),
+            loaded,
         )
     except TaxiwayError as exc:
         print(f"taxiway: error: {exc}", file=sys.stderr)
@@ -241,4 +256,4 @@ def daemon_main(config: Path, options: DaemonOptions) -> int:
     from taxiway.config.loader import load_config
 
     loaded = load_config(config)
-    return asyncio.run(serve(loaded, options=options))
+    return run_loop(serve(loaded, options=options), loaded)

@@ -47,10 +47,8 @@ def up(args: argparse.Namespace) -> int:
     options = daemon_options(args)
     if args.detach:
         return _up_detached(loaded, paths, options)
-    import asyncio
-
     from taxiway.cli.output import LogPrinter
-    from taxiway.daemon import serve
+    from taxiway.daemon import run_loop, serve
 
     printer = LogPrinter(sys.stdout)
 
@@ -63,8 +61,8 @@ def up(args: argparse.Namespace) -> int:
         for line in edge_lines(runtime.status()["edge"]):
             printer.banner(line)
 
-    return asyncio.run(
-        serve(loaded, options=options, on_ready=ready, on_machine=printer.follow)
+    return run_loop(
+        serve(loaded, options=options, on_ready=ready, on_machine=printer.follow), loaded
     )
 
 
