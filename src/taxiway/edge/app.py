@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -21,6 +22,9 @@ from taxiway.edge.fleet import Fleet
 from taxiway.edge.server import Edge
 from taxiway.edge.statics import Statics
 from taxiway.plan.machine import MachineSpec, StaticSpec
+
+if TYPE_CHECKING:
+    from taxiway.edge.tls import TlsContexts
 
 #: How often the platform's proxy looks for idle machines (see `taxiway.edge.autostop`).
 PLATFORM_AUTOSTOP_INTERVAL_S = 300.0
@@ -67,6 +71,10 @@ class AppEdge:
         if any("tls" in p.handlers for p in ports):
             tls = _tls_contexts(self.certs_dir, fleet.app, log)
         udp = None
+        if any(s.protocol == "udp" for spec in specs.values() for s in spec.services):
+            from taxiway.edge.udp import UdpForwarder
+
+            udp = UdpForwarder()
         edge = Edge(fleet, specs, host=self.host, tls=tls, statics=self.statics, udp=udp)
         autostop = None
         services = [s for s in services_from_specs(specs.values()) if s.mode != "off"]
@@ -122,13 +130,13 @@ def _layout(specs: Mapping[str, MachineSpec]) -> bytes:
     )
 
 
-def _tls_contexts(certs_dir: Path, app: str, log: Callable[[str], None]) -> object | None:
+def _tls_contexts(certs_dir: Path, app: str, log: Callable[[str], None]) -> TlsContexts | None:
     try:
         from taxiway.edge.tls import TlsContexts, local_ca
     except ImportError:
         log("TLS is not available in this build; tls ports serve plain TCP")
         return None
-    return TlsContexts(local_ca(certs_dir), app)
+    return TlsContexts(local_ca(certs_dir, log=log), app)
 
 
 def _statics_of(specs: Mapping[str, MachineSpec]) -> list[StaticSpec]:
