@@ -77,7 +77,9 @@ def balancer_over(fleet: StaticFleet) -> Balancer:
         concurrency=Concurrency(),
         source="services[0]",
     )
-    return Balancer(fleet, ["app"], service, draining=set(), limits=Limits())
+    balancer = Balancer(fleet, ["app"], service, draining=set(), limits=Limits())
+    fleet.subscribe(balancer.changed)  # as `Edge` does
+    return balancer
 
 
 def test_two_clients_get_their_own_replies() -> None:
