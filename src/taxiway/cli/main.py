@@ -257,6 +257,24 @@ def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
     clist.set_defaults(handler="taxiway.cli.checks_cmd:checks")
     checks.set_defaults(usage_of=checks)
 
+    certs = commands.add_parser(
+        "certs",
+        help="the local CA behind the edge's https, and how to trust it",
+        description=(
+            "Print the local certificate authority the edge issues its TLS certificates "
+            "from, and how to trust it. Creates it when needed; no daemon required."
+        ),
+    )
+    _add_config_option(certs)
+    certs.add_argument("--json", action="store_true", help="print JSON")
+    certs.add_argument(
+        "--add",
+        nargs="+",
+        metavar="HOSTNAME",
+        help="also issue certificates for these names (remembered)",
+    )
+    certs.set_defaults(handler="taxiway.cli.certs_cmd:certs")
+
     _add_deploy_commands(commands)
 
     daemon = commands.add_parser("daemon")  # started by `up -d`; not for people
