@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
+from pathlib import Path
 
 import pytest
+from edge_support import plan
 
+from taxiway.edge.fleet import Member, StaticFleet
 from taxiway.edge.proxy_protocol import V2_SIGNATURE, ProxyInfo, encode, parse
+from taxiway.edge.server import Edge
 
 V4 = (("203.0.113.7", 51234), ("127.0.0.1", 443))
 V6 = (("2001:db8::1", 40000, 0, 0), ("::1", 8443, 0, 0))
@@ -79,3 +84,66 @@ def test_partial_and_bad_headers() -> None:
             parse(bad)
     with pytest.raises(ValueError):
         encode("v3", *V4)
+
+
+TOML = """
+app = "pp"
+[processes]
+app = "sleep 1"
+[[services]]
+protocol = "tcp"
+internal_port = 7000
+processes = ["app"]
+  [[services.ports]]
+  port = 7001
+  handlers = ["proxy_proto"]
+  [[services.ports]]
+  port = 7002
+  handlers = ["proxy_proto"]
+  proxy_proto_options = { version = "v2" }
+"""
+
+
+def test_the_edge_sends_the_header_before_the_clients_bytes(tmp_path: Path) -> None:
+    """No encoder given: the edge uses this module's, v1 or v2 as the port asks."""
+    specs = plan(tmp_path, TOML)
+
+    async def main() -> None:
+        received: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def machine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            data = b""
+            while not data.endswith(b"hello"):
+                chunk = await reader.read(4096)
+                if not chunk:
+                    break
+                data += chunk
+            received.put_nowait(data)
+            writer.close()
+
+        backend = await asyncio.start_server(machine, "127.0.0.1", 0)
+        port = backend.sockets[0].getsockname()[1]
+        fleet = StaticFleet("pp", [Member("m1", "app", "started", "127.0.0.1", {7000: port})])
+        edge = Edge(fleet, specs, exact_ports=False)
+        await edge.start()
+        try:
+            for binding in edge.bindings():
+                version = {7001: 1, 7002: 2}[binding["port"]]
+                real = int(binding["address"].rsplit(":", 1)[1])
+                _, writer = await asyncio.open_connection("127.0.0.1", real)
+                writer.write(b"hello")
+                await writer.drain()
+                info, rest = parse(await asyncio.wait_for(received.get(), 10))
+                assert rest == b"hello"
+                assert info == ProxyInfo(
+                    version,
+                    "TCP4",
+                    writer.get_extra_info("sockname")[:2],
+                    ("127.0.0.1", real),
+                )
+                writer.close()
+        finally:
+            await edge.close()
+            backend.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
