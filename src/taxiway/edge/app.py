@@ -130,12 +130,11 @@ def _layout(specs: Mapping[str, MachineSpec]) -> bytes:
     )
 
 
-def _tls_contexts(certs_dir: Path, app: str, log: Callable[[str], None]) -> TlsContexts | None:
-    try:
-        from taxiway.edge.tls import TlsContexts, local_ca
-    except ImportError:
-        log("TLS is not available in this build; tls ports serve plain TCP")
-        return None
+def _tls_contexts(certs_dir: Path, app: str, log: Callable[[str], None]) -> TlsContexts:
+    """The local CA's contexts; imported only for apps with a ``tls`` port (cryptography
+    costs tens of milliseconds of start-up)."""
+    from taxiway.edge.tls import TlsContexts, local_ca
+
     return TlsContexts(local_ca(certs_dir, log=log), app)
 
 
