@@ -96,6 +96,7 @@ def test_status_and_checks_list_show_every_check(app: Path) -> None:
     assert kinds == {"service", "machine"}
     table = taxiway(app, "checks", "list").stdout
     assert "alive" in table and "passing" in table
+    assert "2/2 passing" in taxiway(app, "status").stdout
 
     (app / "healthy").unlink()
     wait_for(

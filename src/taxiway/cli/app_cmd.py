@@ -210,18 +210,40 @@ def status(args: argparse.Namespace) -> int:
 
 def _print_status(data: dict[str, Any]) -> None:
     print(f"app {data['app']}  release v{data['release']}")
-    rows = [("ID", "GROUP", "STATE", "REGION", "RESTARTS", "PRIVATE IP", "PORTS")]
+    rows = [("ID", "GROUP", "STATE", "REGION", "RESTARTS", "CHECKS", "PRIVATE IP", "PORTS")]
     for m in data["machines"]:
         state = m["state"]
         if m.get("backoff_s"):
             state += f" (restart in {m['backoff_s']:g}s)"
         ports = ", ".join(f"{k}->{v}" for k, v in (m.get("ports") or {}).items())
         rows.append(
-            (m["id"], m["group"], state, m["region"], str(m["restarts"]), m["private_ip"], ports)
+            (
+                m["id"],
+                m["group"],
+                state,
+                m["region"],
+                str(m["restarts"]),
+                checks_summary(m.get("checks") or {}),
+                m["private_ip"],
+                ports,
+            )
         )
     print_table(rows)
     for line in edge_lines(data.get("edge") or []):
         print(line)
+
+
+def checks_summary(checks: dict[str, Any]) -> str:
+    """``2/3 passing, 1 critical`` (or ``-`` for a machine without checks), as the
+    platform's `fly status` counts them."""
+    total = checks.get("total", 0)
+    if not total:
+        return "-"
+    text = f"{checks.get('passing', 0)}/{total} passing"
+    for status in ("warning", "critical"):
+        if checks.get(status):
+            text += f", {checks[status]} {status}"
+    return text
 
 
 def edge_lines(bindings: list[dict[str, Any]]) -> list[str]:
