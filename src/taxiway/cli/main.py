@@ -145,9 +145,12 @@ def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
     up.add_argument("-d", "--detach", action="store_true", help="run in the background")
     up.add_argument(
         "--driver",
-        choices=("auto", "process"),
+        choices=("auto", "process", "namespace"),
         default="auto",
-        help="how machines run (process: plain process trees; the default)",
+        help=(
+            "how machines run (process: plain process trees, the default; namespace: "
+            "Linux as root, each machine with its own network, mounts and cgroup)"
+        ),
     )
     _add_daemon_options(up)
     up.set_defaults(handler=handler + "up")

@@ -89,6 +89,9 @@ class AppRuntime:
             if record.state in RUNNING:
                 self.store.update_machine(record.id, state=State.STOPPED.value)
         reap_oneoffs(self.driver, self.state_dir)  # a release command, a machine check
+        release_app = getattr(self.driver, "release_app", None)
+        if release_app is not None:  # namespace driver: cgroups, namespaces, veths, bridge
+            release_app(self.app)
         return reaped
 
     def desired_counts(self) -> dict[str, int]:
@@ -159,12 +162,14 @@ class AppRuntime:
 
     def _create(self, spec: MachineSpec) -> SupervisedMachine:
         index = len(self.store.list_machines(self.app, include_destroyed=True)) + 1
+        address = private_ip(self._seed, index)
         info = MachineInfo(
             id=ids.machine_id(),
             group=spec.group,
             state=State.CREATED,
             region=self.region,
-            private_ip=private_ip(self._seed, index),
+            private_ip=address,
+            host=self._host_for(address),
             version=ids.ulid(),
             ports=self._ports_for(spec),
         )
@@ -179,6 +184,7 @@ class AppRuntime:
             state=State.STOPPED if record.state != State.CREATED.value else State.CREATED,
             region=record.region,
             private_ip=record.private_ip,
+            host=self._host_for(record.private_ip),
             version=record.instance_id,
             restarts=record.restarts,
             exit_code=record.exit_code,
@@ -205,7 +211,15 @@ class AppRuntime:
         ports = [s.internal_port for s in spec.services if s.protocol == "tcp"]
         return list(dict.fromkeys(ports))
 
+    def _host_for(self, address: str) -> str:
+        """Where the edge and checks reach a machine: its own address when the driver
+        gives it a network (namespace), else 127.0.0.1."""
+        machine_host = getattr(self.driver, "machine_host", None)
+        return machine_host(self.app, address) if machine_host is not None else "127.0.0.1"
+
     def _ports_for(self, spec: MachineSpec) -> dict[int, int]:
+        if getattr(self.driver, "own_network", False):  # every machine binds internal_port
+            return {port: port for port in self._internal_ports(spec)}
         taken = {p for m in self.machines.values() for p in m.info.ports.values()}
         return allocate(self._internal_ports(spec), taken)
 
@@ -235,6 +249,9 @@ class AppRuntime:
             log=log,
             memory_mb=spec.guest.memory_mb,
             mounts=self._volume_mounts(info, spec) + self._file_mounts(info, spec, log),
+            app=self.app,
+            private_ip=info.private_ip,
+            cpus=spec.guest.cpus,
         )
 
     def _file_mounts(
@@ -403,6 +420,11 @@ class AppRuntime:
     async def _destroy(self, machine: SupervisedMachine) -> None:
         await machine.destroy()
         self.machines.pop(machine.id, None)
+        release_machine = getattr(self.driver, "release_machine", None)
+        if release_machine is not None:  # namespace driver: its cgroup and namespace
+            await asyncio.to_thread(
+                release_machine, self.app, machine.id, machine.info.private_ip
+            )
 
     async def exec(
         self, machine: SupervisedMachine, cmd: list[str], *, timeout_s: float = 60.0
@@ -457,6 +479,9 @@ class AppRuntime:
     async def down(self) -> None:
         """Stop every machine gracefully (in parallel, each with its kill_signal/timeout)."""
         await asyncio.gather(*(m.stop() for m in self.machines.values()))
+        release_app = getattr(self.driver, "release_app", None)
+        if release_app is not None:  # namespace driver: leave no namespace or cgroup
+            await asyncio.to_thread(release_app, self.app)
 
     # -- deploys (used by taxiway.deploy) ---------------------------------------------------
 

@@ -27,6 +27,11 @@ class LaunchSpec(msgspec.Struct, kw_only=True):
     memory_mb: int | None = None
     #: Volumes and [[files]] to show in the machine: (host directory or file, path in it).
     mounts: list[tuple[Path, str]] = msgspec.field(default_factory=list)
+    #: For drivers that give a machine its own network and limits (namespace): the app,
+    #: the machine's 6PN address (empty for a one-off), and its cpus from [[vm]].
+    app: str = ""
+    private_ip: str = ""
+    cpus: int | None = None
 
 
 class MachineProcess(Protocol):
@@ -54,6 +59,10 @@ class MachineProcess(Protocol):
 
 
 class Driver(Protocol):
+    """Optional extras (namespace driver), looked up with getattr by the runtime:
+    ``own_network`` (no port remapping), ``machine_host(app, private_ip)``,
+    ``release_machine(app, machine_id, private_ip)``, ``release_app(app)``."""
+
     name: str
 
     async def launch(self, spec: LaunchSpec) -> MachineProcess: ...

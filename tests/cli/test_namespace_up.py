@@ -1,0 +1,125 @@
+"""`taxiway up --driver namespace` end to end: two machines of a group both bind port
+8080 in their own network namespaces, the edge reaches both, `down` leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli_runner import run_taxiway as taxiway
+from taxiway.runtime import cgroups, netns
+from taxiway.runtime.drivers.namespace import unusable_reason
+
+_missing = unusable_reason()
+needs_namespaces = pytest.mark.skipif(
+    _missing is not None, reason=f"the namespace driver needs {_missing}"
+)
+
+WEB = """
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = os.environ["FLY_MACHINE_ID"].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
+"""
+
+FLY_TOML = """
+app = "{app}"
+kill_timeout = 5
+
+[processes]
+web = "{python} web.py"
+
+[http_service]
+internal_port = 8080
+processes = ["web"]
+auto_stop_machines = "off"
+"""
+
+
+def status(app: Path) -> dict:
+    result = taxiway(app, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    name = f"nsup{os.getpid()}"
+    (tmp_path / "web.py").write_text(WEB)
+    (tmp_path / "fly.toml").write_text(FLY_TOML.format(app=name, python=sys.executable))
+    yield tmp_path, name
+    taxiway(tmp_path, "down")
+
+
+@needs_namespaces
+def test_two_machines_on_one_port_behind_the_edge(app: tuple[Path, str]) -> None:
+    folder, name = app
+    up = taxiway(folder, "up", "-d", "--driver", "namespace")
+    assert up.returncode == 0, up.stderr + up.stdout
+    scaled = taxiway(folder, "scale", "count", "web=2")
+    assert scaled.returncode == 0, scaled.stderr
+    machines = status(folder)["machines"]
+    assert len(machines) == 2
+    assert all(m["ports"] == {"8080": 8080} for m in machines)  # no remapping
+    ids = {m["id"] for m in machines}
+
+    edge = next(b for b in status(folder)["edge"] if b["port"] == 80)
+    seen: set[str] = set()
+    deadline = time.monotonic() + 20
+    while seen != ids and time.monotonic() < deadline:
+        body = get(f"http://{edge['address']}/")
+        if body in ids:
+            seen.add(body)
+        else:
+            time.sleep(0.1)
+    assert seen == ids, "the edge reaches both machines on their port 8080"
+    assert len(netns.leftovers(name)[0]) == 2
+
+    down = taxiway(folder, "down")
+    assert down.returncode == 0, down.stderr
+    deadline = time.monotonic() + 10
+    while (netns.leftovers(name) != ([], []) or cgroups.app_cgroups(name)) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    assert netns.leftovers(name) == ([], [])
+    assert cgroups.app_cgroups(name) == []
+
+
+def test_an_unusable_namespace_driver_is_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taxiway.runtime.drivers import select_driver
+    from taxiway.runtime.drivers.base import DriverError
+
+    monkeypatch.setattr(netns, "usable", lambda: "root")
+    with pytest.raises(DriverError) as caught:
+        select_driver("namespace")
+    assert str(caught.value) == (
+        "the namespace driver needs root, which this host lacks; use --driver process"
+    )
