@@ -100,6 +100,16 @@ def test_two_machines_on_one_port_behind_the_edge(app: tuple[Path, str]) -> None
     assert seen == ids, "the edge reaches both machines on their port 8080"
     assert len(netns.leftovers(name)[0]) == 2
 
+    # `machine exec` runs inside the machine: its private address is local there.
+    first = machines[0]
+    probe = (
+        "import socket; s = socket.socket(socket.AF_INET6); "
+        f"s.bind(('{first['private_ip']}', 0)); print('inside')"
+    )
+    result = taxiway(folder, "machine", "exec", first["id"], sys.executable, "-c", probe)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "inside"
+
     down = taxiway(folder, "down")
     assert down.returncode == 0, down.stderr
     deadline = time.monotonic() + 10

@@ -119,8 +119,8 @@ def test_machines_bind_the_same_port_and_reach_each_other(tmp_path: Path, app: s
     async def main() -> None:
         a_spec = spec(tmp_path, app, 1, [sys.executable, "server.py"])
         b_spec = spec(tmp_path, app, 2, [sys.executable, "server.py"])
-        a = await driver.launch(a_spec)
-        b = await driver.launch(b_spec)
+        # In parallel, as the runtime starts a group: one of them makes the bridge.
+        a, b = await asyncio.gather(driver.launch(a_spec), driver.launch(b_spec))
         try:
             assert a.address == driver.machine_host(app, a_spec.private_ip)
             assert a.address != b.address

@@ -431,9 +431,13 @@ class AppRuntime:
     ) -> dict[str, object]:
         """Run a command with a machine's environment and folder (the API's exec)."""
         spec = machine.launch_spec
+        argv = cmd
+        exec_prefix = getattr(self.driver, "exec_prefix", None)
+        if exec_prefix is not None and machine.process is not None and machine.info.pid:
+            argv = [*exec_prefix(machine.process, spec), *cmd]  # inside the machine
         try:
             proc = await asyncio.create_subprocess_exec(
-                *cmd,
+                *argv,
                 cwd=spec.cwd,
                 env=spec.env,
                 stdin=asyncio.subprocess.DEVNULL,

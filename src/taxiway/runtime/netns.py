@@ -18,12 +18,15 @@ import ipaddress
 import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 NETNS_DIR = Path("/run/netns")
 #: The interface name the machine sees (as a VM sees its NIC).
 GUEST_IF = "eth0"
+#: Machines start in parallel (threads): one of them makes the app's bridge.
+_BRIDGE_LOCK = threading.Lock()
 
 
 class NetnsError(Exception):
@@ -102,18 +105,19 @@ def ensure_bridge(app: str, private_ip: str) -> None:
     bridge = bridge_name(app)
     subnet = app_subnet(app)
     host6 = ipv6_link(private_ip).network_address + 1
-    if not _link_exists(bridge):
+    with _BRIDGE_LOCK:
+        if _link_exists(bridge):
+            return
         _ip(
             "-batch",
             "-",
             batch=(
                 f"link add {bridge} type bridge\n"
                 f"addr add {subnet.network_address + 1}/{subnet.prefixlen} dev {bridge}\n"
+                f"addr add {host6}/64 dev {bridge} nodad\n"
                 f"link set {bridge} up\n"
             ),
         )
-    # The IPv6 link is the app's, known once a machine's address is: add it when missing.
-    _ip("-6", "addr", "replace", f"{host6}/64", "dev", bridge, "nodad", check=False)
 
 
 @dataclass(frozen=True)

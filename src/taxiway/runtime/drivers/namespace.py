@@ -128,6 +128,23 @@ class NamespaceDriver:
         if net is not None:
             net.ensure()
 
+    def exec_prefix(self, process: NamespaceHandle, spec: LaunchSpec) -> list[str]:
+        """`machine exec` inside the running machine: its cgroup, network and mounts."""
+        return [
+            "/bin/sh",
+            "-c",
+            _JOIN_PRELUDE,
+            "taxiway-cgroup",
+            *(str(p) for p in process.cgroup.procs_files()),
+            "--",
+            "nsenter",
+            f"--target={process.pid}",
+            "--mount",
+            "--net",
+            f"--wd={spec.cwd}",
+            "--",
+        ]
+
     def reap_orphan(self, pid: int, pgid: int, start_time: float | None) -> bool:
         """A dead daemon's machine: its whole cgroup when the pid is still in one, else
         the process driver's group kill (the leader is recognised by its start time)."""
