@@ -161,8 +161,18 @@ class AppRuntime:
     # -- machines ---------------------------------------------------------------------------
 
     def _create(self, spec: MachineSpec) -> SupervisedMachine:
-        index = len(self.store.list_machines(self.app, include_destroyed=True)) + 1
+        records = self.store.list_machines(self.app, include_destroyed=True)
+        index = len(records) + 1
         address = private_ip(self._seed, index)
+        if getattr(self.driver, "own_network", False):
+            # Machine IPv4s wrap around the app's /24: skip one a live machine has.
+            taken = {r.private_ip for r in records}
+            hosts = {m.info.host for m in self.machines.values()}
+            for _ in range(253):
+                if address not in taken and self._host_for(address) not in hosts:
+                    break
+                index += 1
+                address = private_ip(self._seed, index)
         info = MachineInfo(
             id=ids.machine_id(),
             group=spec.group,
