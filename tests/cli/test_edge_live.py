@@ -165,10 +165,7 @@ def test_routing_follows_the_service_checks(
         while status(app)["machines"][0]["checks"]["critical"] != 1:
             assert time.monotonic() < deadline, "the check did not fail"
             time.sleep(0.1)
-    try:
-        code, body = get(http_url(app))
-    except urllib.error.HTTPError as exc:
-        code, body = exc.code, exc.read().decode()
+    code, body = get_any(http_url(app))
     assert code == expected
     if expected == 503:
         assert "edgelive" in body
@@ -192,3 +189,32 @@ def test_a_deploy_that_adds_a_port_gets_a_listener(app: Path) -> None:
     assert raw["handlers"] == []
     machine = status(app)["machines"][0]["id"]
     assert get(f"http://{raw['address']}/") == (200, machine)  # raw TCP passthrough
+
+
+def test_statics_are_served_by_the_edge(app: Path) -> None:
+    public = app / "public"
+    public.mkdir()
+    (public / "app.css").write_text("body { color: teal }\n")
+    (app / "secret.txt").write_text("not for you")
+    config = app / "fly.toml"
+    config.write_text(
+        config.read_text() + '\n[[statics]]\nguest_path = "/app/public"\nurl_prefix = "/static"\n'
+    )
+    assert taxiway(app, "up", "-d").returncode == 0
+    url = http_url(app)
+    with urllib.request.urlopen(url + "/static/app.css", timeout=10) as response:
+        assert response.read() == b"body { color: teal }\n"
+        assert response.headers["Content-Type"].startswith("text/css")
+        assert response.headers["ETag"]
+    for attempt in ("/static/../secret.txt", "/static/%2e%2e/secret.txt"):
+        _, body = get_any(url + attempt)
+        assert "not for you" not in body, attempt
+    machine = status(app)["machines"][0]["id"]
+    assert get(url + "/other") == (200, machine)  # not a static path: the app answers
+
+
+def get_any(url: str) -> tuple[int, str]:
+    try:
+        return get(url)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
