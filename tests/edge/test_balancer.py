@@ -131,16 +131,19 @@ def test_without_autostart_stopped_machines_are_an_error() -> None:
 
 
 def test_failing_checks_keep_a_machine_out_until_they_pass() -> None:
+    """As the platform's PR01: with no healthy machine the client is answered at once
+    rather than held; once the check passes the machine takes traffic again."""
+
     async def main() -> None:
         a = machine("a", passing={8080: False})
         b = balancer([a], limits=Limits(queue_timeout_s=5))
         assert b.try_take() is None
-        waiter = asyncio.ensure_future(b.acquire())
-        await asyncio.sleep(0.01)
-        assert not waiter.done()
+        with pytest.raises(NoMachine) as err:
+            await asyncio.wait_for(b.acquire(), 10.0)  # at once, not after the 5 s queue
+        assert "health checks are failing" in err.value.reason
         a.passing[8080] = True
         b.fleet.changed()  # type: ignore[attr-defined]
-        assert (await waiter).id == "a"
+        assert (await b.acquire()).id == "a"
 
     run(main())
 

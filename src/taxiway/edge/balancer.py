@@ -321,12 +321,14 @@ class Balancer:
         return False
 
     def _worth_waiting(self, exclude: Collection[str]) -> bool:
-        """Whether a machine may soon take traffic: at hard_limit, booting, or started but
-        not passing its checks yet."""
+        """Whether a machine may soon take traffic: at hard_limit, or booting. A started
+        machine whose checks fail is not waited for (the client gets its 503 at once; the
+        fleet already lets machines that were never checked take traffic)."""
+        port = self.internal_port
         for m in self.members():
             if m.id in exclude or m.id in self.draining:
                 continue
-            if m.state in COMING or m.state == "started" or m.id in self._starting:
+            if m.state in COMING or m.id in self._starting or m.routable(port):
                 return True
         return False
 
@@ -341,6 +343,9 @@ class Balancer:
         stopped = [m for m in members if m.state in STARTABLE]
         if stopped and not self.autostart:
             return "every machine is stopped and auto_start_machines is false (PR01)"
+        port = self.internal_port
+        if any(m.state == "started" and not m.routable(port) for m in members):
+            return "no healthy machines: the service's health checks are failing (PR01)"
         states = ", ".join(sorted({m.state for m in members}))
         return f"no machine can take the request (machines are {states}) (PR01)"
 
