@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import msgspec.structs
 
-from taxiway.config.diagnostics import Diagnostic, Diagnostics, Severity
+from taxiway.config.diagnostics import Diagnostic, Diagnostics, Severity, format_path
 from taxiway.config.model import AppConfig, Deploy
 from taxiway.config.normalize import Normalized, normalize
 from taxiway.config.source import ConfigSource, find_config, read_config
@@ -58,7 +58,14 @@ def check_source(source: ConfigSource, *, strategy: str | None = None) -> Loaded
     from taxiway.config.typecheck import check_types, to_model
 
     diags = Diagnostics()
-    normalized = normalize(source.data, diags)
+    for path in source.repeated_keys:
+        diags.warning(
+            f"{format_path(path)} is set twice in one JSON object; the last one counts, as in "
+            "flyctl, and the first is ignored",
+            path,
+            file_path=path,
+        )
+    normalized = normalize(source.data, diags, float_texts=source.float_texts)
     checked = check_types(normalized.data, diags)
     config = to_model(checked)
     if strategy is not None:

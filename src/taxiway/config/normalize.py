@@ -31,6 +31,7 @@ from taxiway.config.units import (
     parse_size_gb,
     parse_size_mb,
 )
+from taxiway.config.written_floats import restore_written
 
 MS = 1_000_000
 SECOND = 1_000_000_000
@@ -77,9 +78,17 @@ class _Reporter:
         self._diags.info(message, path, file_path=self._where(path, as_written))
 
 
-def normalize(data: dict[str, Any], diags: Diagnostics) -> Normalized:
-    """Return a normalised deep copy of ``data``; problems go to ``diags``."""
-    return _Normalizer(diags).run(copy.deepcopy(data))
+def normalize(
+    data: dict[str, Any], diags: Diagnostics, *, float_texts: dict[float, str] | None = None
+) -> Normalized:
+    """Return a normalised deep copy of ``data``; problems go to ``diags``.
+
+    ``float_texts`` (how the file spelled its floats) makes messages quote those floats
+    as written; the copy holds `WrittenFloat` values until the type check.
+    """
+    cfg = copy.deepcopy(data)
+    restore_written(cfg, float_texts or {})
+    return _Normalizer(diags).run(cfg)
 
 
 class _Normalizer:
@@ -678,7 +687,7 @@ def _scalar_text(value: Any) -> str | None:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
+        return str(int(value)) if value.is_integer() else str(value)
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
     return None

@@ -18,6 +18,7 @@ import msgspec.inspect as mi
 
 from taxiway.config import model
 from taxiway.config.diagnostics import Diagnostics, KeyPath, describe_value, format_path
+from taxiway.config.written_floats import plain
 
 _DROP = object()
 
@@ -122,8 +123,10 @@ def _check(
                 out_map[k] = checked
         return out_map
     if _accepts(value, t):
-        if isinstance(t, mi.IntType) and isinstance(value, float):
-            return int(value)
+        if isinstance(t, mi.AnyType):
+            return plain(value)
+        if isinstance(value, float):  # the model gets plain numbers, not WrittenFloats
+            return int(value) if isinstance(t, mi.IntType) else float(value)
         return value
     _type_error(value, [t], path, diags)
     return _DROP
