@@ -535,6 +535,14 @@ def test_concurrency_as_a_bare_number_is_an_error(tmp_path: Path) -> None:
     assert loaded.config.services[0].concurrency is None
 
 
+def test_an_empty_ports_list_is_the_same_as_none() -> None:
+    # `ports = []` keeps the [[services]] entry (the table is not empty), with no ports; it is
+    # how `config show` writes an entry whose keys were all unknown, so it must read back so
+    result, diags = norm({"services": [{"ports": []}, {"internal_port": 8080, "ports": []}]})
+    assert result.data["services"] == [{}, {"internal_port": 8080}]
+    assert diags == []
+
+
 def test_empty_services_are_dropped() -> None:
     result, diags = norm({"services": [{}, {"internal_port": 8080}]})
     assert result.data["services"] == [{"internal_port": 8080}]

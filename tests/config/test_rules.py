@@ -16,6 +16,7 @@ import pytest
 
 from taxiway.config.diagnostics import Diagnostic, Severity
 from taxiway.config.loader import LoadedConfig, load_config
+from taxiway.config.units import KNOWN_SIGNALS
 
 INFO, WARNING, ERROR = Severity.INFO, Severity.WARNING, Severity.ERROR
 
@@ -70,7 +71,11 @@ def test_kill_signal_not_in_the_list_is_an_error(tmp_path: Path, signal: str) ->
     loaded = load(tmp_path, f'app = "a"\nkill_signal = "{signal}"\n')
     d = check(loaded, "kill_signal", ERROR, 2, "is not a signal the platform sends")
     assert d.path == ("kill_signal",)
-    assert "SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2, SIGKILL, SIGSTOP" in d.message
+    # exactly the signals taxiway accepts: the reference's list and the Machines API's SIGHUP
+    options = d.message.split("options are ", 1)[1].split(", ")
+    reference = ["SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGKILL", "SIGSTOP"]
+    assert options == [*reference, "SIGHUP"]
+    assert set(options) == set(KNOWN_SIGNALS)
 
 
 @pytest.mark.parametrize(("written", "fixed"), [("sigterm", "SIGTERM"), ("term", "SIGTERM")])
@@ -80,7 +85,7 @@ def test_kill_signal_in_lower_case_is_a_warning(tmp_path: Path, written: str, fi
     assert loaded.valid
 
 
-@pytest.mark.parametrize("signal", ["SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR1", "SIGKILL"])
+@pytest.mark.parametrize("signal", KNOWN_SIGNALS)
 def test_listed_kill_signals_are_fine(tmp_path: Path, signal: str) -> None:
     assert problems(load(tmp_path, f'app = "a"\nkill_signal = "{signal}"\n')) == []
 
@@ -584,6 +589,18 @@ def test_port_outside_1_to_65535_is_an_error(tmp_path: Path, port: int) -> None:
 def test_internal_port_outside_range_is_an_error(tmp_path: Path) -> None:
     loaded = load(tmp_path, 'app = "a"\n[http_service]\n  internal_port = 70000\n')
     check(loaded, "http_service.internal_port", ERROR, 3, "ports are 1-65535")
+
+
+def test_http_service_internal_port_left_out_defaults_to_8080(tmp_path: Path) -> None:
+    loaded = load(tmp_path, 'app = "a"\n[http_service]\n  force_https = true\n')
+    check(loaded, "http_service", INFO, 2, "internal_port is not set; it defaults to 8080")
+
+
+def test_a_wrongly_typed_internal_port_is_not_reported_as_unset(tmp_path: Path) -> None:
+    # the file does set internal_port; telling the user it "is not set" contradicts the file
+    loaded = load(tmp_path, 'app = "a"\n[http_service]\ninternal_port = "abc"\n')
+    check(loaded, "http_service.internal_port", ERROR, 3, 'not the string "abc"')
+    assert [d for d in loaded.diagnostics if "not set" in d.message] == []
 
 
 def test_port_range_backwards_is_an_error(tmp_path: Path) -> None:

@@ -18,8 +18,17 @@ from taxiway.config.model import AppConfig
 
 
 def to_data(config: AppConfig) -> dict[str, Any]:
-    """The config as plain data: only keys that are set, in the model's order."""
-    return msgspec.to_builtins(config)
+    """The config as plain data: only keys that are set, in the model's order.
+
+    A ``[[services]]`` entry with nothing set (its keys were all unknown) would be an
+    empty table, which taxiway and flyctl drop when they read it; ``ports = []`` says
+    the same "no ports" in a way both keep.
+    """
+    data = msgspec.to_builtins(config)
+    for service in data.get("services", ()):
+        if not service:
+            service["ports"] = []
+    return data
 
 
 def dump(config: AppConfig, fmt: str) -> str:

@@ -512,6 +512,8 @@ class _Normalizer:
                     (*path, "concurrency"),
                 )
         ports = self._as_list(service, "ports", (*path, "ports"))
+        if ports == []:  # no ports, as when the key is left out
+            del service["ports"]
         for j, port in enumerate(ports or ()):
             for key in ("port", "start_port", "end_port"):
                 self._int_from_string(port, key, (*path, "ports", j))

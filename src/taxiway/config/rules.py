@@ -35,7 +35,6 @@ from taxiway.config.names import volume_name_for
 from taxiway.config.presets import CPU_COUNTS, GPU_COUNTS, GPU_KINDS, PRESETS
 from taxiway.config.units import (
     KNOWN_SIGNALS,
-    REFERENCE_SIGNALS,
     duration_seconds,
     normalize_signal,
     parse_size_gb,
@@ -105,6 +104,11 @@ class _Rules:
         if c.console_command is not None:
             self._shell_split(c.console_command, ("console_command",), "console command")
 
+    def _rejected(self, path: KeyPath) -> bool:
+        """Whether the key at ``path`` is in the file but was refused (a type error): such a
+        key is not "left out", so what its absence means must not be said."""
+        return any(d.path == path for d in self.d.errors())
+
     def _signal(self, signal: str, path: KeyPath) -> None:
         if signal in KNOWN_SIGNALS:
             return
@@ -114,7 +118,7 @@ class _Rules:
             return
         self.d.error(
             f'{format_path(path)} "{signal}" is not a signal the platform sends; options are '
-            + ", ".join(REFERENCE_SIGNALS),
+            + ", ".join(KNOWN_SIGNALS),
             path,
         )
 
@@ -236,7 +240,7 @@ class _Rules:
         hs = self.c.http_service
         if hs is not None:
             self.service_common(hs, ("http_service",), "[http_service]")
-            if hs.internal_port is None:
+            if hs.internal_port is None and not self._rejected(("http_service", "internal_port")):
                 self.d.info(
                     "http_service.internal_port is not set; it defaults to 8080",
                     ("http_service",),
