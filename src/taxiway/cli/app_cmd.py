@@ -173,20 +173,24 @@ def _reap_without_daemon(paths: AppPaths, app: str) -> int:
     """`down` after a `kill -9`: stop what the dead daemon's machines left running."""
     if not (paths.state_dir / "taxiway.db").exists():
         return 0
+    from taxiway.runtime.drivers import release_leftovers
     from taxiway.runtime.drivers.process import ProcessDriver
     from taxiway.runtime.oneoff import reap_oneoffs
     from taxiway.state.store import Store
 
     driver = ProcessDriver()
+    cleaned = set(release_leftovers(app))  # namespace driver: whole cgroups, namespaces
     count = 0
     with Store.open(paths.state_dir) as store:
         for record in store.list_machines(app):
             if record.pid and record.pgid:
-                count += driver.reap_orphan(record.pid, record.pgid, record.pid_start_time)
+                found = driver.reap_orphan(record.pid, record.pgid, record.pid_start_time)
+                if found and record.id not in cleaned:
+                    count += 1
                 store.update_machine(record.id, pid=None, pgid=None, pid_start_time=None)
             if record.state not in ("stopped", "created", "failed", "destroyed"):
                 store.update_machine(record.id, state="stopped")
-    return count + reap_oneoffs(driver, paths.state_dir)
+    return len(cleaned) + count + reap_oneoffs(driver, paths.state_dir)
 
 
 def daemon(args: argparse.Namespace) -> int:

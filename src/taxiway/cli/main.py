@@ -148,8 +148,9 @@ def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
         choices=("auto", "process", "namespace"),
         default="auto",
         help=(
-            "how machines run (process: plain process trees, the default; namespace: "
-            "Linux as root, each machine with its own network, mounts and cgroup)"
+            "how machines run (process: plain process trees; namespace: Linux as root, "
+            "each machine with its own network, mounts and cgroup; auto: namespace where "
+            "the host also forwards and has iptables, else process)"
         ),
     )
     _add_daemon_options(up)

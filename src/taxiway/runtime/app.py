@@ -22,6 +22,7 @@ from taxiway.errors import TaxiwayError
 from taxiway.plan.machine import Check, MachineSpec, plan_machines
 from taxiway.runtime import ids
 from taxiway.runtime.command import image_config, resolve_argv
+from taxiway.runtime.drivers import release_leftovers
 from taxiway.runtime.drivers.base import Driver, LaunchSpec
 from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, region_for
 from taxiway.runtime.lifecycle import RUNNING, State
@@ -89,9 +90,9 @@ class AppRuntime:
             if record.state in RUNNING:
                 self.store.update_machine(record.id, state=State.STOPPED.value)
         reap_oneoffs(self.driver, self.state_dir)  # a release command, a machine check
-        release_app = getattr(self.driver, "release_app", None)
-        if release_app is not None:  # namespace driver: cgroups, namespaces, veths, bridge
-            release_app(self.app)
+        # The last daemon's driver may not be this one's: its cgroups (setsid escapees
+        # too), namespaces, veths, bridge.
+        release_leftovers(self.app)
         return reaped
 
     def desired_counts(self) -> dict[str, int]:

@@ -31,7 +31,13 @@ def is_v2() -> bool:
 def usable() -> str | None:
     """None when per-machine cgroups can be made here, else what is missing (a phrase)."""
     if is_v2():
-        return None if os.access(ROOT, os.W_OK) else "a writable cgroup v2 tree"
+        if not os.access(ROOT, os.W_OK):
+            return "a writable cgroup v2 tree"
+        try:
+            controllers = (ROOT / "cgroup.controllers").read_text().split()
+        except OSError:
+            controllers = []
+        return None if "memory" in controllers else "the cgroup v2 memory controller"
     for controller in ("memory", "freezer"):
         if not os.access(ROOT / controller, os.W_OK):
             return f"the cgroup v1 {controller} controller"
@@ -125,10 +131,13 @@ class Cgroup:
 
     # -- acting ---------------------------------------------------------------------------
 
-    def signal(self, sig: int) -> None:
-        for pid in self.procs():
+    def signal(self, sig: int) -> bool:
+        """``sig`` to every process; False when there was none."""
+        pids = self.procs()
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
+        return bool(pids)
 
     def freeze(self) -> bool:
         """Freeze every process at once; False when no freezer is there (use SIGSTOP)."""
@@ -213,9 +222,11 @@ def app_cgroups(app: str) -> list[Cgroup]:
     return [Cgroup(app, d.name) for d in sorted(base.iterdir()) if d.is_dir()]
 
 
-def cleanup_app(app: str) -> int:
-    """Kill and remove every machine cgroup of ``app``; how many there were."""
-    groups = app_cgroups(app)
-    for group in groups:
+def cleanup_app(app: str) -> list[str]:
+    """Kill and remove every machine cgroup of ``app``; the machines that still ran."""
+    running = []
+    for group in app_cgroups(app):
+        if group.procs():
+            running.append(group.machine_id)
         group.remove()
-    return len(groups)
+    return running

@@ -7,8 +7,9 @@ machine) and its 6PN-style ``FLY_PRIVATE_IP`` on the same link, so machines reac
 other by either address and can all bind the same port. Names carry a hash of the app,
 so a restarted daemon finds what a dead one left (`cleanup_leftovers`).
 
-There is no NAT (no iptables/nft is assumed): machines reach each other and the host's
-bridge address, not the outside world.
+A way out to the world beyond the host is `taxiway.runtime.outbound`'s concern. Interfaces
+are looked up in the caller's own network namespace (`socket.if_nametoindex`), never
+through /sys, which shows the namespace it was mounted in.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import hashlib
 import ipaddress
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,18 +78,35 @@ def ipv6_link(private_ip: str) -> ipaddress.IPv6Network:
     return ipaddress.IPv6Network(f"{private_ip}/64", strict=False)
 
 
+#: The capabilities namespaces and veths need (bit numbers in /proc/self/status CapEff).
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+
+
 def usable() -> str | None:
     """None when namespaces can be made here, else what is missing (a phrase)."""
-    import sys
-
     if not sys.platform.startswith("linux"):
         return "Linux"
     if os.geteuid() != 0:
         return "root"
+    if not _has_capabilities(CAP_NET_ADMIN, CAP_SYS_ADMIN):
+        return "the CAP_SYS_ADMIN and CAP_NET_ADMIN capabilities (a container needs --privileged)"
     for tool in ("ip", "nsenter", "unshare", "mount"):
         if shutil.which(tool) is None:
             return f"the `{tool}` command"
     return None
+
+
+def _has_capabilities(*bits: int) -> bool:
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            effective = int(line.split()[1], 16)
+            return all(effective >> bit & 1 for bit in bits)
+    return False
 
 
 def _ip(*args: str, batch: str | None = None, check: bool = True) -> str:
@@ -96,8 +116,12 @@ def _ip(*args: str, batch: str | None = None, check: bool = True) -> str:
     return result.stdout
 
 
-def _link_exists(name: str) -> bool:
-    return Path("/sys/class/net", name).exists()
+def link_exists(name: str) -> bool:
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
 
 
 def ensure_bridge(app: str, private_ip: str) -> None:
@@ -106,7 +130,7 @@ def ensure_bridge(app: str, private_ip: str) -> None:
     subnet = app_subnet(app)
     host6 = ipv6_link(private_ip).network_address + 1
     with _BRIDGE_LOCK:
-        if _link_exists(bridge):
+        if link_exists(bridge):
             return
         _ip(
             "-batch",
@@ -144,7 +168,7 @@ class MachineNet:
         """Bridge, namespace, veth pair and addresses; a no-op when they all exist."""
         ensure_bridge(self.app, self.private_ip)
         veth = veth_name(self.app, self.machine_id)
-        if self.path.exists() and _link_exists(veth):
+        if self.path.exists() and link_exists(veth):
             return
         self.remove()  # half-made (a crash mid-setup): start over
         bridge = bridge_name(self.app)
@@ -176,7 +200,7 @@ class MachineNet:
         """Delete the veth (synchronously; a namespace's own cleanup is deferred by the
         kernel) and the namespace. Idempotent."""
         veth = veth_name(self.app, self.machine_id)
-        if _link_exists(veth):
+        if link_exists(veth):
             _ip("link", "del", veth, check=False)
         if self.path.exists():
             _ip("netns", "del", self.netns, check=False)
@@ -187,7 +211,7 @@ def leftovers(app: str) -> tuple[list[str], list[str]]:
     prefix = f"tw-{app_hash(app)[:6]}-"
     namespaces = sorted(p.name for p in NETNS_DIR.glob(prefix + "*")) if NETNS_DIR.is_dir() else []
     bridge = bridge_name(app)
-    links = sorted(p.name for p in Path("/sys/class/net").iterdir() if p.name.startswith(bridge))
+    links = sorted(name for _, name in socket.if_nameindex() if name.startswith(bridge))
     links.sort(key=lambda name: name == bridge)  # veths before the bridge
     return namespaces, links
 

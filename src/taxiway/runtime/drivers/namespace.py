@@ -12,14 +12,24 @@ The launch is one exec chain, so the main process keeps the first pid: ``sh`` jo
 cgroup, ``nsenter`` enters the network namespace, ``unshare`` makes the mount namespace,
 ``sh`` bind-mounts, then the command. A one-off (release command, machine check) has no
 private address: it gets the cgroup and the mounts, on the host's network.
+
+Machines get a way out to the world through `taxiway.runtime.outbound` where the host
+allows it; `auto` picks this driver only then (`fully_usable_reason`), since an app that
+can't reach its database or an API is worse off than one whose port is remapped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
+import threading
+from pathlib import Path, PurePosixPath
 
-from taxiway.runtime import cgroups, netns
+import msgspec
+
+from taxiway.runtime import cgroups, netns, outbound
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec
 from taxiway.runtime.drivers.process import ProcessDriver, ProcessHandle, with_mounts
 from taxiway.runtime.logs import MachineLog
@@ -33,6 +43,12 @@ _JOIN_PRELUDE = (
 def unusable_reason() -> str | None:
     """What this host lacks for the namespace driver (a phrase), or None."""
     return netns.usable() or cgroups.usable()
+
+
+def fully_usable_reason() -> str | None:
+    """What this host lacks for `auto` to pick the namespace driver: everything it needs,
+    and a way out for its machines (they reach the world as with the process driver)."""
+    return unusable_reason() or outbound.unavailable_reason()
 
 
 class NamespaceHandle(ProcessHandle):
@@ -52,8 +68,10 @@ class NamespaceHandle(ProcessHandle):
         self.address = address
 
     def send_signal(self, sig: int) -> None:
-        super().send_signal(sig)
-        self.cgroup.signal(sig)
+        """Once to each process of the cgroup (the group is a part of it: signalling both
+        would deliver a second SIGINT while the app handles the first)."""
+        if not self.cgroup.signal(sig):
+            super().send_signal(sig)
 
     def kill_tree(self) -> None:
         super().kill_tree()  # the group, and the output readers
@@ -76,19 +94,37 @@ class NamespaceDriver:
     #: Each machine has its own network: ports are not remapped, PORT = internal_port.
     own_network = True
 
+    def __init__(self) -> None:
+        #: Per app: None once its machines have a way out, else why they have none.
+        self._outbound: dict[str, str | None] = {}
+        self._outbound_lock = threading.Lock()
+        #: (machine, topic) pairs a machine's log already has a note about.
+        self._told: set[tuple[str, str]] = set()
+
     def machine_host(self, app: str, private_ip: str) -> str:
         """Where the host reaches the machine (its IPv4 on the app's bridge)."""
         return netns.machine_ipv4(app, private_ip)
 
     async def launch(self, spec: LaunchSpec) -> NamespaceHandle:
         who = f"machine {spec.machine_id} ({spec.group})"
+        if not spec.cwd.is_dir():
+            raise DriverError(f"{who}: folder {spec.cwd} does not exist")
+        if _command_missing(spec):
+            raise DriverError(f"{who}: command not found: {spec.argv[0]}")
         app = spec.app or spec.env.get("FLY_APP_NAME", "") or "_"
         net = netns.MachineNet(app, spec.machine_id, spec.private_ip) if spec.private_ip else None
         cgroup = cgroups.Cgroup(app, spec.machine_id)
         try:
-            await asyncio.to_thread(self._prepare, net, cgroup, spec)
+            no_way_out = await asyncio.to_thread(self._prepare, net, cgroup, spec)
         except (OSError, netns.NetnsError) as exc:
             raise DriverError(f"{who}: cannot set up its namespace: {exc}") from None
+        if no_way_out is not None:
+            self._tell_once(
+                spec,
+                "outbound",
+                "this machine reaches the app's machines and the host, not beyond: giving it "
+                f"a way out needs {no_way_out}",
+            )
         argv = [
             "/bin/sh",
             "-c",
@@ -99,9 +135,8 @@ class NamespaceDriver:
         ]
         if net is not None:
             argv += ["nsenter", f"--net={net.path}", "--"]
+            spec = self._with_resolver(spec)
         argv += with_mounts(spec)
-        if not spec.cwd.is_dir():
-            raise DriverError(f"{who}: folder {spec.cwd} does not exist")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -121,12 +156,38 @@ class NamespaceDriver:
             await asyncio.sleep(0.001)
         return handle
 
-    @staticmethod
-    def _prepare(net: netns.MachineNet | None, cgroup: cgroups.Cgroup, spec: LaunchSpec) -> None:
+    def _prepare(
+        self, net: netns.MachineNet | None, cgroup: cgroups.Cgroup, spec: LaunchSpec
+    ) -> str | None:
+        """Cgroup, namespace and the app's way out; why it has none (None: it has)."""
         cgroup.kill_all()  # a previous run's stragglers, if any
         cgroup.create(memory_mb=spec.memory_mb, cpus=spec.cpus)
-        if net is not None:
-            net.ensure()
+        if net is None:
+            return None  # a one-off, on the host's network
+        net.ensure()
+        with self._outbound_lock:
+            if net.app not in self._outbound:
+                bridge = netns.bridge_name(net.app)
+                self._outbound[net.app] = outbound.ensure(bridge, netns.app_subnet(net.app))
+            return self._outbound[net.app]
+
+    def _with_resolver(self, spec: LaunchSpec) -> LaunchSpec:
+        """The spec with a resolv.conf the machine's own network can reach, when the host's
+        names only its loopback (systemd-resolved's stub); the log says when there is none."""
+        resolv_conf, note = outbound.machine_resolv_conf()
+        if note is not None:
+            self._tell_once(spec, "resolver", note)
+        if resolv_conf is None:
+            return spec
+        return msgspec.structs.replace(
+            spec, mounts=[*spec.mounts, (resolv_conf, str(outbound.RESOLV_CONF))]
+        )
+
+    def _tell_once(self, spec: LaunchSpec, topic: str, note: str) -> None:
+        """A note in the machine's log at its first start, not at every restart."""
+        if (spec.machine_id, topic) not in self._told:
+            self._told.add((spec.machine_id, topic))
+            spec.log.system(note)
 
     def exec_prefix(self, process: NamespaceHandle, spec: LaunchSpec) -> list[str]:
         """`machine exec` inside the running machine: its cgroup, network and mounts."""
@@ -160,10 +221,30 @@ class NamespaceDriver:
         cgroups.Cgroup(app, machine_id).remove()
         netns.MachineNet(app, machine_id, private_ip).remove()
 
-    def release_app(self, app: str) -> int:
+    def release_app(self, app: str) -> list[str]:
         """Everything of the app (`down`, or a daemon that died): processes, cgroups,
-        namespaces, veths, the bridge; how many things were found."""
-        return cgroups.cleanup_app(app) + netns.cleanup_leftovers(app)
+        namespaces, veths, the bridge, its way out; the machines that still ran."""
+        running = cgroups.cleanup_app(app)
+        bridge = netns.bridge_name(app)
+        had_bridge = netns.link_exists(bridge)  # the rules go with it: no iptables call else
+        netns.cleanup_leftovers(app)
+        with self._outbound_lock:
+            if had_bridge or app in self._outbound:
+                outbound.remove(bridge)
+            self._outbound.pop(app, None)
+        return running
+
+
+def _command_missing(spec: LaunchSpec) -> bool:
+    """Whether the command can't be found (so the machine fails as with the process
+    driver, not with a shell's exit 127). A path under a mount is only in the machine."""
+    command = spec.argv[0] if spec.argv else ""
+    if "/" not in command:
+        return shutil.which(command, path=spec.env.get("PATH", os.defpath)) is None
+    path = PurePosixPath(spec.cwd, command)
+    if any(path.is_relative_to(guest) for _, guest in spec.mounts):
+        return False
+    return not Path(path).exists()
 
 
 def ensure_usable() -> None:
