@@ -1,14 +1,16 @@
 """`taxiway up --driver namespace` end to end: two machines of a group both bind port
-8080 in their own network namespaces, the edge reaches both, `down` leaves nothing."""
+8080 in their own network namespaces, the edge reaches both, `down` leaves nothing, and
+neither does a daemon killed with -9 (each machine also starts a ``setsid`` escapee)."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,8 +25,11 @@ needs_namespaces = pytest.mark.skipif(
 )
 
 WEB = """
-import os
+import os, pathlib, subprocess
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+escapee = subprocess.Popen(["sleep", "300"], start_new_session=True)
+pathlib.Path("escapees", os.environ["FLY_MACHINE_ID"]).write_text(str(escapee.pid))
 
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
@@ -71,6 +76,7 @@ def get(url: str) -> str | None:
 def app(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     name = f"nsup{os.getpid()}"
     (tmp_path / "web.py").write_text(WEB)
+    (tmp_path / "escapees").mkdir()
     (tmp_path / "fly.toml").write_text(FLY_TOML.format(app=name, python=sys.executable))
     yield tmp_path, name
     taxiway(tmp_path, "down")
@@ -110,15 +116,66 @@ def test_two_machines_on_one_port_behind_the_edge(app: tuple[Path, str]) -> None
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "inside"
 
+    processes = app_processes(folder, status(folder))
     down = taxiway(folder, "down")
     assert down.returncode == 0, down.stderr
-    deadline = time.monotonic() + 10
-    while (netns.leftovers(name) != ([], []) or cgroups.app_cgroups(name)) and (
-        time.monotonic() < deadline
-    ):
-        time.sleep(0.1)
-    assert netns.leftovers(name) == ([], [])
-    assert cgroups.app_cgroups(name) == []
+    assert_nothing_left(name, processes)
+
+    # A daemon killed with -9: the next one cleans up and re-adopts the machines ...
+    assert taxiway(folder, "up", "-d", "--driver", "namespace").returncode == 0
+    before = status(folder)["machines"]
+    processes = app_processes(folder, status(folder))
+    kill_daemon(folder)
+    again = taxiway(folder, "up", "-d", "--driver", "namespace")
+    assert again.returncode == 0, again.stderr
+    wait_until(lambda: not any(alive(pid) for pid in processes), "the old processes to die")
+    after = status(folder)["machines"]
+    assert {m["id"] for m in after} == {m["id"] for m in before}
+    assert all(m["state"] == "started" for m in after)
+
+    # ... and `down` with no daemon left cleans up everything too.
+    processes = app_processes(folder, status(folder))
+    kill_daemon(folder)
+    cleaned = taxiway(folder, "down")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "cleaned up 2 machine(s)" in cleaned.stdout
+    assert_nothing_left(name, processes)
+
+
+def app_processes(folder: Path, state: dict) -> list[int]:
+    """Every machine's main process and its escapee."""
+    escapees = [int(p.read_text()) for p in (folder / "escapees").iterdir()]
+    return [m["pid"] for m in state["machines"] if m["pid"]] + escapees
+
+
+def kill_daemon(folder: Path) -> None:
+    daemon = int((folder / ".taxiway" / "daemon.lock").read_text())
+    os.kill(daemon, signal.SIGKILL)
+    wait_until(lambda: not alive(daemon), "the daemon to die")
+    for escapee in (folder / "escapees").iterdir():
+        escapee.unlink()
+
+
+def assert_nothing_left(app: str, processes: list[int]) -> None:
+    wait_until(lambda: not any(alive(pid) for pid in processes), "the app's processes to die")
+    assert netns.leftovers(app) == ([], [])
+    assert cgroups.app_cgroups(app) == []
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 def test_an_unusable_namespace_driver_is_one_sentence(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.request
@@ -12,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from taxiway.runtime import cgroups, netns
-from taxiway.runtime.drivers.base import LaunchSpec
+from taxiway.runtime import cgroups, netns, outbound
+from taxiway.runtime.drivers import release_leftovers
+from taxiway.runtime.drivers.base import DriverError, LaunchSpec
 from taxiway.runtime.drivers.namespace import NamespaceDriver, NamespaceHandle, unusable_reason
 from taxiway.runtime.environment import private_ip
 from taxiway.runtime.logs import MachineLog, read_log
@@ -190,6 +193,11 @@ def test_memory_limit_is_in_the_cgroup(tmp_path: Path, app: str) -> None:
         handle = await NamespaceDriver().launch(launch)
         try:
             assert handle.cgroup.memory_limit() == 256 * 1024 * 1024
+            dirs = handle.cgroup.dirs
+            if "cpu" in dirs:  # v1: one cpu's worth of each period
+                assert (dirs["cpu"] / "cpu.cfs_quota_us").read_text().split() == ["100000"]
+            elif "unified" in dirs:
+                assert (dirs["unified"] / "cpu.max").read_text().split() == ["100000", "100000"]
             assert handle.pid in handle.cgroup.procs()
         finally:
             await stop(handle)
@@ -257,27 +265,76 @@ def test_freeze_and_thaw(tmp_path: Path, app: str) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # left running
+#: A stand-in daemon: launches machines with the driver, prints their pids, then waits to
+#: be killed with -9, leaving them running as a real daemon's death would.
+DAEMON = """
+import asyncio, json, sys
+from pathlib import Path
+from taxiway.runtime.drivers.base import DriverError, LaunchSpec
+from taxiway.runtime.drivers.namespace import NamespaceDriver
+from taxiway.runtime.logs import MachineLog
+
+async def main():
+    driver = NamespaceDriver()
+    handles = []
+    for machine in json.loads(sys.argv[1]):
+        log = MachineLog(Path(machine.pop("log")))
+        handles.append(await driver.launch(LaunchSpec(**machine, cwd=Path.cwd(), log=log)))
+    print(json.dumps([[h.pid, h.pgid, h.start_time] for h in handles]), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def launch_and_die(tmp_path: Path, specs: list[LaunchSpec]) -> list[list]:
+    """Launch ``specs`` from a separate process, then kill that process with -9."""
+    machines = [
+        {
+            "machine_id": s.machine_id,
+            "group": s.group,
+            "argv": s.argv,
+            "env": s.env,
+            "app": s.app,
+            "private_ip": s.private_ip,
+            "log": str(s.log.path),
+        }
+        for s in specs
+    ]
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", DAEMON, json.dumps(machines)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        launched = json.loads(daemon.stdout.readline())
+    finally:
+        daemon.kill()
+        daemon.wait()
+        daemon.stdout.close()
+    return launched
+
+
 def test_a_dead_daemons_leftovers_are_all_cleaned(tmp_path: Path, app: str) -> None:
     """A daemon killed with -9 leaves machines (and an escapee) running, their namespaces,
     veths and cgroups; the next daemon's cleanup removes all of it."""
     pidfile = tmp_path / "escapee.pid"
     argv = ["/bin/sh", "-c", f"setsid sleep 60 & echo $! > {pidfile}; exec sleep 60"]
-
-    async def leave_running() -> list[int]:
-        driver = NamespaceDriver()
-        first = await driver.launch(spec(tmp_path, app, 1, argv))
-        second = await driver.launch(spec(tmp_path, app, 2, py("import time; time.sleep(60)")))
-        await wait_until(pidfile.exists, "the escapee's pid")
-        return [first.pid, second.pid, int(pidfile.read_text())]
-
-    pids = asyncio.run(leave_running())  # the loop ends; the processes stay
+    first = spec(tmp_path, app, 1, argv)
+    second = spec(tmp_path, app, 2, py("import time; time.sleep(60)"))
+    launched = launch_and_die(tmp_path, [first, second])
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pids = [pid for pid, _, _ in launched] + [int(pidfile.read_text())]
     assert all(alive(pid) for pid in pids)
     namespaces, links = netns.leftovers(app)
     assert len(namespaces) == 2 and len(links) == 3  # two veths and the bridge
     assert len(cgroups.app_cgroups(app)) == 2
 
-    assert NamespaceDriver().release_app(app) == 7
+    # What any driver's next daemon runs:
+    assert sorted(release_leftovers(app)) == [first.machine_id, second.machine_id]
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -286,19 +343,16 @@ def test_a_dead_daemons_leftovers_are_all_cleaned(tmp_path: Path, app: str) -> N
     assert cgroups.app_cgroups(app) == []
     for controller in ("memory", "freezer"):
         assert not (cgroups.ROOT / controller / cgroups.TOP / app).exists()
+    assert release_leftovers(app) == []  # idempotent
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # left running
 def test_reap_orphan_kills_the_machines_cgroup(tmp_path: Path, app: str) -> None:
     pidfile = tmp_path / "escapee.pid"
     argv = ["/bin/sh", "-c", f"setsid sleep 60 & echo $! > {pidfile}; exec sleep 60"]
-
-    async def leave_running() -> tuple[int, int, float | None]:
-        handle = await NamespaceDriver().launch(spec(tmp_path, app, 1, argv))
-        await wait_until(pidfile.exists, "the escapee's pid")
-        return handle.pid, handle.pgid, handle.start_time
-
-    pid, pgid, start = asyncio.run(leave_running())
+    [(pid, pgid, start)] = launch_and_die(tmp_path, [spec(tmp_path, app, 1, argv)])
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     escapee = int(pidfile.read_text())
     assert NamespaceDriver().reap_orphan(pid, pgid, start)
     deadline = time.monotonic() + 10
@@ -321,3 +375,171 @@ def test_signal_reaches_every_process(tmp_path: Path, app: str) -> None:
         return await asyncio.wait_for(handle.wait(), 10)
 
     assert asyncio.run(main()) == -signal.SIGTERM
+
+
+def test_a_signal_reaches_each_process_once(tmp_path: Path, app: str) -> None:
+    """The group and the cgroup overlap: a second SIGINT would interrupt the app's
+    handling of the first."""
+    code = (
+        "import signal, sys, time\n"
+        "got = []\n"
+        "signal.signal(signal.SIGINT, lambda *a: got.append(1))\n"
+        "print('ready', flush=True)\n"
+        "while not got: time.sleep(0.01)\n"
+        "time.sleep(0.3)\n"  # room for a second delivery, if there were one
+        "print('signals', len(got), flush=True)\n"
+    )
+    log = tmp_path / "logs" / f"{1:014x}.log"
+
+    async def main() -> int:
+        handle = await NamespaceDriver().launch(spec(tmp_path, app, 1, py(code)))
+        await wait_until(lambda: any(e.line == "ready" for e in read_log(log)), "ready")
+        handle.send_signal(signal.SIGINT)
+        return await asyncio.wait_for(handle.wait(), 10)
+
+    assert asyncio.run(main()) == 0
+    assert "signals 1" in [e.line for e in read_log(log)]
+
+
+def test_a_missing_command_fails_at_once(tmp_path: Path, app: str) -> None:
+    async def main() -> None:
+        await NamespaceDriver().launch(spec(tmp_path, app, 1, ["no-such-command-here"]))
+
+    with pytest.raises(DriverError) as caught:
+        asyncio.run(main())
+    assert str(caught.value) == (f"machine {1:014x} (web): command not found: no-such-command-here")
+
+
+def test_a_loopback_resolver_is_replaced_by_the_upstream_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd-resolved's stub (127.0.0.53) is out of a machine's reach: it sees the
+    upstream list instead; a resolver it can reach is kept."""
+    resolv, upstream = tmp_path / "resolv.conf", tmp_path / "upstream.conf"
+    monkeypatch.setattr(outbound, "RESOLV_CONF", resolv)
+    monkeypatch.setattr(outbound, "UPSTREAM_RESOLV_CONF", upstream)
+    resolv.write_text("nameserver 127.0.0.53\noptions edns0\n")
+    upstream.write_text("nameserver 192.0.2.53\n")
+    assert outbound.machine_resolv_conf() == (upstream, None)
+    upstream.unlink()
+    file, note = outbound.machine_resolv_conf()
+    assert file is None and "127.0.0.53" in note
+    resolv.write_text("nameserver 10.0.0.53\nnameserver ::1\n")
+    assert outbound.machine_resolv_conf() == (None, None)
+
+
+#: Runs inside a sandbox network namespace standing in for the host: with forwarding
+#: on, `auto` picks the namespace driver and a machine reaches the "internet" (another
+#: namespace, which has no route back to the machine's subnet: only masquerading works).
+SANDBOXED = """
+import asyncio, json, subprocess, sys
+from pathlib import Path
+from taxiway.runtime import outbound
+from taxiway.runtime.drivers import select_driver
+from taxiway.runtime.drivers.base import LaunchSpec
+from taxiway.runtime.logs import MachineLog, read_log
+
+app, machine_id, address, code = sys.argv[1:5]
+forwarding = Path("/proc/sys/net/ipv4/ip_forward")
+forwarding.write_text("0")
+picked_without = select_driver("auto").name
+forwarding.write_text("1")
+driver = select_driver("auto")
+log = MachineLog(Path("machine.log"))
+
+async def main():
+    handle = await driver.launch(LaunchSpec(
+        machine_id=machine_id, group="web", argv=[sys.executable, "-c", code],
+        env={"PATH": "/usr/bin:/bin"}, cwd=Path.cwd(), log=log, app=app, private_ip=address,
+    ))
+    return await asyncio.wait_for(handle.wait(), 15)
+
+code = asyncio.run(main())
+rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
+running = driver.release_app(app)
+after = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
+print(json.dumps({
+    "picked_without_forwarding": picked_without,
+    "picked": driver.name,
+    "exit": code,
+    "lines": [e.line for e in read_log(log.path)],
+    "tagged_rules": rules.count("taxiway tw"),
+    "tagged_rules_after": after.count("taxiway tw"),
+}))
+"""
+
+#: The "internet": answers each connection with the address it came from.
+OUTSIDE = """
+import socket
+server = socket.create_server(("198.51.100.2", 9000))
+print("listening", flush=True)
+while True:
+    conn, peer = server.accept()
+    conn.sendall(peer[0].encode())
+    conn.close()
+"""
+
+
+@pytest.mark.skipif(
+    outbound.unavailable_reason() == "the `iptables` command", reason="needs iptables"
+)
+def test_a_way_out_through_the_host_and_auto_picks_the_driver_then(
+    tmp_path: Path, app: str
+) -> None:
+    sandbox, outside = f"twtest-host-{os.getpid()}", f"twtest-www-{os.getpid()}"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    ip("netns", "add", sandbox)
+    ip("netns", "add", outside)
+    server = None
+    try:
+        ip("-n", sandbox, "link", "add", "up0", "type", "veth", "peer", "up0", "netns", outside)
+        for ns, address in ((sandbox, "198.51.100.1/30"), (outside, "198.51.100.2/30")):
+            ip("-n", ns, "addr", "add", address, "dev", "up0")
+            ip("-n", ns, "link", "set", "up0", "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+        server = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{outside}", sys.executable, "-c", OUTSIDE],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert server.stdout.readline().strip() == "listening"
+        client = (
+            "import socket\n"
+            "s = socket.create_connection(('198.51.100.2', 9000), timeout=5)\n"
+            "print('seen as', s.recv(100).decode())\n"
+        )
+        result = subprocess.run(
+            [
+                "nsenter",
+                f"--net=/run/netns/{sandbox}",
+                sys.executable,
+                "-c",
+                SANDBOXED,
+                app,
+                f"{1:014x}",
+                private_ip(0x1234, 1),
+                client,
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["picked_without_forwarding"] == "process"
+        assert report["picked"] == "namespace"
+        assert report["exit"] == 0, report["lines"]
+        assert "seen as 198.51.100.1" in report["lines"]  # masqueraded behind the "host"
+        assert report["tagged_rules"] == 2 and report["tagged_rules_after"] == 0
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+            server.stdout.close()
+        subprocess.run(["ip", "netns", "del", sandbox], check=False)
+        subprocess.run(["ip", "netns", "del", outside], check=False)
