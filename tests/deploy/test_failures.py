@@ -195,7 +195,7 @@ def test_a_daemon_killed_mid_deploy_is_finished_by_the_next_up(app: Path) -> Non
     assert not _alive(int(marker.read_text())), "the old release command still runs"
     assert [r["status"] for r in releases(app)] == ["complete", "interrupted", "complete"]
     assert {m.release_version for m in machines(app)} == {3}
-    assert get_v(app) == "2"
+    wait_for(lambda: get_v(app) == "2", what="the app to answer on the new release")
 
 
 def _alive(pid: int) -> bool:
