@@ -224,13 +224,41 @@ def wrk(binary: str, port: int, seconds: float, connections: int, threads: int) 
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    count = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
     return {
         "rps": float(rps.group(1)) if rps else float("nan"),
+        "requests": int(count.group(1)) if count else 0,
         "p50": _latency(out, "50%"),
         "p99": _latency(out, "99%"),
         "errors": errors.group(0) if errors else "",
     }
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes (all their threads), from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def workers(proc: subprocess.Popen) -> list[int]:
+    """nginx's worker processes (the master only waits), or the process itself."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == proc.pid:  # ppid
+                children.append(int(entry.name))
+    return children or [proc.pid]
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -239,6 +267,7 @@ def median_run(runs: list[dict]) -> dict:
         "rps": statistics.median(r["rps"] for r in runs),
         "p50": statistics.median(r["p50"] for r in runs),
         "p99": statistics.median(r["p99"] for r in runs),
+        "cpu": statistics.median(r["cpu"] for r in runs),
         "errors": "; ".join(r["errors"] for r in runs if r["errors"]),
         "all": [round(r["rps"]) for r in runs],
     }
@@ -311,57 +340,72 @@ def main() -> int:
                 haproxy = free_port()
                 cfg = folder / "haproxy.cfg"
                 cfg.write_text(HAPROXY.format(port=haproxy, backend=backend))
-                procs.append(
-                    start(
-                        [tools["haproxy"], "-f", str(cfg)],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
+                haproxy_proc = start(
+                    [tools["haproxy"], "-f", str(cfg)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
+                procs.append(haproxy_proc)
                 wait_port(haproxy)
 
+            # (name, port, the processes whose CPU time serves that part)
             parts = [
-                ("a. backend direct (nginx)", backend),
-                ("b. taxiway edge, http", edge_ports[8000]),
-                ("c. nginx reverse proxy, 1 worker", proxy),
-                ("d. taxiway edge, raw TCP", edge_ports[8001]),
+                ("a. backend direct (nginx)", backend, workers(procs[0])),
+                ("b. taxiway edge, http", edge_ports[8000], [edge.pid]),
+                ("c. nginx reverse proxy, 1 worker", proxy, workers(procs[2])),
+                ("d. taxiway edge, raw TCP", edge_ports[8001], [edge.pid]),
             ]
             if haproxy is not None:
-                parts.append(("e. haproxy tcp, 1 thread", haproxy))
+                parts.append(("e. haproxy tcp, 1 thread", haproxy, [haproxy_proc.pid]))
             print(
                 f"python {sys.version.split()[0]} + uvloop, {os.cpu_count()} CPUs; "
                 f"{versions(tools)}\nwrk -t{args.threads} -c{args.connections} "
                 f"-d{args.seconds:g}s x {args.rounds} rounds, GET of a {len(BODY)}-byte file\n"
             )
-            runs: dict[str, list[dict]] = {name: [] for name, _ in parts}
-            for _, port in parts:
+            runs: dict[str, list[dict]] = {name: [] for name, _, _ in parts}
+            for _, port, _ in parts:
                 wrk(tools["wrk"], port, 1.0, args.connections, args.threads)  # warm-up
             for _ in range(args.rounds):
-                for name, port in parts:
-                    runs[name].append(
-                        wrk(tools["wrk"], port, args.seconds, args.connections, args.threads)
-                    )
+                for name, port, pids in parts:
+                    before = cpu_seconds(pids)
+                    run = wrk(tools["wrk"], port, args.seconds, args.connections, args.threads)
+                    # The proxy's own CPU per request: a figure the load of a shared machine
+                    # disturbs far less than req/s.
+                    used = cpu_seconds(pids) - before
+                    run["cpu"] = used * 1e6 / run["requests"] if run["requests"] else float("nan")
+                    runs[name].append(run)
             results = {name: median_run(r) for name, r in runs.items()}
         finally:
             for proc in reversed(procs):
                 stop(proc)
 
-    header = f"{'':34}  {'req/s':>9}  {'p50 ms':>7}  {'p99 ms':>7}  rounds (req/s)"
+    header = (
+        f"{'':34}  {'req/s':>9}  {'p50 ms':>7}  {'p99 ms':>7}  {'CPU us/req':>10}  rounds (req/s)"
+    )
     print(header)
     print("-" * len(header))
     for name, r in results.items():
         note = f"  ({r['errors']})" if r["errors"] else ""
         rounds = " ".join(str(x) for x in r["all"])
-        print(f"{name:34}  {r['rps']:>9.0f}  {r['p50']:>7.2f}  {r['p99']:>7.2f}  {rounds}{note}")
+        print(
+            f"{name:34}  {r['rps']:>9.0f}  {r['p50']:>7.2f}  {r['p99']:>7.2f}  "
+            f"{r['cpu']:>10.1f}  {rounds}{note}"
+        )
     print()
     b = results.get("b. taxiway edge, http")
     c = results.get("c. nginx reverse proxy, 1 worker")
     d = results.get("d. taxiway edge, raw TCP")
     e = results.get("e. haproxy tcp, 1 thread")
     if b and c:
-        print(f"taxiway http / nginx proxy:  {b['rps'] / c['rps']:.2f}x req/s")
+        print(
+            f"taxiway http / nginx proxy:  {b['rps'] / c['rps']:.2f}x req/s, "
+            f"{b['p99'] / c['p99']:.2f}x p99, {b['cpu'] / c['cpu']:.2f}x CPU per request"
+        )
     if d and e:
-        print(f"taxiway tcp / haproxy tcp:   {d['rps'] / e['rps']:.2f}x req/s")
+        print(
+            f"taxiway tcp / haproxy tcp:   {d['rps'] / e['rps']:.2f}x req/s, "
+            f"{d['p99'] / e['p99']:.2f}x p99, {d['cpu'] / e['cpu']:.2f}x CPU per request"
+        )
     return 0
 
 
