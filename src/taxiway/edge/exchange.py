@@ -114,15 +114,8 @@ class Exchange:
         request_id: bytes,
         keep_alive: bool,
         http10: bool,
-        chunked: bool,
-        upgrade: bool,
-        html: bool,
         raw_path: bytes,
         host: bytes | None,
-        expect: bool,
-        force: str | None,
-        prefer: str | None,
-        req_headers: list[tuple[bytes, bytes]] | None,
     ) -> None:
         self.conn = conn
         self.site = conn.site
@@ -132,20 +125,20 @@ class Exchange:
         self.keep_alive = keep_alive
         self.http10 = http10
         self.is_head = method == b"HEAD"
-        self.host = host
-        self.expect = expect
-        self.req_headers = req_headers
-        self.chunked = chunked
-        self.upgrade = upgrade
-        self.html = html
         self.raw_path = raw_path
-        self.force = force
-        self.prefer = prefer
+        self.host = host
+        self.chunked = False
+        self.upgrade = False
+        self.html = False
+        self.expect = False
+        self.force: str | None = None
+        self.prefer: str | None = None
+        self.req_headers: list[tuple[bytes, bytes]] | None = None
         self.body_done = False
         self.pending: list[bytes] | None = None
         self.pending_size = 0
         #: The body so far, for replays and retries; None once beyond the replay limit.
-        self.kept: list[bytes] | None = []
+        self.kept: list[bytes] | tuple[()] | None = ()
         self.kept_size = 0
         self.member_id: str | None = None
         #: Response bytes not written yet: what one read from the machine produced goes
@@ -168,7 +161,8 @@ class Exchange:
         self.replay_spec: Replay | None = None
         self.replays = 0
         self.fallback_delivery = False
-        self.exclude: set[str] = set()
+        #: Machines not to try again (a set once routing needs one).
+        self.exclude: set[str] | None = None
         self.extra = b""
         self.started = 0.0
 
@@ -207,6 +201,8 @@ class Exchange:
         port = balancer.internal_port
         last: OSError | None = None
         timeout = self.replay_spec.timeout_s if self.replay_spec is not None else None
+        if self.exclude is None:
+            self.exclude = set()
         try:
             for _ in range(limits.connect_attempts):
                 if member is None:
@@ -317,8 +313,10 @@ class Exchange:
             self.kept_size += len(data)
             if self.kept_size > self.site.limits.replay_body_limit:
                 self.kept = None
+            elif kept:
+                kept.append(data)  # type: ignore[union-attr]
             else:
-                kept.append(data)
+                self.kept = [data]
         up = self.up
         if up is not None:
             if self.chunked:
@@ -372,12 +370,12 @@ class Exchange:
         for lname, name, value in special:
             if lname == b"content-length":
                 length = value
-            elif lname == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
             elif lname == b"content-type":
                 replay_json = value.startswith(REPLAY_JSON)
                 if lname not in self.site.rewrite.drop:
                     out += (name, b": ", value, b"\r\n")
+            elif lname == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
             elif lname == b"fly-replay":
                 replay = value
             elif lname == b"upgrade":
@@ -389,41 +387,41 @@ class Exchange:
             if replay is None and length is None and not chunked:
                 self.until_close = True
             return
-        no_body = self.is_head or status in (204, 304)
         if status == 101:
             self.relaying = True  # the parser reports the upgrade (and a "complete") next
             out.append(b"Connection: Upgrade\r\n")
             if upgrade is not None:
-                out.append(b"Upgrade: %s\r\n" % upgrade)
+                out += (b"Upgrade: ", upgrade, b"\r\n")
         else:
-            if no_body:
+            if self.is_head or status == 204 or status == 304:  # no body
                 if length is not None:
-                    out.append(b"Content-Length: %s\r\n" % length)
+                    out += (b"Content-Length: ", length, b"\r\n")
                 elif chunked and not self.http10:
                     out.append(b"Transfer-Encoding: chunked\r\n")
             elif length is not None:
-                out.append(b"Content-Length: %s\r\n" % length)
-            elif not self.http10:
-                out.append(b"Transfer-Encoding: chunked\r\n")
-                self.rechunk = True
+                out += (b"Content-Length: ", length, b"\r\n")
             else:
-                self.close_after = True
-            if not no_body and length is None and not chunked:
-                self.until_close = True
+                if not self.http10:
+                    out.append(b"Transfer-Encoding: chunked\r\n")
+                    self.rechunk = True
+                else:
+                    self.close_after = True
+                if not chunked:
+                    self.until_close = True
             if self.upgrade:
                 self.close_after = True  # the client's parser is past an upgrade request
             if self.close_after or not self.keep_alive:
                 out.append(b"Connection: close\r\n")
             elif self.http10:
                 out.append(b"Connection: keep-alive\r\n")
-        rewrite = self.site.rewrite
-        if rewrite.pristine:
-            out += (rewrite.extra, b"\r\n")
+        head_end = self.conn.head_end
+        if head_end is None:  # pristine
+            out += (self.site.rewrite.extra, b"\r\n")
         else:
-            out += (rewrite.head_end(self.conn.via), self.request_id, b"\r\n\r\n")
+            out += (head_end, self.request_id, b"\r\n\r\n")
         self.out = out
         self.head_written = True
-        if self.is_head and status not in (204, 304) and not _zero(length):
+        if self.is_head and status != 204 and status != 304 and not _zero(length):
             # A HEAD response has no body, which the response parser can't know.
             up = self.up
             keep = up is not None and up.keep_alive_after_head(length is not None or chunked)
@@ -474,7 +472,19 @@ class Exchange:
         if self.discard:
             self.replay()
             return
-        self._finish()
+        # `_finish`, inlined: this is every proxied response's way out.
+        out = self.out
+        if self.rechunk:
+            if out is None:
+                out = []
+            out.append(TERMINAL_CHUNK)
+        if out:
+            self.out = None
+            conn.transport.write(b"".join(out))
+        self.response_complete = True
+        if not self.body_done:
+            self.close_after = True  # the machine answered before the body was all sent
+        conn.exchange_done(self)
 
     def _finish(self) -> None:
         out = self.out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Collection
 from typing import Any
 
 import h2.config
@@ -172,7 +173,7 @@ class H2Stream:
         self.conn = conn
         self.id = stream_id
         self.exchange: UpstreamUser | None = None
-        self.watch: frozenset[bytes] = frozenset()
+        self.watch: Collection[bytes] = frozenset()
         self.received = False
         self.reused = False
         self.closed = False
@@ -188,7 +189,7 @@ class H2Stream:
 
     # -- what the exchange calls -------------------------------------------------------------
 
-    def attach(self, exchange: UpstreamUser, watch: frozenset[bytes]) -> None:
+    def attach(self, exchange: UpstreamUser, watch: Collection[bytes]) -> None:
         self.exchange = exchange
         self.watch = watch
 

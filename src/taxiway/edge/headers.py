@@ -33,7 +33,7 @@ FORCE_REGION = 13
 
 REQUEST_ACTIONS: dict[bytes, int] = {
     b"keep-alive": DROP,
-    b"proxy-connection": DROP,
+    b"proxy-connection": CONNECTION,  # dropped too; the parser reads both alike
     b"te": DROP,
     b"trailer": DROP,
     b"fly-client-ip": DROP,
@@ -72,6 +72,10 @@ RESPONSE_HOP_BY_HOP = frozenset(
         b"trailer",
         b"upgrade",
     }
+)
+#: Response headers the exchange reads (a subset of what it drops, but Content-Type).
+RESPONSE_READ = frozenset(
+    {b"content-length", b"transfer-encoding", b"content-type", b"fly-replay", b"upgrade"}
 )
 #: Rewritten by the proxy unless ``http_options.response.pristine``.
 PLATFORM_RESPONSE = frozenset({b"server", b"fly-request-id", b"fly-cache-status"})
@@ -115,9 +119,11 @@ class ResponseRewrite:
                 text = "true" if v is True else str(v)
                 extra.append(key + b": " + text.encode("latin-1") + b"\r\n")
         self.drop = frozenset(drop)
-        #: What the upstream connection sets aside for the exchange: the dropped headers,
-        #: and those read for fly-replay.
-        self.watch = self.drop | {b"fly-replay", b"content-type"}
+        #: What the upstream connection sets aside for the exchange, by lowercase name:
+        #: True for the headers the exchange reads (framing, fly-replay), False for those
+        #: only dropped.
+        self.watch: dict[bytes, bool] = dict.fromkeys(self.drop, False)
+        self.watch.update(dict.fromkeys(RESPONSE_READ, True))
         self.extra = b"".join(extra)
         self._ends: dict[bytes, bytes] = {}
 
@@ -141,6 +147,7 @@ class ResponseRewrite:
 _CROCKFORD = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 #: Every 10-bit value as two Crockford characters.
 _PAIRS = [bytes((_CROCKFORD[i >> 5], _CROCKFORD[i & 31])) for i in range(1024)]
+_time_ns = time.time_ns
 _last_ms = -1
 _base = b""
 _counter = 0
@@ -160,18 +167,26 @@ def ulid() -> bytes:
     Monotonic within a millisecond, as the ULID spec allows: the last 10 bits count up
     from a random start, so one random draw serves many requests.
     """
-    global _last_ms, _base, _counter
-    ms = time.time_ns() // 1_000_000
-    if ms != _last_ms or _counter >= 1023:
-        draw = int.from_bytes(os.urandom(10), "big")
-        _last_ms = ms
-        _base = _encode(ms, 10) + _encode(draw >> 10, 14)
-        _counter = draw & 511
-    else:
-        _counter += 1
-    return _base + _PAIRS[_counter]
+    return request_id(b"")
 
 
 def request_id(region_suffix: bytes) -> bytes:
     """``<ULID>-<region>``, e.g. ``01H83Q667E80KH9P0C4Q9CB6EC-fra``; suffix is ``b"-fra"``."""
-    return ulid() + region_suffix
+    global _counter
+    ms = _time_ns() // 1_000_000
+    if ms == _last_ms:
+        counter = _counter + 1
+        if counter < 1024:
+            _counter = counter
+            return _base + _PAIRS[counter] + region_suffix
+    return _draw(ms) + region_suffix
+
+
+def _draw(ms: int) -> bytes:
+    """A new millisecond (or the counter ran out): new random bits, the counter restarts."""
+    global _last_ms, _base, _counter
+    draw = int.from_bytes(os.urandom(10), "big")
+    _last_ms = ms
+    _base = _encode(ms, 10) + _encode(draw >> 10, 14)
+    _counter = draw & 511
+    return _base + _PAIRS[_counter]

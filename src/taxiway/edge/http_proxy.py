@@ -122,6 +122,8 @@ class HttpClientConnection(asyncio.Protocol):
         self.closed = False
         #: ``1.1 fly.io``, or ``2 fly.io`` for a stream of an h2 connection.
         self.via = via
+        #: What ends every proxied response head before the request id (None: pristine).
+        self.head_end = None if site.rewrite.pristine else site.rewrite.head_end(via)
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_size = 0
@@ -342,13 +344,12 @@ class HttpClientConnection(asyncio.Protocol):
         parser = self.parser
         site = self.site
         method = parser.get_method()
-        http10 = parser.get_http_version() != "1.1"
         url = self.url
         out = [method, b" ", url, b" HTTP/1.1\r\n"]
         append = out.append
         actions = REQUEST_ACTIONS
         host = xff = via = force = prefer = length = te = upgrade = None
-        xfport = html = expect = False
+        xfport = html = expect = connection = False
         for name, value in self.headers:
             action = actions.get(name.lower())
             if action is None:
@@ -377,7 +378,7 @@ class HttpClientConnection(asyncio.Protocol):
             elif action == TRANSFER_ENCODING:
                 te = value if te is None else te + b", " + value
             elif action == CONNECTION:
-                continue
+                connection = True
             elif action == UPGRADE:
                 upgrade = value
             elif action == EXPECT:
@@ -399,6 +400,10 @@ class HttpClientConnection(asyncio.Protocol):
                         f'here runs in "{site.region}"',
                     )
                 out += (name, b": ", value, b"\r\n")
+        keep_alive = parser.should_keep_alive()
+        # The parser takes HTTP/0.9, 1.0, 1.1 and 2.0; without a Connection header only 1.1
+        # is kept alive, which spares formatting the version (get_http_version) each time.
+        http10 = (connection or not keep_alive) and parser.get_http_version() != "1.1"
         if length is not None and te is not None:
             raise _Reject(400, "the request has both Content-Length and Transfer-Encoding")
         if host is None and not http10:
@@ -416,9 +421,7 @@ class HttpClientConnection(asyncio.Protocol):
             append(self.fixed)
         rid = request_id(site.region_suffix)
         out += (b"Fly-Request-Id: ", rid, b"\r\n")
-        chunked = False
         if te is not None:
-            chunked = True
             append(b"Transfer-Encoding: " + te + b"\r\n")
         elif length is not None:
             append(b"Content-Length: " + length + b"\r\n")
@@ -427,24 +430,25 @@ class HttpClientConnection(asyncio.Protocol):
         elif not site.pooled:
             append(b"Connection: close\r\n")
         append(b"\r\n")
-        ex = Exchange(
-            self,
-            method,
-            b"".join(out),
-            rid,
-            parser.should_keep_alive(),
-            http10,
-            chunked,
-            is_upgrade and upgrade is not None,
-            html,
-            url,
-            host,
-            expect and (te is not None or (length is not None and length != b"0")),
-            force,
-            prefer,
-            self.headers if site.statics is not None else None,
-        )
+        ex = Exchange(self, method, b"".join(out), rid, keep_alive, http10, url, host)
+        # Only what differs from a plain request is set after.
+        if te is not None:
+            ex.chunked = True
+            if expect:
+                ex.expect = True
+        elif expect and length is not None and length != b"0":
+            ex.expect = True
+        if html:
+            ex.html = True
+        if force is not None:
+            ex.force = force
+        if prefer is not None:
+            ex.prefer = prefer
+        if site.statics is not None:
+            ex.req_headers = self.headers
         if is_upgrade:
+            if upgrade is not None:
+                ex.upgrade = True
             self.upgrading = ex
         return ex
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Protocol
 
 import httptools
@@ -67,8 +68,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.lines: list[bytes] = [b""]
         #: (lowercase name, name, value) of the headers the exchange looks at.
         self.special: list[tuple[bytes, bytes, bytes]] = []
-        #: Lowercase names that go to ``special`` (set by the exchange: its site's).
-        self.watch: frozenset[bytes] = frozenset()
+        #: Lowercase names not passed on as they are (set by the exchange: its site's
+        #: `ResponseRewrite.watch`); those mapped to True go to ``special``.
+        self.watch: Mapping[bytes, bool] = {}
         self.relay = False
         self.closed = False
         self.reading_paused = False
@@ -136,10 +138,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
-        if lname in self.watch:
-            self.special.append((lname, name, value))
-        else:
+        watch = self.watch
+        if lname not in watch:
             self.lines += (name, b": ", value, b"\r\n")
+        elif watch[lname]:
+            self.special.append((lname, name, value))
 
     def on_headers_complete(self) -> None:
         ex = self.exchange
@@ -161,7 +164,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- used by the exchange --------------------------------------------------------------
 
-    def attach(self, exchange: UpstreamUser, watch: frozenset[bytes]) -> None:
+    def attach(self, exchange: UpstreamUser, watch: Mapping[bytes, bool]) -> None:
         self.exchange = exchange
         self.watch = watch
         self.received = False
