@@ -179,6 +179,15 @@ class Balancer:
         candidates, startable = self._candidates or self._refresh()
         load = self.load
         hard = self.hard_limit
+        if len(candidates) == 1:  # one machine: no choosing, no ties
+            only = candidates[0]
+            n = load.get(only.id, 0)
+            if (hard and n >= hard) or (startable and n >= self.soft_limit):
+                return None
+            load[only.id] = n + 1
+            if self.on_take is not None:
+                self.on_take(only.id)
+            return only
         best: Member | None = None
         best_load = 1 << 62
         ties = 0

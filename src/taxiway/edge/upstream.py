@@ -228,7 +228,11 @@ class Pools:
             conn.close()
             return
         conn.idle_since = self.now
-        self._idle.setdefault(conn.address, []).append(conn)
+        idle = self._idle.get(conn.address)
+        if idle is None:
+            self._idle[conn.address] = [conn]
+        else:
+            idle.append(conn)
         self._count += 1
 
     def discard(self, conn: UpstreamConnection) -> None:
