@@ -32,7 +32,8 @@ from taxiway.runtime.oneoff import reap_oneoffs, run_release_command
 from taxiway.runtime.portcheck import port_advice
 from taxiway.runtime.ports import allocate
 from taxiway.state import new_volume_id
-from taxiway.state.store import MachineRecord, Store
+from taxiway.state.records import MachineRecord
+from taxiway.state.store import Store
 
 
 class AppRuntime:

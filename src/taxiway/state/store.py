@@ -29,9 +29,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from taxiway.state.migrations import MIGRATIONS, SCHEMA_VERSION, migrate, user_version
+from taxiway.state.migrations import migrate, user_version
 from taxiway.state.records import (
-    MACHINE_STATES,
     RELEASE_STATUSES,
     AppRecord,
     EventRecord,
@@ -47,23 +46,7 @@ from taxiway.state.records import (
     validate,
 )
 
-__all__ = [
-    "DB_NAME",
-    "MACHINE_STATES",
-    "MIGRATIONS",
-    "RELEASE_STATUSES",
-    "SCHEMA_VERSION",
-    "AppRecord",
-    "EventRecord",
-    "MachineRecord",
-    "NotFoundError",
-    "ReleaseRecord",
-    "SecretRecord",
-    "StateError",
-    "Store",
-    "VolumeRecord",
-    "new_volume_id",
-]
+__all__ = ["DB_NAME", "Store"]
 
 DB_NAME = "taxiway.db"
 #: Events kept per app (older ones are pruned).
