@@ -9,7 +9,6 @@ loop, so tests talk to it with plain blocking sockets, as any client would.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import http.client
 import http.server
 import json
@@ -24,11 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
+from self_signed import self_signed_cert
 from taxiway.config.loader import load_config
 from taxiway.edge.fleet import Member, StaticFleet
 from taxiway.edge.limits import Limits
@@ -268,30 +263,7 @@ class SelfSigned:
     """A `TlsProvider` with one self-signed certificate for localhost."""
 
     def __init__(self, folder: Path) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
-            .sign(key, hashes.SHA256())
-        )
-        self.cert = folder / "cert.pem"
-        self.key = folder / "key.pem"
-        self.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self.key.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        self.cert, self.key = self_signed_cert(folder)
         self.asked: list[Port] = []
 
     def context_for(self, port: Port) -> ssl.SSLContext:
