@@ -3,7 +3,8 @@
 HTTP/1.1 over the unix socket with h11 (sans-IO, imports in milliseconds; a web
 framework would cost the daemon ~150 ms of start-up for a handful of local routes).
 Routes translate requests into `AppRuntime` calls and errors into one-sentence JSON
-answers (``{"error": "…"}``); no business rule lives here.
+answers (``{"error": "…"}``); no business rule lives here. The HTTP conversation
+itself is `taxiway.api.http11`.
 """
 
 from __future__ import annotations
@@ -12,71 +13,16 @@ import asyncio
 import contextlib
 import json
 import os
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import h11
 import msgspec
 
+from taxiway.api.routing import HTTPError, Request, Result, Router
 from taxiway.errors import TaxiwayError
 from taxiway.runtime.app import AppRuntime
-from taxiway.runtime.lifecycle import TransitionError
 from taxiway.runtime.machine import SupervisedMachine
-
-MAX_BODY = 1024 * 1024
-
-
-class Request:
-    def __init__(self, method: str, path: str, query: dict[str, str], body: bytes) -> None:
-        self.method = method
-        self.path = path
-        self.query = query
-        self.body = body
-
-    def json(self) -> Any:
-        try:
-            return json.loads(self.body or b"null")
-        except ValueError:
-            raise TaxiwayError("the request body is not JSON") from None
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-#: A route answers with JSON data, or with an async iterator of NDJSON lines (a stream).
-Result = Any | AsyncIterator[bytes]
-Handler = Callable[[Request, dict[str, str]], Awaitable[Result]]
-
-
-class Router:
-    #: Deploys of the app (`taxiway.deploy.deployer.Deployer`): the daemon stops them first.
-    deployer: Any = None
-
-    def __init__(self) -> None:
-        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
-
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
-        regex = re.sub(
-            r"\{(\w+)(?::([^}]+))?\}", lambda m: f"(?P<{m[1]}>{m[2] or '[^/]+'})", pattern
-        )
-        self._routes.append((method, re.compile(f"^{regex}$"), handler))
-
-    def match(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
-        allowed = False
-        for route_method, regex, handler in self._routes:
-            m = regex.match(path)
-            if m:
-                if route_method == method:
-                    return handler, m.groupdict()
-                allowed = True
-        if allowed:
-            raise HTTPError(405, f"{method} is not allowed on {path}")
-        raise HTTPError(404, f"no such endpoint: {path}")
 
 
 class ApiServer:
@@ -100,109 +46,21 @@ class ApiServer:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # imported on the first connection: start-up doesn't wait for h11
+        from taxiway.api.http11 import serve_connection
+
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        conn = h11.Connection(h11.SERVER)
         try:
-            while True:
-                request = await self._read_request(conn, reader)
-                if request is None:
-                    return
-                await self._answer(conn, writer, request)
-                if conn.our_state is h11.MUST_CLOSE:
-                    return
-                conn.start_next_cycle()
-        except (h11.ProtocolError, ConnectionError, asyncio.CancelledError):
+            await serve_connection(self.router, reader, writer)
+        except asyncio.CancelledError:
             return
         finally:
             self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
-
-    async def _read_request(
-        self, conn: h11.Connection, reader: asyncio.StreamReader
-    ) -> Request | None:
-        head: h11.Request | None = None
-        body = b""
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await reader.read(65536)
-                conn.receive_data(data)
-                if not data and head is None:
-                    return None
-                continue
-            if isinstance(event, h11.Request):
-                head = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY:
-                    raise h11.ProtocolError("request body too large")
-            elif isinstance(event, h11.EndOfMessage) and head is not None:
-                target = head.target.decode()
-                path, _, query = target.partition("?")
-                params = dict(p.partition("=")[::2] for p in query.split("&") if p)
-                return Request(head.method.decode(), path, params, body)
-            elif isinstance(event, h11.ConnectionClosed):
-                return None
-
-    async def _answer(
-        self, conn: h11.Connection, writer: asyncio.StreamWriter, request: Request
-    ) -> None:
-        try:
-            handler, params = self.router.match(request.method, request.path)
-            result = await handler(request, params)
-            status = 200
-        except HTTPError as exc:
-            status, result = exc.status, {"error": str(exc)}
-        except TransitionError as exc:
-            status, result = 409, {"error": str(exc)}
-        except TaxiwayError as exc:
-            status, result = 400, {"error": str(exc)}
-        except Exception as exc:  # a bug: answer with a sentence, keep the daemon up
-            status = 500
-            result = {
-                "error": f"internal error (a bug, please report it): {type(exc).__name__}: {exc}"
-            }
-        if hasattr(result, "__aiter__"):
-            writer.write(
-                conn.send(
-                    h11.Response(
-                        status_code=status,
-                        headers=[
-                            ("Content-Type", "application/x-ndjson"),
-                            ("Transfer-Encoding", "chunked"),
-                        ],
-                    )
-                )
-            )
-            try:
-                async for line in result:
-                    writer.write(conn.send(h11.Data(data=line)))
-                    await writer.drain()
-            finally:
-                with contextlib.suppress(Exception):
-                    await result.aclose()  # type: ignore[union-attr]
-            writer.write(conn.send(h11.EndOfMessage()))
-            await writer.drain()
-            return
-        payload = json.dumps(result).encode()
-        writer.write(
-            conn.send(
-                h11.Response(
-                    status_code=status,
-                    headers=[
-                        ("Content-Type", "application/json"),
-                        ("Content-Length", str(len(payload))),
-                    ],
-                )
-            )
-        )
-        writer.write(conn.send(h11.Data(data=payload)))
-        writer.write(conn.send(h11.EndOfMessage()))
-        await writer.drain()
 
 
 def machine_json(m: SupervisedMachine) -> dict[str, object]:
@@ -326,9 +184,15 @@ def _add_deploy_routes(
     """``POST …/deploy`` and ``POST …/releases/rollback`` stream NDJSON progress lines
     (``{"progress": "…"}``), then ``{"release": {…}}`` or ``{"error": "…"}``; with
     ``"detach": true`` they answer at once and the deploy goes on in the daemon."""
-    from taxiway.deploy.deployer import Deployer
 
-    deployer = router.deployer = Deployer(runtime)
+    def deployer() -> Any:
+        """The app's deployer, made on the first deploy (its modules are not imported
+        while `up` starts the app)."""
+        if router.deployer is None:
+            from taxiway.deploy.deployer import Deployer
+
+            router.deployer = Deployer(runtime)
+        return router.deployer
 
     def options(body: Any) -> Any:
         from taxiway.deploy.deployer import DeployOptions
@@ -349,7 +213,7 @@ def _add_deploy_routes(
         from taxiway.deploy.releases import release_json
 
         if body.get("detach"):
-            deployer.start(deployment, _echo)
+            deployer().start(deployment, _echo)
             return {"release": release_json(deployment.release, runtime.release), "detach": True}
         lines: asyncio.Queue[str] = asyncio.Queue()
 
@@ -357,7 +221,7 @@ def _add_deploy_routes(
             _echo(line)
             lines.put_nowait(line)
 
-        return _progress_stream(deployer.start(deployment, progress), lines, runtime)
+        return _progress_stream(deployer().start(deployment, progress), lines, runtime)
 
     async def deploy(request: Request, params: dict[str, str]) -> Result:
         check_app(params)
@@ -366,7 +230,7 @@ def _add_deploy_routes(
         body = request.json() or {}
         opts = options(body)
         loaded = load_config(runtime.loaded.source.path, strategy=opts.strategy)
-        return start(deployer.prepare(loaded, opts), body)
+        return start(deployer().prepare(loaded, opts), body)
 
     async def rollback(request: Request, params: dict[str, str]) -> Result:
         check_app(params)
@@ -374,7 +238,7 @@ def _add_deploy_routes(
         version = body.get("version") if isinstance(body, dict) else None
         if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
             raise TaxiwayError("a rollback takes a release version number")
-        return start(deployer.prepare_rollback(version, options(body)), body)
+        return start(deployer().prepare_rollback(version, options(body)), body)
 
     async def releases(request: Request, params: dict[str, str]) -> Result:
         check_app(params)
