@@ -16,7 +16,6 @@ from pathlib import Path
 
 import msgspec
 
-from taxiway.checks.monitor import MachineChecks
 from taxiway.config.loader import LoadedConfig
 from taxiway.errors import TaxiwayError
 from taxiway.plan.machine import Check, MachineSpec, plan_machines
@@ -376,6 +375,9 @@ class AppRuntime:
                 )
                 await machine.restart()
 
+        # imported here: an app without checks never pays for the check runners (h11)
+        from taxiway.checks.monitor import MachineChecks
+
         machine.checks = MachineChecks(
             machine.id, spec.services, spec.checks, address, self._notify, restart
         )
@@ -434,9 +436,7 @@ class AppRuntime:
         self.machines.pop(machine.id, None)
         release_machine = getattr(self.driver, "release_machine", None)
         if release_machine is not None:  # namespace driver: its cgroup and namespace
-            await asyncio.to_thread(
-                release_machine, self.app, machine.id, machine.info.private_ip
-            )
+            await asyncio.to_thread(release_machine, self.app, machine.id, machine.info.private_ip)
 
     async def exec(
         self, machine: SupervisedMachine, cmd: list[str], *, timeout_s: float = 60.0
