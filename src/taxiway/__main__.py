@@ -1,5 +1,5 @@
 """`python -m taxiway` is the `taxiway` command."""
 
-from taxiway.cli.main import main
+from taxiway.cli.main import run
 
-raise SystemExit(main())
+run()

@@ -8,6 +8,7 @@ or ``FILE:LINE: severity: message`` diagnostic lines (with a summary), never a t
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -870,3 +871,48 @@ def test_no_color_wins_over_force_color(app: Path) -> None:
     assert ANSI not in plain.stderr
     assert plain.returncode == 1
     assert ANSI not in run({}).stderr  # a pipe is not a terminal
+
+
+def test_the_console_script_flushes_everything_before_its_quick_exit(tmp_path: Path) -> None:
+    """`run` leaves with os._exit (no interpreter teardown): piped output must still arrive
+    whole, and exit codes must be kept."""
+    script = Path(sys.executable).parent / "taxiway"
+    if not script.exists():
+        pytest.skip(f"no console script next to {sys.executable}")
+    # buffered, as for most users (an unbuffered stdout would hide a missing flush)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | {"NO_COLOR": "1"}
+    schema = subprocess.run(
+        [str(script), "config", "schema"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert schema.returncode == 0, schema.stderr
+    assert len(schema.stdout) > 8192  # more than one buffer of sys.stdout
+    assert json.loads(schema.stdout)["title"]
+    (tmp_path / "fly.toml").write_text('app = "x"\n[http_service]\ninternal_port = "eighty"\n')
+    bad = subprocess.run(
+        [str(script), "config", "validate"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert "http_service.internal_port must be a whole number" in bad.stdout + bad.stderr
+
+
+@pytest.mark.parametrize("command", ["up", "status", "machine", "releases", "config"])
+def test_each_command_parses_alone_as_within_the_whole_tree(command: str) -> None:
+    """`main` builds only the invoked command's parser; its help is the full tree's."""
+    from taxiway.cli.main import build_parser
+
+    def help_of(parser: argparse.ArgumentParser) -> str:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return sub.choices[command].format_help()
+
+    assert help_of(build_parser(command)) == help_of(build_parser())

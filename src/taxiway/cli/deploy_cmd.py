@@ -33,7 +33,7 @@ def deploy(args: argparse.Namespace) -> int:
         from taxiway.cli.main import build_parser
 
         config = ["-c", args.config] if args.config else []
-        return up(build_parser().parse_args(["up", "-d", *config]))
+        return up(build_parser("up").parse_args(["up", "-d", *config]))
     body: dict[str, Any] = {"rollback": False} if args.no_rollback else {}
     if args.strategy:
         body["strategy"] = args.strategy
