@@ -194,7 +194,54 @@ def run_loop(main: Coroutine[Any, Any, int], loaded: LoadedConfig) -> int:
             pass
         else:
             return uvloop.run(main)
-    return asyncio.run(main)
+    with asyncio.Runner() as runner:
+        _watch_children_with_pidfds(runner.get_loop())
+        return runner.run(main)
+
+
+def _watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:
+    """Python 3.11's default child watcher starts a thread for every child process (at
+    50 machines, 50 threads, each a millisecond or two to start before the machine
+    counts as started); a pidfd costs one file descriptor and no thread. 3.12 picks
+    pidfds by itself; kernels before 5.3 have none and keep the default."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(loop)
+    asyncio.set_child_watcher(watcher)
+
+
+#: What serving an app imports beyond this module (the driver modules `select_driver` picks).
+_SERVING_MODULES = (
+    "taxiway.api.server",
+    "taxiway.deploy.releases",
+    "taxiway.runtime.drivers.process",
+    "taxiway.runtime.drivers.namespace",
+)
+
+
+def run_forked(config_fd: int, ready_fd: int, options: DaemonOptions) -> int:
+    """The daemon `taxiway up -d` forks (`taxiway.cli.app_cmd._up_detached`): import what
+    serving needs while the parent checks the config, then run the ``(LoadedConfig,
+    AppPaths)`` it sends on ``config_fd``; leave without a trace when it sends none (the
+    config had errors, or the app already runs)."""
+    import importlib
+    import pickle
+
+    for name in _SERVING_MODULES:  # serve() would import them later, one after the other
+        if options.driver != "process" or "namespace" not in name:
+            importlib.import_module(name)
+    with os.fdopen(config_fd, "rb") as pipe:
+        payload = pipe.read()
+    if not payload:
+        os.close(ready_fd)
+        return 0
+    loaded, paths = pickle.loads(payload)
+    return run_detached(loaded, paths, options, ready_fd)
 
 
 def run_detached(

@@ -159,6 +159,42 @@ def test_a_second_up_says_one_is_running(app: Path) -> None:
     assert "Traceback" not in again.stderr
 
 
+def _processes_in(folder: Path) -> list[int]:
+    """Pids of the processes whose working directory is ``folder``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if Path(os.readlink(entry / "cwd")) == folder:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_a_second_up_leaves_the_running_daemon_alone(app: Path) -> None:
+    """`up -d` forks its daemon before it checks; the fork that finds the app running
+    leaves without writing anything or touching the running one."""
+    assert taxiway(app, "up", "-d").returncode == 0
+    before = status(app)
+    pids = sorted(_processes_in(app))
+    log = (app / ".taxiway" / "daemon.log").read_text()
+    assert taxiway(app, "up", "-d").returncode == 1
+    assert status(app)["machines"] == before["machines"]
+    assert sorted(_processes_in(app)) == pids
+    assert (app / ".taxiway" / "daemon.log").read_text() == log
+
+
+def test_up_detached_with_config_errors_leaves_no_trace(tmp_path: Path) -> None:
+    (tmp_path / "fly.toml").write_text('app = "bad"\n[processes]\nweb = 3\n')
+    result = taxiway(tmp_path, "up", "-d")
+    assert result.returncode == 1
+    assert "processes.web" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / ".taxiway").exists()
+    assert _processes_in(tmp_path) == []
+
+
 def test_environment_has_the_platforms_variables(app: Path) -> None:
     assert taxiway(app, "up", "-d").returncode == 0
     web = next(m for m in status(app)["machines"] if m["group"] == "web")
@@ -386,3 +422,39 @@ def test_suspend_freezes_a_machine_and_start_resumes_it(app: Path) -> None:
     assert "is started" in resumed.stdout
     wait_for(lambda: _get(port) == web["id"], what="web to answer again")
     assert next(m for m in status(app)["machines"] if m["id"] == web["id"])["pid"] == web["pid"]
+
+
+def test_a_daemon_without_services_watches_its_machines_without_threads(
+    tmp_path: Path,
+) -> None:
+    """Plain asyncio (no edge, no uvloop) learns of exits through pidfds, not one waiting
+    thread per machine; the exits still count (restart policy, exit codes)."""
+    if not hasattr(os, "pidfd_open"):
+        pytest.skip("this platform has no pidfds")
+    (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
+    (tmp_path / "crasher.py").write_text(textwrap.dedent(CRASHER))
+    (tmp_path / "fly.toml").write_text(
+        f'app = "quiet"\n[processes]\nworker = "{sys.executable} worker.py"\n'
+        f'crasher = "{sys.executable} crasher.py"\n'
+        '[[restart]]\npolicy = "on-failure"\nretries = 1\nprocesses = ["crasher"]\n'
+    )
+    try:
+        assert taxiway(tmp_path, "up", "-d").returncode == 0
+        assert taxiway(tmp_path, "scale", "count", "worker=4").returncode == 0
+        daemon = int((tmp_path / ".taxiway" / "daemon.lock").read_text())
+
+        def crasher() -> dict:
+            return next(m for m in status(tmp_path)["machines"] if m["group"] == "crasher")
+
+        wait_for(
+            lambda: crasher()["state"] == "stopped" and crasher()["backoff_s"] == 0,
+            timeout=20,
+            what="the crasher to give up",
+        )
+        assert crasher()["restarts"] == 1
+        assert crasher()["exit_code"] == 3
+        workers = [m for m in status(tmp_path)["machines"] if m["group"] == "worker"]
+        assert [m["state"] for m in workers] == ["started"] * 4
+        assert len(os.listdir(f"/proc/{daemon}/task")) == 1
+    finally:
+        taxiway(tmp_path, "down")

@@ -3,12 +3,12 @@
 Client commands stay quick to start: no HTTP library is imported, just
 `http.client` with a socket connected to ``.taxiway/taxiway.sock`` — and only when a
 request is made (`alive` needs no HTTP, and `taxiway up` saves ~30 ms of imports).
+Even `socket` waits until it is needed: `up -d` forks its daemon before it asks.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -34,6 +34,8 @@ def _unix_connection_class() -> type[http.client.HTTPConnection]:
             self._path = path
 
         def connect(self) -> None:
+            import socket
+
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self.timeout)
             sock.connect(str(self._path))
@@ -84,6 +86,8 @@ class Client:
 
     def alive(self) -> bool:
         """Whether a daemon listens on the socket (a dead one's socket file refuses)."""
+        import socket
+
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(self.timeout)
             try:

@@ -5,9 +5,7 @@ Shared by the daemon and every client command, so both find the same socket.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import msgspec
@@ -29,6 +27,9 @@ class AppPaths(msgspec.Struct, frozen=True):
         state_dir = config_path.resolve().parent / STATE_DIR_NAME
         socket = state_dir / "taxiway.sock"
         if len(str(socket).encode()) > _MAX_SOCKET_PATH:
+            import hashlib
+            import tempfile
+
             digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:16]
             runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
             socket = Path(runtime_dir) / f"taxiway-{digest}.sock"

@@ -35,18 +35,10 @@ def client_for(config: str | None) -> tuple[Client, str, AppPaths]:
 
 
 def up(args: argparse.Namespace) -> int:
-    loaded = load_valid(args.config)
-    paths = AppPaths.for_config(loaded.source.path)
-    if Client(paths.socket).alive():
-        from taxiway.daemon import AlreadyRunning
-
-        raise AlreadyRunning(
-            "taxiway is already running this app; see `taxiway status`, or stop it with "
-            "`taxiway down`"
-        )
     options = daemon_options(args)
     if args.detach:
-        return _up_detached(loaded, paths, options)
+        return _up_detached(args.config, options)
+    loaded, paths = _checked_for_up(args.config)
     from taxiway.cli.output import LogPrinter
     from taxiway.daemon import run_loop, serve
 
@@ -89,31 +81,71 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
     )
 
 
-def _up_detached(loaded: LoadedConfig, paths: AppPaths, options: DaemonOptions) -> int:
-    """Fork the daemon from this process (modules and config already loaded: no second
-    interpreter start), and return once it reports every machine started, or its error."""
+def _checked_for_up(config: str | None) -> tuple[LoadedConfig, AppPaths]:
+    """The valid config to run and its state paths, unless a daemon already runs it."""
+    loaded = load_valid(config)
+    paths = AppPaths.for_config(loaded.source.path)
+    if Client(paths.socket).alive():
+        raise TaxiwayError(
+            "taxiway is already running this app; see `taxiway status`, or stop it with "
+            "`taxiway down`"
+        )
+    return loaded, paths
+
+
+def _up_detached(config: str | None, options: DaemonOptions) -> int:
+    """Fork the daemon, hand it the checked config, and return once it reports every
+    machine started, or its error.
+
+    The fork comes first: the daemon imports its machinery (asyncio, the runtime, the
+    API; ~30 ms) on one core while this process reads and validates the config on the
+    other, then sends it over a pipe. Until then the daemon has written nothing, so a
+    config with errors (or an app that already runs) just closes the pipe and the
+    daemon leaves without a trace.
+    """
+    import pickle
     import select
 
-    from taxiway.daemon import run_detached
-
-    paths.ensure()
-    read_end, write_end = os.pipe()
+    config_read, config_write = os.pipe()
+    ready_read, ready_write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the daemon
-        os.close(read_end)
-        os._exit(run_detached(loaded, paths, options, write_end))
-    os.close(write_end)
+        os.close(config_write)
+        os.close(ready_read)
+        from taxiway.daemon import run_forked
+
+        os._exit(run_forked(config_read, ready_write, options))
+    os.close(config_read)
+    os.close(ready_write)
+    handed_over = False
+    try:
+        loaded, paths = _checked_for_up(config)
+        paths.ensure()
+        with os.fdopen(config_write, "wb") as pipe:
+            config_write = -1
+            pipe.write(pickle.dumps((loaded, paths)))
+        handed_over = True
+    except BrokenPipeError:
+        pass  # the daemon died while starting: its log or the ready pipe says why
+    finally:
+        if config_write >= 0:
+            os.close(config_write)
+        if not handed_over:
+            os.waitpid(pid, 0)
+    if not handed_over:
+        os.close(ready_read)
+        raise TaxiwayError(_daemon_failure(paths))
     message = b""
     deadline = time.monotonic() + DETACH_WAIT_S
     while not message.endswith(b"\n") and time.monotonic() < deadline:
-        ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
+        ready, _, _ = select.select([ready_read], [], [], max(0.0, deadline - time.monotonic()))
         if not ready:
             break
-        chunk = os.read(read_end, 4096)
+        chunk = os.read(ready_read, 4096)
         if not chunk:
             break
         message += chunk
-    os.close(read_end)
+    os.close(ready_read)
     text = message.decode(errors="replace").strip()
     if text.startswith("error "):
         raise TaxiwayError(text.removeprefix("error "))
