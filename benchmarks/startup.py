@@ -1,7 +1,7 @@
 """Time from `taxiway up -d` to every machine started, and the daemon's memory, against honcho.
 
 For N = 1, 10, 50 machines of a trivial app (a Python process that sleeps), in the
-same run:
+same run, alternating taxiway and honcho so that a busy neighbour slows both alike:
 
 - taxiway: `taxiway up -d` returns once every machine is `started`; we time the
   command and read the daemon's RSS from /proc.
@@ -9,8 +9,15 @@ same run:
   `honcho start` with N Procfile entries; timed until it has printed "started with
   pid" for all N, then stopped. Its own RSS is read the same way.
 
+Each runs from its own virtualenv through its console script, as users install them
+(`pipx install`): taxiway is installed from this checkout with its runtime
+dependencies only into benchmarks/.cache/taxiway-venv (reinstalled every run). The
+development .venv also holds the test tools, and one of them (typing_extensions,
+which msgspec imports when present) alone adds ~10 ms to every start.
+
 Both start the same N processes from the same interpreter, so the difference is the
-supervisor's own cost. Run: `make bench-startup` or `python benchmarks/startup.py`.
+supervisor's own cost. Run: `make bench` (every benchmark), or
+`.venv/bin/python benchmarks/startup.py [--sizes 1,10,50] [--runs 3]`.
 """
 
 from __future__ import annotations
@@ -41,7 +48,21 @@ def rss_mb(pid: int) -> float:
 
 
 def taxiway_bin() -> list[str]:
-    return [sys.executable, "-m", "taxiway"]
+    """The `taxiway` script of benchmarks/.cache/taxiway-venv, installed from this checkout
+    (the current interpreter's `-m taxiway` when that venv can't be made)."""
+    venv = CACHE / "taxiway-venv"
+    exe = venv / "bin" / "taxiway"
+    try:
+        if not (venv / "bin" / "pip").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", "--force-reinstall", str(ROOT)],
+            check=True, capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"taxiway could not be installed into {venv} ({exc}); timing {sys.executable}")
+        return [sys.executable, "-m", "taxiway"]
+    return [str(exe)]
 
 
 def app_dir(n: int, base: Path) -> Path:
@@ -57,8 +78,7 @@ def app_dir(n: int, base: Path) -> Path:
     return folder
 
 
-def run_taxiway(folder: Path, n: int) -> tuple[float, float]:
-    tw = taxiway_bin()
+def run_taxiway(tw: list[str], folder: Path, n: int) -> tuple[float, float]:
     subprocess.run([*tw, "down"], cwd=folder, capture_output=True, env=ENV, check=False)
     if n != 1:
         # counts are kept by the state store: set them once (this starts a daemon), then stop
@@ -124,6 +144,7 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     honcho = honcho_bin()
+    tw = taxiway_bin()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.runs} runs each "
           "(median shown)\n")
     header = f"{'machines':>8}  {'taxiway s':>9}  {'honcho s':>8}  {'ratio':>6}  " \
@@ -133,10 +154,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="taxiway-bench-") as tmp:
         for n in sizes:
             folder = app_dir(n, Path(tmp))
-            tw = [run_taxiway(folder, n) for _ in range(args.runs)]
-            hc = [run_honcho(honcho, folder, n) for _ in range(args.runs)] if honcho else []
-            tw_s = statistics.median(t for t, _ in tw)
-            tw_mb = statistics.median(m for _, m in tw)
+            taxiway_runs, hc = [], []
+            for _ in range(args.runs):
+                taxiway_runs.append(run_taxiway(tw, folder, n))
+                if honcho:
+                    hc.append(run_honcho(honcho, folder, n))
+            tw_s = statistics.median(t for t, _ in taxiway_runs)
+            tw_mb = statistics.median(m for _, m in taxiway_runs)
             if hc:
                 hc_s = statistics.median(t for t, _ in hc)
                 hc_mb = statistics.median(m for _, m in hc)
