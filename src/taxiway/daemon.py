@@ -63,8 +63,10 @@ async def serve(
     options: DaemonOptions | None = None,
     on_ready: Callable[[AppRuntime], None] | None = None,
     on_machine: Callable[[SupervisedMachine], None] | None = None,
+    code_digest: str | None = None,
 ) -> int:
-    """Run the app until SIGINT/SIGTERM or `taxiway down`; returns an exit code."""
+    """Run the app until SIGINT/SIGTERM or `taxiway down`; returns an exit code.
+    ``code_digest``: the app folder's, when the caller took it already (`up -d`)."""
     from taxiway.api.server import ApiServer, build_router
 
     options = options or DaemonOptions()
@@ -93,7 +95,7 @@ async def serve(
             paths.socket.unlink()  # we hold the lock: any socket file is a dead daemon's
         await server.start(paths.socket)
         before = store.latest_release(app_name)
-        release = _release_for_up(store, app_name, loaded)
+        release = _release_for_up(store, app_name, loaded, code_digest)
         if release is not None and before is not None and before.status != "complete":
             how = {
                 "running": "was interrupted (its daemon stopped mid-deploy)",
@@ -175,12 +177,14 @@ def _edge_for(
     return edge
 
 
-def _release_for_up(store: Store, app: str, loaded: LoadedConfig) -> ReleaseRecord | None:
+def _release_for_up(
+    store: Store, app: str, loaded: LoadedConfig, code_digest: str | None
+) -> ReleaseRecord | None:
     """`up` deploys the config file: a new release when config, code or secrets changed
     since the last complete one (`taxiway.deploy.releases.release_for_up`)."""
     from taxiway.deploy.releases import release_for_up
 
-    return release_for_up(store, app, loaded)
+    return release_for_up(store, app, loaded, code=code_digest)
 
 
 def run_loop(main: Coroutine[Any, Any, int], loaded: LoadedConfig) -> int:
@@ -226,9 +230,9 @@ _SERVING_MODULES = (
 
 def run_forked(config_fd: int, ready_fd: int, options: DaemonOptions) -> int:
     """The daemon `taxiway up -d` forks (`taxiway.cli.app_cmd._up_detached`): import what
-    serving needs while the parent checks the config, then run the ``(LoadedConfig,
-    AppPaths)`` it sends on ``config_fd``; leave without a trace when it sends none (the
-    config had errors, or the app already runs)."""
+    serving needs while the parent checks the config (and takes the folder's code digest),
+    then run the ``(LoadedConfig, AppPaths, code digest)`` it sends on ``config_fd``; leave
+    without a trace when it sends none (the config had errors, or the app already runs)."""
     import importlib
     import pickle
 
@@ -240,12 +244,16 @@ def run_forked(config_fd: int, ready_fd: int, options: DaemonOptions) -> int:
     if not payload:
         os.close(ready_fd)
         return 0
-    loaded, paths = pickle.loads(payload)
-    return run_detached(loaded, paths, options, ready_fd)
+    loaded, paths, code_digest = pickle.loads(payload)
+    return run_detached(loaded, paths, options, ready_fd, code_digest)
 
 
 def run_detached(
-    loaded: LoadedConfig, paths: AppPaths, options: DaemonOptions, ready_fd: int
+    loaded: LoadedConfig,
+    paths: AppPaths,
+    options: DaemonOptions,
+    ready_fd: int,
+    code_digest: str | None = None,
 ) -> int:
     """The body of a forked daemon (`up -d`): detach, log to daemon.log, report on ``ready_fd``.
 
@@ -281,6 +289,7 @@ def run_detached(
                 on_ready=lambda runtime: report(
                     "ready " + json.dumps(runtime.status() | {"notices": runtime.notices})
                 ),
+                code_digest=code_digest,
             ),
             loaded,
         )

@@ -107,3 +107,17 @@ def test_a_bad_wait_timeout_is_one_sentence(app: Path) -> None:
     result = deploy(app, "--wait-timeout", "5")
     assert result.returncode == 1
     assert "--wait-timeout 5 is not a duration" in result.stderr
+
+
+def test_up_detached_sees_a_code_only_change(app: Path) -> None:
+    """`up -d` takes the code digest in the CLI while its daemon starts, and hands it over."""
+    write_app(app)
+    up(app)
+    ok(taxiway(app, "down"))
+    (app / "notes.txt").write_text("a new file in the app's folder\n")
+    up(app)
+    latest = releases(app)[0]
+    assert (latest["version"], latest["description"]) == (2, "taxiway up (code changed)")
+    ok(taxiway(app, "down"))
+    up(app)  # the same folder again
+    assert len(releases(app)) == 2

@@ -98,10 +98,10 @@ def _up_detached(config: str | None, options: DaemonOptions) -> int:
     machine started, or its error.
 
     The fork comes first: the daemon imports its machinery (asyncio, the runtime, the
-    API; ~30 ms) on one core while this process reads and validates the config on the
-    other, then sends it over a pipe. Until then the daemon has written nothing, so a
-    config with errors (or an app that already runs) just closes the pipe and the
-    daemon leaves without a trace.
+    API; ~30 ms) on one core while this process reads and validates the config and
+    takes the code digest on the other, then sends them over a pipe. Until then the
+    daemon has written nothing, so a config with errors (or an app that already runs)
+    just closes the pipe and the daemon leaves without a trace.
     """
     import pickle
     import select
@@ -121,9 +121,14 @@ def _up_detached(config: str | None, options: DaemonOptions) -> int:
     try:
         loaded, paths = _checked_for_up(config)
         paths.ensure()
+        # the release's code digest walks the app's folder (tens of ms for thousands of
+        # files): taken here, it costs nothing, the daemon is still importing
+        from taxiway.deploy.releases import code_digest
+
+        code = code_digest(loaded.base_dir, config_file=loaded.source.path)
         with os.fdopen(config_write, "wb") as pipe:
             config_write = -1
-            pipe.write(pickle.dumps((loaded, paths)))
+            pipe.write(pickle.dumps((loaded, paths, code)))
         handed_over = True
     except BrokenPipeError:
         pass  # the daemon died while starting: its log or the ready pipe says why

@@ -89,10 +89,14 @@ def code_digest(folder: Path, *, config_file: Path | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
-def take_snapshot(loaded: LoadedConfig, store: Store, app: str) -> Snapshot:
+def take_snapshot(
+    loaded: LoadedConfig, store: Store, app: str, *, code: str | None = None
+) -> Snapshot:
+    """The release ``loaded`` makes now; ``code`` is its folder's `code_digest` when the
+    caller has it already."""
     return Snapshot(
         config_json=config_json(loaded),
-        code_digest=code_digest(loaded.base_dir, config_file=loaded.source.path),
+        code_digest=code or code_digest(loaded.base_dir, config_file=loaded.source.path),
         secrets_digest=store.secrets_digest(app)[:16],
     )
 
@@ -127,10 +131,13 @@ def new_release(
     )
 
 
-def release_for_up(store: Store, app: str, loaded: LoadedConfig) -> ReleaseRecord | None:
+def release_for_up(
+    store: Store, app: str, loaded: LoadedConfig, *, code: str | None = None
+) -> ReleaseRecord | None:
     """`taxiway up` starts every machine from the config file: that is a new release when
-    there is none yet, the last one did not complete, or config, code or secrets changed."""
-    snapshot = take_snapshot(loaded, store, app)
+    there is none yet, the last one did not complete, or config, code or secrets changed.
+    ``code``: the folder's `code_digest`, when `up -d` took it while the daemon started."""
+    snapshot = take_snapshot(loaded, store, app, code=code)
     latest = store.latest_release(app)
     if latest is None:
         reason = "first release"
