@@ -33,8 +33,10 @@ class UpstreamUser(Protocol):
     out: list[bytes] | None
 
     def response_head(
-        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> None: ...
+        self, status: int, lines: list[bytes], special: list[tuple[bytes, bytes, bytes]]
+    ) -> None:
+        """``lines``: header lines passed on as they are (``lines[0]`` left for the status
+        line); ``special``: (lowercase name, name, value) of the watched headers."""
 
     def response_body(self, data: bytes) -> None: ...
 
