@@ -88,7 +88,7 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown.set)
     server = ApiServer(build_router(runtime, shutdown))
-    edge: AppEdge | None = None
+    edge = EdgeSlot(runtime, paths, options)
     try:
         runtime.reap_orphans()
         with contextlib.suppress(FileNotFoundError):
@@ -116,9 +116,7 @@ async def serve(
         if release is not None:
             store.set_release_status(app_name, release.version, "complete")
         runtime.stamp_release(runtime.release)
-        edge = _edge_for(runtime, loaded, paths, options)
-        if edge is not None:
-            await edge.start()
+        await edge.start()
         if on_ready is not None:
             on_ready(runtime)
         await shutdown.wait()
@@ -127,8 +125,7 @@ async def serve(
         await runtime.down()
         return 0
     finally:
-        if edge is not None:
-            await edge.close()
+        await edge.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await server.close()
@@ -138,43 +135,75 @@ async def serve(
         os.close(lock)
 
 
-def _edge_for(
-    runtime: AppRuntime, loaded: LoadedConfig, paths: AppPaths, options: DaemonOptions
-) -> AppEdge | None:
-    """The app's edge over the runtime: it drains machines before their stop signal, and
-    `status` reports where its listeners are. None for an app without services or
-    statics (nothing to listen for; its modules are not even imported)."""
-    if not any(spec.services or spec.statics for spec in runtime.specs.values()):
-        return None
-    from taxiway.edge.app import AppEdge
-    from taxiway.runtime.fleet import RuntimeFleet
+class EdgeSlot:
+    """The app's edge, once the app has something for it to serve (a service or a
+    static): made at start-up, or by the first deploy that adds one; from then on it
+    follows every config a deploy applies. An app without either never imports the
+    edge's modules."""
 
-    edge = AppEdge(
-        RuntimeFleet(runtime),
-        runtime.specs,
-        loaded.config,
-        base_dir=loaded.base_dir,
-        certs_dir=paths.certs,
-        host=options.edge_host,
-        autostop_after_s=options.autostop_after_s,
-        log=lambda message: print(f"edge | {message}", flush=True),
-    )
-    runtime.before_stop = edge.drain
-    runtime.edge_bindings = edge.bindings
-    pending: set[asyncio.Task[bool]] = set()
-    order = asyncio.Lock()
+    def __init__(self, runtime: AppRuntime, paths: AppPaths, options: DaemonOptions) -> None:
+        self.runtime = runtime
+        self.paths = paths
+        self.options = options
+        self.edge: AppEdge | None = None
+        self._order = asyncio.Lock()  # two deploys' configs apply in the order they came
+        self._pending: set[asyncio.Task[None]] = set()
+        runtime.on_config.append(self._config_applied)
 
-    async def follow() -> bool:
-        async with order:  # two deploys' configs apply in the order they came
-            return await edge.reconfigure(runtime.specs, runtime.loaded.config)
+    async def start(self) -> None:
+        """Start the edge if the app's current config has something for it."""
+        async with self._order:
+            await self._start()
 
-    def config_applied() -> None:
-        task = asyncio.get_running_loop().create_task(follow())
-        pending.add(task)
-        task.add_done_callback(pending.discard)
+    async def _start(self) -> None:
+        if self.edge is not None or not any(
+            spec.services or spec.statics for spec in self.runtime.specs.values()
+        ):
+            return
+        from taxiway.edge.app import AppEdge
+        from taxiway.runtime.fleet import RuntimeFleet
 
-    runtime.on_config.append(config_applied)
-    return edge
+        runtime = self.runtime
+        edge = AppEdge(
+            RuntimeFleet(runtime),
+            runtime.specs,
+            runtime.loaded.config,
+            base_dir=runtime.loaded.base_dir,
+            certs_dir=self.paths.certs,
+            host=self.options.edge_host,
+            autostop_after_s=self.options.autostop_after_s,
+            log=_edge_log,
+        )
+        await edge.start()
+        self.edge = edge
+        runtime.before_stop = edge.drain
+        runtime.edge_bindings = edge.bindings
+
+    async def close(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        if self.edge is not None:
+            await self.edge.close()
+
+    def _config_applied(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._follow())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _follow(self) -> None:
+        async with self._order:
+            try:
+                if self.edge is None:
+                    await self._start()
+                else:
+                    await self.edge.reconfigure(self.runtime.specs, self.runtime.loaded.config)
+            except TaxiwayError as exc:  # e.g. no port left to bind: the machines run on
+                _edge_log(f"the new config's listeners could not start: {exc}")
+
+
+def _edge_log(message: str) -> None:
+    print(f"edge | {message}", flush=True)
 
 
 def _release_for_up(
