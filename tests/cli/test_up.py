@@ -172,17 +172,24 @@ def _processes_in(folder: Path) -> list[int]:
     return pids
 
 
-def test_a_second_up_leaves_the_running_daemon_alone(app: Path) -> None:
+def test_a_second_up_leaves_the_running_daemon_alone(tmp_path: Path) -> None:
     """`up -d` forks its daemon before it checks; the fork that finds the app running
     leaves without writing anything or touching the running one."""
-    assert taxiway(app, "up", "-d").returncode == 0
-    before = status(app)
-    pids = sorted(_processes_in(app))
-    log = (app / ".taxiway" / "daemon.log").read_text()
-    assert taxiway(app, "up", "-d").returncode == 1
-    assert status(app)["machines"] == before["machines"]
-    assert sorted(_processes_in(app)) == pids
-    assert (app / ".taxiway" / "daemon.log").read_text() == log
+    (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
+    (tmp_path / "fly.toml").write_text(
+        f'app = "twice"\n[processes]\nworker = "{sys.executable} worker.py"\n'
+    )
+    try:
+        assert taxiway(tmp_path, "up", "-d").returncode == 0
+        before = status(tmp_path)
+        pids = sorted(_processes_in(tmp_path))
+        log = (tmp_path / ".taxiway" / "daemon.log").read_text()
+        assert taxiway(tmp_path, "up", "-d").returncode == 1
+        assert status(tmp_path)["machines"] == before["machines"]
+        assert sorted(_processes_in(tmp_path)) == pids
+        assert (tmp_path / ".taxiway" / "daemon.log").read_text() == log
+    finally:
+        taxiway(tmp_path, "down")
 
 
 def test_up_detached_with_config_errors_leaves_no_trace(tmp_path: Path) -> None:
