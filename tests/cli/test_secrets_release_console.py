@@ -55,7 +55,17 @@ def test_secrets_win_over_env_and_changes_restart_machines(app: Path) -> None:
 
     changed = taxiway(app, "secrets", "set", "TOKEN=s3cret-two", "OTHER=x=y")
     assert changed.returncode == 0, changed.stderr
-    assert changed.stdout.strip() == "set TOKEN, OTHER; restarted 1 machine(s)"
+    assert changed.stdout.strip() == "set TOKEN, OTHER; restarted 1 machine(s); release v2"
+    releases = json.loads(taxiway(app, "releases", "--json").stdout)
+    assert [(r["version"], r["status"], r["current"]) for r in releases] == [
+        (2, "complete", True),
+        (1, "complete", False),
+    ]
+    assert releases[0]["description"] == "secrets changed: TOKEN, OTHER"
+    assert releases[0]["config_digest"] == releases[1]["config_digest"]
+    assert releases[0]["code_digest"] == releases[1]["code_digest"]
+    assert releases[0]["secrets_digest"] != releases[1]["secrets_digest"]
+    assert json.loads(taxiway(app, "status", "--json").stdout)["release"] == 2
     deadline = time.monotonic() + 10
     while machine_env(app)["TOKEN"] != "s3cret-two" and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -64,6 +74,10 @@ def test_secrets_win_over_env_and_changes_restart_machines(app: Path) -> None:
     assert env["OTHER"] == "x=y"
     again = taxiway(app, "secrets", "set", "TOKEN=s3cret-two")
     assert again.stdout.strip() == "no secret changed"
+    assert len(json.loads(taxiway(app, "releases", "--json").stdout)) == 2
+    assert taxiway(app, "down").returncode == 0
+    assert taxiway(app, "up", "-d").returncode == 0  # nothing changed since v2
+    assert len(json.loads(taxiway(app, "releases", "--json").stdout)) == 2
 
 
 def test_secrets_are_never_printed_and_stored_privately(app: Path) -> None:

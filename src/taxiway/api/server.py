@@ -134,7 +134,15 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
         if not isinstance(values, dict) or not isinstance(unset, list):
             raise TaxiwayError('secrets needs {"set": {"NAME": "value"}} or {"unset": ["NAME"]}')
         changed, restarted = await runtime.change_secrets(values, unset)
-        return {"changed": changed, "restarted": restarted}
+        if not changed:
+            return {"changed": [], "restarted": 0}
+        from taxiway.deploy.releases import release_for_secrets
+
+        release = release_for_secrets(
+            runtime.store, runtime.app, runtime.loaded, runtime.release, changed
+        )
+        runtime.stamp_release(release.version)
+        return {"changed": changed, "restarted": restarted, "release": release.version}
 
     async def get_scale(request: Request, params: dict[str, str]) -> Result:
         check_app(params)

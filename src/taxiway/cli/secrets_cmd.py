@@ -59,6 +59,8 @@ def secrets(args: argparse.Namespace) -> int:
     try:
         result = client.request("POST", f"/v1/apps/{app}/secrets", {"set": values, "unset": unset})
         changed, note = result["changed"], f"restarted {result['restarted']} machine(s)"
+        if "release" in result:
+            note += f"; release v{result['release']}"
     except DaemonNotRunning:
         from taxiway.state.store import Store
 

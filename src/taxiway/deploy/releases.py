@@ -153,6 +153,24 @@ def release_for_up(
     return new_release(store, app, snapshot, "immediate", f"taxiway up ({reason})")
 
 
+def release_for_secrets(
+    store: Store, app: str, loaded: LoadedConfig, current: int, changed: list[str]
+) -> ReleaseRecord:
+    """`secrets set`/`unset` makes a release, as on the platform: the running config and
+    code (release ``current``'s, not whatever the folder holds now) with the new secrets.
+    Recorded complete: the caller has restarted the machines with them."""
+    running = store.get_release(app, current) if current else None
+    m = _REF.match(running.image_ref) if running is not None else None
+    code = m["code"] if m else code_digest(loaded.base_dir, config_file=loaded.source.path)
+    snapshot = Snapshot(
+        config_json=config_json(loaded),
+        code_digest=code,
+        secrets_digest=store.secrets_digest(app)[:16],
+    )
+    release = new_release(store, app, snapshot, "rolling", f"secrets changed: {', '.join(changed)}")
+    return store.set_release_status(app, release.version, "complete")
+
+
 def loaded_from_release(release: ReleaseRecord, path: Path) -> LoadedConfig:
     """A release's config, loaded again as if it were the file at ``path`` (relative paths
     in it, like [[files]] local_path, resolve from the same folder)."""
