@@ -21,4 +21,3 @@ class H(BaseHTTPRequestHandler):
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 """
-

@@ -118,7 +118,7 @@ def test_checks_of_a_stopped_machine_are_not_passing(app: Path) -> None:
 
 def test_restart_limit_restarts_the_machine(app: Path) -> None:
     config = app / "fly.toml"
-    config.write_text(config.read_text().replace("/health\"", "/health\"\nrestart_limit = 3"))
+    config.write_text(config.read_text().replace('/health"', '/health"\nrestart_limit = 3'))
     (app / "healthy").unlink()
     assert taxiway(app, "up", "-d").returncode == 0
 
