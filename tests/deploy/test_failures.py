@@ -155,6 +155,23 @@ def test_a_second_deploy_is_refused_while_one_runs(app: Path) -> None:
     assert [r["version"] for r in releases(app)] == [2, 1]
 
 
+def test_scale_and_secrets_are_refused_at_once_while_a_deploy_runs(app: Path) -> None:
+    """They would wait for the runtime, which the deploy holds: a sentence, not a hang."""
+    write_app(app)
+    up(app, web=1)
+    slow = f"{sys.executable} -c 'import time; time.sleep(4)'"
+    write_app(app, v="2", extra=f'[deploy]\nrelease_command = "{slow}"\n')
+    ok(deploy(app, FAST, "--detach"))
+    for args in (("scale", "count", "web=2"), ("secrets", "set", "TOKEN=x")):
+        refused = taxiway(app, *args)  # without the refusal: queued, then done
+        assert refused.returncode == 1
+        assert "a deploy of release v2 is running" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    wait_for(lambda: releases(app)[0]["status"] == "complete", what="the deploy")
+    ok(taxiway(app, "scale", "count", "web=2"))
+    assert len(machines(app, "web")) == 2
+
+
 def test_down_during_a_deploy_interrupts_it_and_leaves_nothing_running(app: Path) -> None:
     write_app(app)
     up(app, web=1)

@@ -92,6 +92,17 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
         if params["app"] != runtime.app:
             raise HTTPError(404, f"this daemon runs {runtime.app}, not {params['app']}")
 
+    def no_deploy_running(what: str) -> None:
+        """Scale and secret changes wait for the runtime's lock, which a deploy holds for
+        its whole length: refuse at once rather than hang until the client gives up."""
+        current = router.deployer.current if router.deployer is not None else None
+        if current is not None:
+            raise HTTPError(
+                409,
+                f"a deploy of release v{current.version} is running; {what} once it has "
+                "finished (`taxiway releases` shows how it went)",
+            )
+
     async def ping(request: Request, params: dict[str, str]) -> Result:
         return {"app": runtime.app, "pid": os.getpid(), "ready": runtime.ready}
 
@@ -133,6 +144,7 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
         unset = body.get("unset") or [] if isinstance(body, dict) else None
         if not isinstance(values, dict) or not isinstance(unset, list):
             raise TaxiwayError('secrets needs {"set": {"NAME": "value"}} or {"unset": ["NAME"]}')
+        no_deploy_running("change secrets")
         changed, restarted = await runtime.change_secrets(values, unset)
         if not changed:
             return {"changed": [], "restarted": 0}
@@ -156,6 +168,7 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
             isinstance(k, str) and isinstance(v, int) for k, v in counts.items()
         ):
             raise TaxiwayError('scale needs {"counts": {"group": number, ...}}')
+        no_deploy_running("change the scale")
         await runtime.scale(counts)
         return _scale(runtime)
 
