@@ -262,12 +262,16 @@ def run_forked(config_fd: int, ready_fd: int, options: DaemonOptions) -> int:
     serving needs while the parent checks the config (and takes the folder's code digest),
     then run the ``(LoadedConfig, AppPaths, code digest)`` it sends on ``config_fd``; leave
     without a trace when it sends none (the config had errors, or the app already runs)."""
+    import gc
     import importlib
     import pickle
 
+    gc.disable()  # as in `taxiway.cli.main.run`: no collections over import-time objects
     for name in _SERVING_MODULES:  # serve() would import them later, one after the other
         if options.driver != "process" or "namespace" not in name:
             importlib.import_module(name)
+    gc.freeze()  # what is imported lives as long as the daemon: keep it out of collections
+    gc.enable()
     with os.fdopen(config_fd, "rb") as pipe:
         payload = pipe.read()
     if not payload:

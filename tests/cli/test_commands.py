@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -916,3 +917,30 @@ def test_each_command_parses_alone_as_within_the_whole_tree(command: str) -> Non
         return sub.choices[command].format_help()
 
     assert help_of(build_parser(command)) == help_of(build_parser())
+
+
+def test_commands_run_with_the_garbage_collector_on(tmp_path: Path) -> None:
+    """`run` turns the cyclic collector off while the command's modules import, and on
+    again before the command runs (`up` and `logs -f` may run for hours). The command is
+    swapped for a probe that says which it found (`run` ends the process itself)."""
+    probe = textwrap.dedent(
+        """
+        import gc, sys
+        import taxiway.cli.config_cmd as config_cmd
+        from taxiway.cli.main import run
+
+        config_cmd.schema = lambda args: print("on" if gc.isenabled() else "off")
+        sys.argv = ["taxiway", "config", "schema"]
+        run()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "on\n"

@@ -112,6 +112,9 @@ def _up_detached(config: str | None, options: DaemonOptions) -> int:
     if pid == 0:  # the daemon
         os.close(config_write)
         os.close(ready_read)
+        import gc
+
+        gc.disable()  # during the daemon's imports; `run_forked` turns it on again
         from taxiway.daemon import run_forked
 
         os._exit(run_forked(config_read, ready_write, options))

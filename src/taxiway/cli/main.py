@@ -11,6 +11,7 @@ Anything else is a bug, reported as one, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -416,7 +417,11 @@ _COMMANDS: dict[str, Callable[[Commands], None]] = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, on_imported: Callable[[], None] | None = None
+) -> int:
+    """Run the command in ``argv`` (default: the process's); ``on_imported`` is called once
+    the command's module is imported, before it runs."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv[0] if argv and argv[0] in _COMMANDS else None)
     args = parser.parse_args(argv)
@@ -429,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         func = getattr(importlib.import_module(module_name), func_name)
+        if on_imported is not None:
+            on_imported()
         return int(func(args) or EXIT_OK)
     except TaxiwayError as exc:
         print(f"taxiway: error: {exc}", file=sys.stderr)
@@ -465,7 +472,11 @@ def run() -> NoReturn:
     on raw descriptors and committed as they go). `main` stays a plain function, for
     tests and for callers that embed it.
     """
-    code = main()
+    # No cyclic garbage collection while the command's modules import (the collector
+    # would run dozens of times over import-time objects that are all kept); the command
+    # itself runs with it, as it may run for hours (`up`, `logs -f`).
+    gc.disable()
+    code = main(on_imported=gc.enable)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
