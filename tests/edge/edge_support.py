@@ -134,6 +134,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 srv.gate.wait(float(query.get("wait", "0")))
             self.wfile.write(b"0\r\n\r\n")
+        elif path == "/trailers":
+            # A chunked body, then trailer fields (one that a trailer section must not carry).
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Trailer", "X-Trailer")
+            self.end_headers()
+            value = query.get("v", "1").encode()
+            trailers = b"X-Trailer: %s\r\nHost: elsewhere\r\n" % value
+            self.wfile.write(b"5\r\nhello\r\n0\r\n" + trailers + b"\r\n")
         elif path == "/close":
             # No Content-Length, no chunking: the body ends with the connection.
             self.send_response(200)

@@ -31,8 +31,14 @@ class AlpnSelfSigned(SelfSigned):
 Request = tuple[str, str, bytes | None]
 
 
-def h2_exchange(port: int, tls: SelfSigned, requests: list[Request]) -> list[tuple[dict, bytes]]:
-    """Send the requests as concurrent streams; the responses in the same order."""
+def h2_exchange(
+    port: int,
+    tls: SelfSigned,
+    requests: list[Request],
+    trailers: dict[int, dict] | None = None,
+) -> list[tuple[dict, bytes]]:
+    """Send the requests as concurrent streams; the responses in the same order (and each
+    one's trailers into ``trailers``, by request index)."""
     ctx = tls.client()
     ctx.set_alpn_protocols(["h2"])
     raw_sock = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -82,6 +88,8 @@ def h2_exchange(port: int, tls: SelfSigned, requests: list[Request]) -> list[tup
                 elif isinstance(ev, h2.events.DataReceived):
                     got[ev.stream_id][1] += ev.data
                     conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.TrailersReceived) and trailers is not None:
+                    trailers[ids.index(ev.stream_id)] = dict(ev.headers)
                 elif isinstance(ev, h2.events.StreamEnded):
                     done.add(ev.stream_id)
                 elif isinstance(ev, h2.events.StreamReset):
@@ -182,7 +190,12 @@ class _H2cServer(asyncio.Protocol):
                 headers, body = self.requests.pop(ev.stream_id)
                 answer = json.dumps({"headers": headers, "body": body.decode()}).encode()
                 self.conn.send_headers(ev.stream_id, [(":status", "200"), ("x-machine", "h2c")])
-                self.conn.send_data(ev.stream_id, answer, end_stream=True)
+                if headers[":path"].startswith("/grpc."):  # status in trailers, as gRPC does
+                    self.conn.send_data(ev.stream_id, answer)
+                    trailers = [("grpc-status", "0"), ("grpc-message", "ok " + body.decode())]
+                    self.conn.send_headers(ev.stream_id, trailers, end_stream=True)
+                else:
+                    self.conn.send_data(ev.stream_id, answer, end_stream=True)
         self.transport.write(self.conn.data_to_send())  # type: ignore[attr-defined]
 
 
@@ -208,6 +221,31 @@ def test_h2_backend_speaks_h2c_to_the_machine(tmp_path: Path) -> None:
             assert "connection" not in seen["headers"]
             assert resp.getheader("Transfer-Encoding") == "chunked"  # the stream's end ends it
         assert machine.connections == 1 and machine.streams == 3  # one connection, 3 streams
+        assert et.settle()["load"] == {}
+    finally:
+        et.close()
+        machine.close()
+
+
+def test_grpc_status_trailers_reach_an_h2_client_through_h2_backend(tmp_path: Path) -> None:
+    """gRPC's shape: an h2 client (ALPN h2 over the edge's TLS), h2c to the machine, and
+    the call's status in trailers after the response body, on every stream."""
+    machine = H2cMachine()
+    tls = AlpnSelfSigned(tmp_path)
+    toml = TOML + "[http_service.http_options]\nh2_backend = true\n"
+    et = EdgeThread(
+        StaticFleet("demo", [member("m1", machine.port)]), plan(tmp_path, toml), tls=tls
+    )
+    try:
+        trailers: dict[int, dict] = {}
+        calls = [("POST", f"/grpc.Echo/Say{i}", b"call %d" % i) for i in range(3)]
+        answers = h2_exchange(et.port(443), tls, [*calls, ("GET", "/plain", None)], trailers)
+        for i, (headers, body) in enumerate(answers[:3]):
+            assert headers[":status"] == "200" and headers["x-machine"] == "h2c"
+            assert json.loads(body)["body"] == f"call {i}"
+            assert trailers[i] == {"grpc-status": "0", "grpc-message": f"ok call {i}"}
+        assert 3 not in trailers  # a response without trailers ends without them
+        assert "grpc-status" not in answers[3][0]
         assert et.settle()["load"] == {}
     finally:
         et.close()

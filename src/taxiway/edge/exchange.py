@@ -443,6 +443,17 @@ class Exchange:
         else:
             out.append(data)
 
+    def response_trailers(self, lines: list[bytes]) -> None:
+        """Trailer fields (gRPC's grpc-status): they end a chunked response to the client;
+        one framed by Content-Length (or to an HTTP/1.0 client) has nowhere for them."""
+        if not self.rechunk or self.discard:
+            return
+        self.rechunk = False  # the last chunk goes out here, with the fields after it
+        out = self.out
+        if out is None:
+            out = self.out = []
+        out += (b"0\r\n", *lines, b"\r\n")
+
     def flush(self) -> None:
         """Write what the last read from the machine produced."""
         out = self.out

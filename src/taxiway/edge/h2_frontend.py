@@ -153,6 +153,9 @@ class _Stream:
         self.pending = b""
         self.end_pending = False
         self.headers: list[tuple[bytes, bytes]] = []
+        #: The response head went out: header fields from now on are trailers.
+        self.head_sent = False
+        self.trailers: list[tuple[bytes, bytes]] = []
         self.parser = httptools.HttpResponseParser(self)
         self.transport = _StreamTransport(self)
         self.inner: HttpClientConnection = HttpClientConnection(outer.site, via=VIA_2)
@@ -213,13 +216,17 @@ class _Stream:
             self.reset()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        if self.head_sent:  # after a chunked body: a trailer field (gRPC's grpc-status)
+            self.trailers.append((name.lower(), value))
+        else:
+            self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         headers, self.headers = self.headers, []
         if status < 200:
             return  # 100 Continue and other interim answers stay on this side
+        self.head_sent = True
         h2_headers = [(b":status", b"%d" % status)]
         h2_headers += [(n, v) for n, v in headers if n not in _CONNECTION_SPECIFIC]
         conn = self.outer.h2
@@ -262,7 +269,10 @@ class _Stream:
                 if not self.outer.write_paused:
                     self.inner.resume_writing()
                 if self.end_pending:
-                    conn.end_stream(self.id)
+                    if self.trailers:
+                        conn.send_headers(self.id, self.trailers, end_stream=True)
+                    else:
+                        conn.end_stream(self.id)
                     self.ended = True
                     if self.transport.closing:
                         self.outer.finished(self.id)

@@ -7,8 +7,8 @@ it would to a socket, and the stream parses them into HEADERS and DATA frames; t
 machine's response frames go back to the exchange as status, header lines and body. Only
 sites with ``h2_backend`` pay for the translation.
 
-Not passed on: response trailers (an HTTP/1.1 client has nowhere to put gRPC's status
-trailers) and server push.
+Response trailers (gRPC's ``grpc-status``) end the exchange's chunked response, from
+where an h2 client gets them as a trailing HEADERS frame. Not passed on: server push.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import h2.exceptions
 import httptools
 
 from taxiway.edge.limits import Limits
-from taxiway.edge.upstream import Address, UpstreamUser
+from taxiway.edge.upstream import NOT_TRAILERS, Address, UpstreamUser
 
 #: Request headers HTTP/2 forbids (RFC 9113 §8.2.2); Host becomes :authority.
 _DROP = frozenset(
@@ -125,6 +125,8 @@ class H2UpstreamConnection(asyncio.Protocol):
                     stream.on_data(event.data, event.flow_controlled_length)
                 elif event.flow_controlled_length:
                     self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.TrailersReceived) and stream is not None:
+                stream.on_trailers(event.headers)
             elif isinstance(event, h2.events.StreamEnded) and stream is not None:
                 stream.on_end()
             elif isinstance(event, h2.events.StreamReset) and stream is not None:
@@ -322,6 +324,17 @@ class H2Stream:
     def _ack(self, n: int) -> None:
         with contextlib.suppress(h2.exceptions.H2Error):
             self.conn.h2.acknowledge_received_data(n, self.id)
+
+    def on_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        lines: list[bytes] = []
+        for name, value in headers:
+            if not name.startswith(b":") and name not in NOT_TRAILERS:
+                lines += (name, b": ", value, b"\r\n")
+        if lines:
+            ex.response_trailers(lines)
 
     def on_end(self) -> None:
         ex = self.exchange

@@ -40,6 +40,9 @@ class UpstreamUser(Protocol):
 
     def response_body(self, data: bytes) -> None: ...
 
+    def response_trailers(self, lines: list[bytes]) -> None:
+        """Trailer fields after a chunked body (gRPC's status), as flat header lines."""
+
     def flush(self) -> None: ...
 
     def response_done(self, keep_alive: bool) -> None: ...
@@ -51,6 +54,21 @@ class UpstreamUser(Protocol):
     def upstream_lost(self, reason: str) -> None: ...
 
     def upstream_paused(self, paused: bool) -> None: ...
+
+
+#: Fields a trailer section must not carry (framing, routing, hop-by-hop: RFC 9110 §6.5.1).
+NOT_TRAILERS = frozenset(
+    {
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"trailer",
+        b"te",
+        b"host",
+        b"keep-alive",
+        b"upgrade",
+    }
+)
 
 
 class _Unexpected(Exception):
@@ -70,6 +88,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.lines: list[bytes] = [b""]
         #: (lowercase name, name, value) of the headers the exchange looks at.
         self.special: list[tuple[bytes, bytes, bytes]] = []
+        #: The head has been parsed: header fields from now on are trailers.
+        self.in_body = False
+        self.trailers: list[bytes] = []
         #: Lowercase names not passed on as they are (set by the exchange: its site's
         #: `ResponseRewrite.watch`); those mapped to True go to ``special``.
         self.watch: Mapping[bytes, bool] = {}
@@ -139,6 +160,10 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.in_body:  # a trailer field: never one of the next response's headers
+            if name.lower() not in NOT_TRAILERS:
+                self.trailers += (name, b": ", value, b"\r\n")
+            return
         lname = name.lower()
         watch = self.watch
         if lname not in watch:
@@ -152,6 +177,7 @@ class UpstreamConnection(asyncio.Protocol):
             raise _Unexpected
         lines, special = self.lines, self.special
         self.lines, self.special = [b""], []
+        self.in_body = True
         ex.response_head(self.parser.get_status_code(), lines, special)
 
     def on_body(self, body: bytes) -> None:
@@ -160,7 +186,12 @@ class UpstreamConnection(asyncio.Protocol):
             ex.response_body(body)
 
     def on_message_complete(self) -> None:
+        self.in_body = False
         ex = self.exchange
+        if self.trailers:
+            trailers, self.trailers = self.trailers, []
+            if ex is not None:
+                ex.response_trailers(trailers)
         if ex is not None:
             ex.response_done(self.parser.should_keep_alive())
 
@@ -176,6 +207,7 @@ class UpstreamConnection(asyncio.Protocol):
         a fresh parser; reusable if the response said how long a body would have been."""
         keep = framed and self.parser.should_keep_alive()
         self.parser = httptools.HttpResponseParser(self)
+        self.in_body = False
         return keep
 
     def pause_reading(self) -> None:
