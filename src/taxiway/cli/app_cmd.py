@@ -126,7 +126,7 @@ def _up_detached(config: str | None, options: DaemonOptions) -> int:
         paths.ensure()
         # the release's code digest walks the app's folder (tens of ms for thousands of
         # files): taken here, it costs nothing, the daemon is still importing
-        from taxiway.deploy.releases import code_digest
+        from taxiway.deploy.code_digest import code_digest
 
         code = code_digest(loaded.base_dir, config_file=loaded.source.path)
         with os.fdopen(config_write, "wb") as pipe:

@@ -9,7 +9,6 @@ validation rules can still run.
 
 from __future__ import annotations
 
-import difflib
 from functools import cache
 from typing import Any
 
@@ -179,6 +178,8 @@ def _unknown_key_message(
     owner: mi.StructType | None,
 ) -> str:
     where = format_path(path)
+    import difflib  # only a file with an unknown key pays for it
+
     close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
     if close:
         return f"unknown key {where}; did you mean {close[0]}?"

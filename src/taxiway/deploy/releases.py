@@ -13,9 +13,7 @@ ref reads ``local:code-<digest>.secrets-<digest>``; no schema change was needed.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
@@ -23,14 +21,10 @@ import msgspec
 
 from taxiway.config.loader import LoadedConfig, check_source
 from taxiway.config.source import ConfigSource
+from taxiway.deploy.code_digest import code_digest
 from taxiway.errors import TaxiwayError
 from taxiway.state.records import ReleaseRecord, sha256_hex
 from taxiway.state.store import Store
-
-#: Folders a code digest skips: hidden ones (.git, .taxiway, .venv) and these.
-SKIPPED_DIRS = frozenset({"node_modules", "__pycache__"})
-#: A code digest looks at no more files than this, so it stays cheap on a huge folder.
-MAX_FILES = 50_000
 
 _REF = re.compile(r"^local:code-(?P<code>[0-9a-f]+)\.secrets-(?P<secrets>[0-9a-f]+)$")
 
@@ -54,39 +48,6 @@ class Snapshot(msgspec.Struct, frozen=True):
 def config_json(loaded: LoadedConfig) -> str:
     """The config as the file says it (keys sorted): what a rollback loads again."""
     return msgspec.json.encode(loaded.source.data, order="sorted").decode()
-
-
-def code_digest(folder: Path, *, config_file: Path | None = None) -> str:
-    """A cheap digest of the app's folder: every file's path, size and mtime, except the
-    config file's (the config has a digest of its own).
-
-    Content is not read (a large folder would cost seconds); an edit changes the mtime.
-    """
-    digest = hashlib.sha256()
-    seen = 0
-    stack = [folder]
-    while stack and seen < MAX_FILES:
-        current = stack.pop()
-        try:
-            entries = sorted(os.scandir(current), key=lambda e: e.name)
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith(".") or entry.name in SKIPPED_DIRS:
-                continue
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                    continue
-                stat = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if config_file is not None and entry.path == str(config_file):
-                continue
-            rel = os.path.relpath(entry.path, folder)
-            digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-            seen += 1
-    return digest.hexdigest()[:16]
 
 
 def take_snapshot(
