@@ -17,7 +17,7 @@ which msgspec imports when present) alone adds ~10 ms to every start.
 
 Both start the same N processes from the same interpreter, so the difference is the
 supervisor's own cost. Run: `make bench` (every benchmark), or
-`.venv/bin/python benchmarks/startup.py [--sizes 1,10,50] [--runs 3]`.
+`.venv/bin/python benchmarks/startup.py [--sizes 1,10,50] [--runs 9]`.
 """
 
 from __future__ import annotations
@@ -140,7 +140,9 @@ def run_honcho(exe: Path, folder: Path, n: int) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,10,50")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--runs", type=int, default=9, help="runs of each, alternating (the median is shown)"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     honcho = honcho_bin()
