@@ -465,3 +465,41 @@ def test_a_daemon_without_services_watches_its_machines_without_threads(
         assert len(os.listdir(f"/proc/{daemon}/task")) == 1
     finally:
         taxiway(tmp_path, "down")
+
+
+def test_a_daemon_that_fails_while_starting_never_returns_into_the_caller(
+    tmp_path: Path,
+) -> None:
+    """The forked daemon leaves with os._exit whatever happens: an embedding caller of
+    `main` (here a script) gets one return, the command's, with a sentence."""
+    (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
+    (tmp_path / "fly.toml").write_text(
+        f'app = "embedded"\n[processes]\nworker = "{sys.executable} worker.py"\n'
+    )
+    script = textwrap.dedent(
+        """
+        import taxiway.daemon
+        from taxiway.cli.main import main
+
+        def broken(*args):
+            raise RuntimeError("a bug while the daemon starts")
+
+        taxiway.daemon.run_forked = broken
+        print("returned", main(["up", "-d"]), flush=True)
+        """
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.stdout.splitlines() == ["returned 1"]
+        assert "the daemon exited while starting, before it had a log" in done.stderr
+        assert "a bug while the daemon starts" in done.stderr  # the child's trace, for a bug
+        assert _processes_in(tmp_path) == []
+    finally:
+        taxiway(tmp_path, "down")

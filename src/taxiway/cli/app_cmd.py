@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from taxiway.api.client import Client, DaemonNotRunning
 from taxiway.api.paths import AppPaths
@@ -109,15 +109,8 @@ def _up_detached(config: str | None, options: DaemonOptions) -> int:
     config_read, config_write = os.pipe()
     ready_read, ready_write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the daemon
-        os.close(config_write)
-        os.close(ready_read)
-        import gc
-
-        gc.disable()  # during the daemon's imports; `run_forked` turns it on again
-        from taxiway.daemon import run_forked
-
-        os._exit(run_forked(config_read, ready_write, options))
+    if pid == 0:  # the daemon: whatever happens, it never returns into this stack
+        _daemon_child(config_read, config_write, ready_read, ready_write, options)
     os.close(config_read)
     os.close(ready_write)
     handed_over = False
@@ -182,9 +175,38 @@ def _up_detached(config: str | None, options: DaemonOptions) -> int:
     return 0
 
 
+def _daemon_child(
+    config_read: int, config_write: int, ready_read: int, ready_write: int, options: DaemonOptions
+) -> NoReturn:
+    """The forked daemon's first steps; it leaves with os._exit, never through the
+    caller's frames (Ctrl-C while it imports included: the parent reports that)."""
+    code = 70
+    try:
+        os.close(config_write)
+        os.close(ready_read)
+        import gc
+
+        gc.disable()  # during the daemon's imports; `run_forked` turns it on again
+        from taxiway.daemon import run_forked
+
+        code = run_forked(config_read, ready_write, options)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:  # a bug before the daemon had a log: say it where we still can
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
 def _daemon_failure(paths: AppPaths) -> str:
+    """Why the daemon stopped before reporting: the last line of its log, or, when it died
+    before it had one, a pointer to what it printed here."""
     try:
         lines = paths.daemon_log.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return "the daemon exited while starting, before it had a log (what it printed is above)"
     except OSError:
         lines = []
     last = next((line for line in reversed(lines) if line.strip()), "")
