@@ -248,29 +248,34 @@ def _watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:
     asyncio.set_child_watcher(watcher)
 
 
-#: What serving an app imports beyond this module (the driver modules `select_driver` picks).
+#: What serving an app imports beyond this module; the namespace driver's module too
+#: unless `--driver process` rules it out (`select_driver`).
 _SERVING_MODULES = (
     "taxiway.api.server",
     "taxiway.deploy.releases",
     "taxiway.runtime.drivers.process",
-    "taxiway.runtime.drivers.namespace",
 )
+_NAMESPACE_DRIVER = "taxiway.runtime.drivers.namespace"
 
 
 def run_forked(config_fd: int, ready_fd: int, options: DaemonOptions) -> int:
     """The daemon `taxiway up -d` forks (`taxiway.cli.app_cmd._up_detached`): import what
     serving needs while the parent checks the config (and takes the folder's code digest),
     then run the ``(LoadedConfig, AppPaths, code digest)`` it sends on ``config_fd``; leave
-    without a trace when it sends none (the config had errors, or the app already runs)."""
+    without a trace when it sends none (the config had errors, or the app already runs).
+
+    The caller turned the cyclic collector off before importing this module; it comes
+    back on here, once the modules are in (frozen: they live as long as the daemon)."""
     import gc
     import importlib
     import pickle
 
-    gc.disable()  # as in `taxiway.cli.main.run`: no collections over import-time objects
-    for name in _SERVING_MODULES:  # serve() would import them later, one after the other
-        if options.driver != "process" or "namespace" not in name:
-            importlib.import_module(name)
-    gc.freeze()  # what is imported lives as long as the daemon: keep it out of collections
+    modules = (
+        _SERVING_MODULES if options.driver == "process" else (*_SERVING_MODULES, _NAMESPACE_DRIVER)
+    )
+    for name in modules:  # serve() would import them later, one after the other
+        importlib.import_module(name)
+    gc.freeze()
     gc.enable()
     with os.fdopen(config_fd, "rb") as pipe:
         payload = pipe.read()
