@@ -483,19 +483,7 @@ class Exchange:
         if self.discard:
             self.replay()
             return
-        # `_finish`, inlined: this is every proxied response's way out.
-        out = self.out
-        if self.rechunk:
-            if out is None:
-                out = []
-            out.append(TERMINAL_CHUNK)
-        if out:
-            self.out = None
-            conn.transport.write(b"".join(out))
-        self.response_complete = True
-        if not self.body_done:
-            self.close_after = True  # the machine answered before the body was all sent
-        conn.exchange_done(self)
+        self._finish()
 
     def _finish(self) -> None:
         out = self.out
