@@ -22,7 +22,7 @@ from taxiway.plan.machine import Check, MachineSpec, plan_machines
 from taxiway.runtime import ids
 from taxiway.runtime.command import image_config, resolve_argv
 from taxiway.runtime.drivers import release_leftovers
-from taxiway.runtime.drivers.base import Driver, LaunchSpec
+from taxiway.runtime.drivers.base import Driver, LaunchSpec, spawn
 from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, region_for
 from taxiway.runtime.lifecycle import RUNNING, State
 from taxiway.runtime.logs import MachineLog
@@ -448,15 +448,7 @@ class AppRuntime:
         if exec_prefix is not None and machine.process is not None and machine.info.pid:
             argv = [*exec_prefix(machine.process, spec), *cmd]  # inside the machine
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                cwd=spec.cwd,
-                env=spec.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
+            proc = await spawn(argv, cwd=spec.cwd, env=spec.env)
         except OSError as exc:
             raise TaxiwayError(
                 f"machine {machine.id}: cannot run {cmd[0]}: {exc.strerror}"

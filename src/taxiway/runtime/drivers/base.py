@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Protocol
 
@@ -13,6 +14,21 @@ from taxiway.runtime.logs import MachineLog
 
 class DriverError(TaxiwayError):
     """A machine that could not be started; the message names it and the command."""
+
+
+async def spawn(argv: list[str], *, cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """A machine's process, or one run in a machine (`exec`): no stdin, its output piped
+    (to the machine's log, or back to the caller), in a session of its own so that a
+    signal to the group reaches everything it starts. OSError as `create_subprocess_exec`."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 class LaunchSpec(msgspec.Struct, kw_only=True):

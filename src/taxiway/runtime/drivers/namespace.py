@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 import msgspec
 
 from taxiway.runtime import cgroups, netns, outbound
-from taxiway.runtime.drivers.base import DriverError, LaunchSpec
+from taxiway.runtime.drivers.base import DriverError, LaunchSpec, spawn
 from taxiway.runtime.drivers.process import ProcessDriver, ProcessHandle, with_mounts
 from taxiway.runtime.logs import MachineLog
 
@@ -138,15 +138,7 @@ class NamespaceDriver:
             spec = self._with_resolver(spec)
         argv += with_mounts(spec)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                cwd=spec.cwd,
-                env=spec.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
+            proc = await spawn(argv, cwd=spec.cwd, env=spec.env)
         except OSError as exc:
             raise DriverError(f"{who}: cannot start {spec.argv[0]}: {exc.strerror}") from None
         handle = NamespaceHandle(proc, spec.log, cgroup, net.ipv4 if net else None)

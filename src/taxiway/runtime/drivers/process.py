@@ -15,7 +15,7 @@ import os
 import shutil
 import signal
 
-from taxiway.runtime.drivers.base import DriverError, LaunchSpec
+from taxiway.runtime.drivers.base import DriverError, LaunchSpec, spawn
 from taxiway.runtime.logs import MachineLog
 
 #: Output lines longer than this are split, so one endless line can't exhaust memory.
@@ -166,15 +166,7 @@ class ProcessDriver:
         who = f"machine {spec.machine_id} ({spec.group})"
         argv = with_mounts(spec) if spec.mounts else spec.argv
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                cwd=spec.cwd,
-                env=spec.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
+            proc = await spawn(argv, cwd=spec.cwd, env=spec.env)
         except FileNotFoundError:
             if not spec.cwd.is_dir():
                 raise DriverError(f"{who}: folder {spec.cwd} does not exist") from None
