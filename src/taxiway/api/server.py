@@ -93,15 +93,8 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
             raise HTTPError(404, f"this daemon runs {runtime.app}, not {params['app']}")
 
     def no_deploy_running(what: str) -> None:
-        """Scale and secret changes wait for the runtime's lock, which a deploy holds for
-        its whole length: refuse at once rather than hang until the client gives up."""
-        current = router.deployer.current if router.deployer is not None else None
-        if current is not None:
-            raise HTTPError(
-                409,
-                f"a deploy of release v{current.version} is running; {what} once it has "
-                "finished (`taxiway releases` shows how it went)",
-            )
+        if router.deployer is not None:  # none before the first deploy
+            router.deployer.refuse_while_running(what)
 
     async def ping(request: Request, params: dict[str, str]) -> Result:
         return {"app": runtime.app, "pid": os.getpid(), "ready": runtime.ready}

@@ -287,15 +287,20 @@ class Deployer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def refuse_while_running(self, what: str) -> None:
+        """Raise the one sentence that says a deploy runs (``what``: the refused action),
+        rather than let it wait for the runtime's lock the deploy holds throughout."""
+        if self.current is not None:
+            raise TaxiwayError(
+                f"a deploy of release v{self.current.version} is running; {what} once it "
+                "has finished (`taxiway releases` shows how it went)"
+            )
+
     def prepare(self, loaded: LoadedConfig, options: DeployOptions) -> Deployment:
         """Check the deploy can run, then create its release (``running``). Refuses a
         second deploy while one runs, and what the strategy cannot deploy."""
         runtime = self.runtime
-        if self.current is not None:
-            raise TaxiwayError(
-                f"a deploy of release v{self.current.version} is running; wait for it to "
-                "finish (`taxiway releases` shows how it went)"
-            )
+        self.refuse_while_running("deploy")
         if not runtime.ready:
             raise TaxiwayError("the app is still starting; deploy once `taxiway up` is done")
         errors = [d for d in loaded.diagnostics if d.severity is Severity.ERROR]
