@@ -26,6 +26,7 @@ import yaml
 from cli_runner import run_taxiway
 from taxiway import __version__
 from taxiway.config.loader import load_config
+from validate_json import assert_validate_json
 
 #: A config with comments and legacy forms that `show`/`save` rewrite: a bare-number
 #: kill_timeout (seconds), a bare-number check interval (milliseconds; one warning),
@@ -177,23 +178,6 @@ def assert_usage(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 2, result
     assert "usage: taxiway" in result.stderr
     assert result.stdout == ""
-
-
-def assert_validate_json(text: str) -> dict[str, Any]:
-    """`validate --json` output: exactly {"valid": bool, "diagnostics": [{4 keys}]}."""
-    out = json.loads(text)
-    assert isinstance(out, dict)
-    assert set(out) == {"valid", "diagnostics"}
-    assert isinstance(out["valid"], bool)
-    assert isinstance(out["diagnostics"], list)
-    for d in out["diagnostics"]:
-        assert isinstance(d, dict)
-        assert set(d) == {"severity", "message", "path", "line"}, d
-        assert d["severity"] in {"error", "warning", "info"}
-        assert isinstance(d["message"], str) and d["message"]
-        assert isinstance(d["path"], str)
-        assert d["line"] is None or (type(d["line"]) is int and d["line"] >= 1), d
-    return out
 
 
 @pytest.fixture

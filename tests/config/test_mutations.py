@@ -19,7 +19,6 @@ import re
 from contextlib import redirect_stderr, redirect_stdout
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +26,7 @@ from hypothesis import strategies as st
 
 from taxiway.cli.main import main
 from taxiway.config.loader import load_config
+from validate_json import assert_validate_json
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 FILES = sorted([*CORPUS.glob("real/*.toml"), *CORPUS.glob("flyctl/*.toml")])
@@ -168,22 +168,6 @@ def assert_no_crash(code: int, out: str, err: str) -> None:
     assert code in (0, 1), (code, err)
     assert "Traceback" not in out + err, err
     assert "internal error" not in out + err, err
-
-
-def assert_validate_json(out: str) -> dict[str, Any]:
-    result = json.loads(out)
-    assert isinstance(result, dict)
-    assert set(result) == {"valid", "diagnostics"}
-    assert isinstance(result["valid"], bool)
-    assert isinstance(result["diagnostics"], list)
-    for d in result["diagnostics"]:
-        assert isinstance(d, dict)
-        assert set(d) == {"severity", "message", "path", "line"}, d
-        assert d["severity"] in {"error", "warning", "info"}
-        assert isinstance(d["message"], str) and d["message"]
-        assert isinstance(d["path"], str)
-        assert d["line"] is None or (type(d["line"]) is int and d["line"] >= 1), d
-    return result
 
 
 def check(path: Path) -> None:
