@@ -7,11 +7,13 @@ dedicated vCPUs and N × 2 GB (FLY-SEMANTICS.md, Appendix C). New machines with 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 
-@dataclass(frozen=True)
-class Preset:
+class Preset(msgspec.Struct, frozen=True):
+    """One size's guest (a msgspec Struct, not a dataclass: the daemon's start-up
+    would pay ~1 ms for the dataclasses module and the decorator's code generation)."""
+
     cpu_kind: str
     cpus: int
     memory_mb: int

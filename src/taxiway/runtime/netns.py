@@ -22,8 +22,9 @@ import socket
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 NETNS_DIR = Path("/run/netns")
 #: The interface name the machine sees (as a VM sees its NIC).
@@ -144,8 +145,7 @@ def ensure_bridge(app: str, private_ip: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class MachineNet:
+class MachineNet(msgspec.Struct, frozen=True):
     """One machine's namespace and addresses."""
 
     app: str

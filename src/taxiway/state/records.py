@@ -9,7 +9,6 @@ or an unknown state is caught before it reaches the file rather than after.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
@@ -86,6 +85,8 @@ def new_volume_id() -> str:
     Public so a caller that names the data directory after the volume can make the
     id first and pass it to `Store.create_volume`.
     """
+    import secrets  # here: most daemons never make a volume, and it costs their start-up
+
     return "vol_" + "".join(secrets.choice(_VOLUME_ID_ALPHABET) for _ in range(16))
 
 
