@@ -10,7 +10,11 @@ machine hits them all alike; the median of the rounds is shown:
      keep-alive connections to the machine), in its own process on uvloop;
   c. nginx as a keep-alive reverse proxy with one worker (the peer for b);
   d. taxiway's edge, raw TCP (a port with no handlers), same process as b;
-  e. HAProxy in TCP mode with one thread (the peer for d).
+  e. HAProxy in TCP mode with one thread (the peer for d);
+  f. the floor of b's stack (`edge_floor.py`): the least an HTTP/1.1 proxy on uvloop +
+     httptools does per request (parse, four headers, a pooled connection, nothing else).
+     How close b is to f is what the edge's own code costs; how far f is from c is what
+     Python, uvloop and httptools cost before the edge does anything.
 
 The edge runs over a `StaticFleet` with one member: the nginx backend. nginx, wrk and
 HAProxy are installed with apt-get when missing (as root); a part whose tool is missing
@@ -348,6 +352,15 @@ def main() -> int:
                 procs.append(haproxy_proc)
                 wait_port(haproxy)
 
+            floor = start(
+                [sys.executable, str(ROOT / "benchmarks" / "edge_floor.py"), str(backend)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            procs.append(floor)
+            assert floor.stdout is not None
+            floor_port = int(floor.stdout.readline())
+
             # (name, port, the processes whose CPU time serves that part)
             parts = [
                 ("a. backend direct (nginx)", backend, workers(procs[0])),
@@ -357,6 +370,7 @@ def main() -> int:
             ]
             if haproxy is not None:
                 parts.append(("e. haproxy tcp, 1 thread", haproxy, [haproxy_proc.pid]))
+            parts.append(("f. floor: bare httptools proxy", floor_port, [floor.pid]))
             print(
                 f"python {sys.version.split()[0]} + uvloop, {os.cpu_count()} CPUs; "
                 f"{versions(tools)}\nwrk -t{args.threads} -c{args.connections} "
@@ -400,6 +414,12 @@ def main() -> int:
         print(
             f"taxiway http / nginx proxy:  {b['rps'] / c['rps']:.2f}x req/s, "
             f"{b['p99'] / c['p99']:.2f}x p99, {b['cpu'] / c['cpu']:.2f}x CPU per request"
+        )
+    f = results.get("f. floor: bare httptools proxy")
+    if b and c and f:
+        print(
+            f"floor / nginx proxy:         {f['rps'] / c['rps']:.2f}x req/s "
+            f"(taxiway http / floor: {b['rps'] / f['rps']:.2f}x)"
         )
     if d and e:
         print(
