@@ -4,7 +4,8 @@ Part f of `edge.py`. It parses each request with httptools, adds two headers, se
 over a pooled keep-alive connection to the backend, parses the response, adds two
 headers and writes it back; nothing else. No balancing, no concurrency limits, no
 platform headers beyond those four, no error handling, no streaming rules, no
-timeouts: it is not a proxy anyone should run, only the measure of what Python, uvloop
+timeouts, and a backend that closes a pooled connection breaks it: it is not a proxy anyone
+should run, only the measure of what Python, uvloop
 and httptools cost per request before any of the edge's own work. If this relay can't
 match nginx on a machine, the edge can't either, whatever its code does.
 
@@ -22,13 +23,11 @@ import httptools
 import uvloop
 
 
-class Backend(asyncio.Protocol):
-    """One pooled connection to the backend, lent to one client request at a time."""
+class _Parsed(asyncio.Protocol):
+    """A connection whose bytes go to an httptools parser calling back into it."""
 
-    def __init__(self, pool: list[Backend]) -> None:
-        self.pool = pool
-        self.parser = httptools.HttpResponseParser(self)
-        self.client: Client | None = None
+    def __init__(self, parser: httptools.HttpRequestParser | httptools.HttpResponseParser) -> None:
+        self.parser = parser
         self.transport: asyncio.Transport | None = None
         self.head: list[bytes] = []
 
@@ -38,11 +37,20 @@ class Backend(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
 
-    def on_message_begin(self) -> None:
-        self.head = [b""]  # the status line, once the parser has it
-
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head.append(name + b": " + value)
+
+
+class Backend(_Parsed):
+    """One pooled connection to the backend, lent to one client request at a time."""
+
+    def __init__(self, pool: list[Backend]) -> None:
+        super().__init__(httptools.HttpResponseParser(self))
+        self.pool = pool
+        self.client: Client | None = None
+
+    def on_message_begin(self) -> None:
+        self.head = [b""]  # the status line, once the parser has it
 
     def on_headers_complete(self) -> None:
         self.head[0] = b"HTTP/1.1 %d OK" % self.parser.get_status_code()
@@ -59,30 +67,19 @@ class Backend(asyncio.Protocol):
         self.pool.append(self)
 
 
-class Client(asyncio.Protocol):
+class Client(_Parsed):
     """One client connection: each request goes to a pooled backend connection."""
 
     def __init__(self, backend_port: int, pool: list[Backend]) -> None:
+        super().__init__(httptools.HttpRequestParser(self))
         self.backend_port = backend_port
         self.pool = pool
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.head: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.parser.feed_data(data)
 
     def on_message_begin(self) -> None:
         self.head = []
 
     def on_url(self, url: bytes) -> None:
-        self.head.append(self.parser.get_method() + b" " + url + b" HTTP/1.1")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.head.append(name + b": " + value)
+        self.head.append(self.parser.get_method() + b" " + url + b" HTTP/1.1")  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         self.head.append(b"x-forwarded-for: 127.0.0.1\r\nfly-client-ip: 127.0.0.1\r\n\r\n")
