@@ -2,12 +2,12 @@
 
 Part f of `edge.py`. It parses each request with httptools, adds two headers, sends it
 over a pooled keep-alive connection to the backend, parses the response, adds two
-headers and writes it back; nothing else. No balancing, no concurrency limits, no
-platform headers beyond those four, no error handling, no streaming rules, no
-timeouts, and a backend that closes a pooled connection breaks it: it is not a proxy
-anyone should run, only the measure of what Python, uvloop and httptools cost per
-request before any of the edge's own work. If this relay can't
-match nginx on a machine, the edge can't either, whatever its code does.
+headers and writes it back (its status line with a fixed reason phrase); nothing else.
+No balancing, no concurrency limits, no platform headers beyond those four, no error
+handling, no streaming rules, no timeouts, and a backend that closes a pooled
+connection breaks it: it is not a proxy anyone should run, only the measure of what
+Python, uvloop and httptools cost per request before any of the edge's own work. If
+this relay can't match nginx on a machine, the edge can't either, whatever its code does.
 
 Run by `edge.py` as ``python benchmarks/edge_floor.py BACKEND_PORT``; prints the port it
 listens on, then serves until killed.
