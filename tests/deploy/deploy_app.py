@@ -57,6 +57,21 @@ CHECKS = """
 """
 
 
+def replace_file(path: Path, text: str) -> None:
+    """Write ``path`` whole in one step (a rename), as a deploy tool does: a running
+    machine's interpreter opening its program mid-rewrite would otherwise find it
+    empty, run nothing and exit 0."""
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_text(text)
+    staged.replace(path)
+
+
+def write_programs(folder: Path) -> None:
+    """The web and worker programs, in place for any fly.toml that runs them."""
+    replace_file(folder / "web.py", textwrap.dedent(WEB))
+    replace_file(folder / "worker.py", textwrap.dedent(WORKER))
+
+
 def write_app(
     folder: Path,
     *,
@@ -68,13 +83,13 @@ def write_app(
 ) -> None:
     """fly.toml (and the programs) for an app with a web group (``http_service``, with a
     1 s HTTP check unless ``checks`` is off) and, with ``worker``, a worker group."""
-    (folder / "web.py").write_text(textwrap.dedent(WEB))
-    (folder / "worker.py").write_text(textwrap.dedent(WORKER))
+    write_programs(folder)
     python = sys.executable
     processes = f'web = "{python} web.py"\n'
     if worker:
         processes += f'worker = "{python} worker.py"\n'
-    (folder / "fly.toml").write_text(
+    replace_file(
+        folder / "fly.toml",
         f"""
 app = "deploytest"
 kill_signal = "SIGTERM"
@@ -92,7 +107,7 @@ internal_port = 8080
 processes = ["web"]
 {CHECKS if checks else ""}
 {extra}
-"""
+""",
     )
 
 

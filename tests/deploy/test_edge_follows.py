@@ -4,10 +4,9 @@ deploy that changes a service's ports rebinds its listeners."""
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
-from deploy_app import WEB, WORKER, deploy, get, ok, status, up, wait_for
+from deploy_app import deploy, get, ok, replace_file, status, up, wait_for, write_programs
 
 FAST = ("--no-smoke-checks", "--strategy", "immediate")
 
@@ -15,8 +14,7 @@ FAST = ("--no-smoke-checks", "--strategy", "immediate")
 def _write(folder: Path, *, web: bool, port: int = 80) -> None:
     """The app: one group running a worker (no services), or the web server behind an
     http_service served on ``port``."""
-    (folder / "web.py").write_text(textwrap.dedent(WEB))
-    (folder / "worker.py").write_text(textwrap.dedent(WORKER))
+    write_programs(folder)
     program = "web.py" if web else "worker.py"
     service = f"""
 [[services]]
@@ -27,9 +25,10 @@ processes = ["app"]
   port = {port}
   handlers = ["http"]
 """
-    (folder / "fly.toml").write_text(
+    replace_file(
+        folder / "fly.toml",
         f'app = "edgefollows"\nkill_timeout = 1\n[env]\nV = "{port}"\n'
-        f'[processes]\napp = "{sys.executable} {program}"\n' + (service if web else "")
+        f'[processes]\napp = "{sys.executable} {program}"\n' + (service if web else ""),
     )
 
 
