@@ -3,14 +3,14 @@
 It holds an exclusive lock on ``.taxiway/daemon.lock`` for its whole life, so a
 second `taxiway up` for the same app can tell one is running instead of starting
 twice; a socket file left by a dead daemon is recognised (nobody holds the lock)
-and replaced.
+and replaced. The lock is taken with the rest of the start-up's settling
+(`taxiway.daemon_startup`), by `up -d`'s command process when it forked the daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -19,68 +19,54 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from taxiway.api.paths import AppPaths
 from taxiway.config.loader import LoadedConfig
-from taxiway.config.names import app_name_for
 from taxiway.daemon_options import DaemonOptions
+from taxiway.daemon_startup import StartUp, prepare, take_over, write_lock_holder
 from taxiway.errors import TaxiwayError
 from taxiway.runtime.app import AppRuntime
-from taxiway.runtime.drivers import select_driver
+from taxiway.runtime.drivers import make_driver
 from taxiway.runtime.machine import SupervisedMachine
 from taxiway.runtime.oneoff import ReleaseCommandFailed, last_lines
-from taxiway.state.records import ReleaseRecord
 from taxiway.state.store import Store
 
 if TYPE_CHECKING:
     from taxiway.edge.app import AppEdge
 
 
-class AlreadyRunning(TaxiwayError):
-    """Another daemon runs this app."""
-
-
-def acquire_lock(paths: AppPaths) -> int:
-    """Take the app's daemon lock, or raise `AlreadyRunning` naming the running daemon."""
-    paths.ensure()
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode().strip() or "?"
-        os.close(fd)
-        raise AlreadyRunning(
-            f"taxiway is already running this app (daemon pid {holder}); "
-            "see `taxiway status`, or stop it with `taxiway down`"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
-
-
 async def serve(
     loaded: LoadedConfig,
     *,
     options: DaemonOptions | None = None,
+    startup: StartUp | None = None,
     on_ready: Callable[[AppRuntime], None] | None = None,
     on_machine: Callable[[SupervisedMachine], None] | None = None,
-    code_digest: str | None = None,
 ) -> int:
     """Run the app until SIGINT/SIGTERM or `taxiway down`; returns an exit code.
-    ``code_digest``: the app folder's, when the caller took it already (`up -d`)."""
+    ``startup``: what `up -d`'s command settled for this daemon (its lock included);
+    without it the daemon settles it here (`taxiway.daemon_startup.prepare`)."""
     from taxiway.api.server import ApiServer, build_router
 
     options = options or DaemonOptions()
     paths = AppPaths.for_config(loaded.source.path)
-    lock = acquire_lock(paths)
-    store = Store.open(paths.state_dir)
-    app_name = app_name_for(loaded.source.path, loaded.config.app)
-    store.ensure_app(app_name, str(loaded.source.path.resolve()))
+    if startup is None:
+        startup = prepare(loaded, paths, options.driver)
+    else:
+        write_lock_holder(startup.lock_fd)
+    app_name, release = startup.app, startup.release
+    try:
+        store = Store.open(paths.state_dir)
+    except BaseException:
+        os.close(startup.lock_fd)
+        raise
     runtime = AppRuntime(
         loaded,
         app=app_name,
         state_dir=paths.state_dir,
         store=store,
-        driver=select_driver(options.driver),
+        driver=make_driver(startup.driver),
     )
     runtime.on_machine = on_machine
     shutdown = asyncio.Event()
@@ -90,21 +76,10 @@ async def serve(
     server = ApiServer(build_router(runtime, shutdown))
     edge = EdgeSlot(runtime, paths, options)
     try:
-        runtime.reap_orphans()
-        with contextlib.suppress(FileNotFoundError):
-            paths.socket.unlink()  # we hold the lock: any socket file is a dead daemon's
         await server.start(paths.socket)
-        before = store.latest_release(app_name)
-        release = _release_for_up(store, app_name, loaded, code_digest)
-        if release is not None and before is not None and before.status != "complete":
-            how = {
-                "running": "was interrupted (its daemon stopped mid-deploy)",
-                "rolled_back": "was rolled back",
-            }.get(before.status, f"is {before.status}")
-            runtime.notices.append(
-                f"release v{before.version} {how}; v{release.version} deploys the current config"
-            )
-            print(runtime.notices[-1], flush=True)
+        for notice in startup.notices:
+            runtime.notices.append(notice)
+            print(notice, flush=True)
         try:
             await runtime.up()
         except ReleaseCommandFailed as exc:
@@ -132,7 +107,7 @@ async def serve(
         with contextlib.suppress(FileNotFoundError):
             paths.socket.unlink()
         store.close()
-        os.close(lock)
+        os.close(startup.lock_fd)
 
 
 class EdgeSlot:
@@ -206,16 +181,6 @@ def _edge_log(message: str) -> None:
     print(f"edge | {message}", flush=True)
 
 
-def _release_for_up(
-    store: Store, app: str, loaded: LoadedConfig, code_digest: str | None
-) -> ReleaseRecord | None:
-    """`up` deploys the config file: a new release when config, code or secrets changed
-    since the last complete one (`taxiway.deploy.releases.release_for_up`)."""
-    from taxiway.deploy.releases import release_for_up
-
-    return release_for_up(store, app, loaded, code=code_digest)
-
-
 def run_loop(main: Coroutine[Any, Any, int], loaded: LoadedConfig) -> int:
     """Run the daemon's event loop: uvloop when the app has services (the edge's speed
     depends on it), plain asyncio otherwise (uvloop's import would only slow start-up)."""
@@ -249,20 +214,17 @@ def _watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:
 
 
 #: What serving an app imports beyond this module; the namespace driver's module too
-#: unless `--driver process` rules it out (`select_driver`).
-_SERVING_MODULES = (
-    "taxiway.api.server",
-    "taxiway.deploy.releases",
-    "taxiway.runtime.drivers.process",
-)
+#: unless `--driver process` rules it out.
+_SERVING_MODULES = ("taxiway.api.server", "taxiway.runtime.drivers.process")
 _NAMESPACE_DRIVER = "taxiway.runtime.drivers.namespace"
 
 
-def run_forked(config_fd: int, ready_fd: int, options: DaemonOptions) -> int:
+def run_forked(channel_fd: int, ready_fd: int, options: DaemonOptions) -> int:
     """The daemon `taxiway up -d` forks (`taxiway.cli.app_cmd._up_detached`): import what
-    serving needs while the parent checks the config (and takes the folder's code digest),
-    then run the ``(LoadedConfig, AppPaths, code digest)`` it sends on ``config_fd``; leave
-    without a trace when it sends none (the config had errors, or the app already runs).
+    serving needs while the command checks the config and settles the start-up
+    (`taxiway.daemon_startup.prepare`), then run the ``(LoadedConfig, AppPaths, StartUp)``
+    it hands over on ``channel_fd`` with the app's lock; leave without a trace when it
+    hands over nothing (the config had errors, or the app already runs).
 
     The caller turned the cyclic collector off before importing this module; it comes
     back on here, once the modules are in (frozen: they live as long as the daemon)."""
@@ -277,13 +239,14 @@ def run_forked(config_fd: int, ready_fd: int, options: DaemonOptions) -> int:
         importlib.import_module(name)
     gc.freeze()
     gc.enable()
-    with os.fdopen(config_fd, "rb") as pipe:
-        payload = pipe.read()
-    if not payload:
+    received = take_over(channel_fd)
+    if received is None:
         os.close(ready_fd)
         return 0
-    loaded, paths, code_digest = pickle.loads(payload)
-    return run_detached(loaded, paths, options, ready_fd, code_digest)
+    payload, lock_fd = received
+    loaded, paths, startup = pickle.loads(payload)
+    startup = msgspec.structs.replace(startup, lock_fd=lock_fd)
+    return run_detached(loaded, paths, options, ready_fd, startup)
 
 
 def run_detached(
@@ -291,7 +254,7 @@ def run_detached(
     paths: AppPaths,
     options: DaemonOptions,
     ready_fd: int,
-    code_digest: str | None = None,
+    startup: StartUp,
 ) -> int:
     """The body of a forked daemon (`up -d`): detach, log to daemon.log, report on ``ready_fd``.
 
@@ -324,10 +287,10 @@ def run_detached(
             serve(
                 loaded,
                 options=options,
+                startup=startup,
                 on_ready=lambda runtime: report(
                     "ready " + json.dumps(runtime.status() | {"notices": runtime.notices})
                 ),
-                code_digest=code_digest,
             ),
             loaded,
         )

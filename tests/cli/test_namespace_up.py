@@ -17,7 +17,7 @@ import pytest
 
 from cli_runner import run_taxiway as taxiway
 from taxiway.runtime import cgroups, netns
-from taxiway.runtime.drivers.namespace import unusable_reason
+from taxiway.runtime.drivers import unusable_reason
 
 _missing = unusable_reason()
 needs_namespaces = pytest.mark.skipif(

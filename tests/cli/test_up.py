@@ -315,6 +315,32 @@ def test_state_and_socket_are_private(app: Path) -> None:
     assert oct((state / "taxiway.db").stat().st_mode & 0o777) == "0o600"
 
 
+def test_machines_hold_nothing_of_the_daemons(app: Path) -> None:
+    """A machine holding the daemon's lock (or its store) would outlive a killed daemon
+    with it, and keep the next `up` out."""
+    assert taxiway(app, "up", "-d").returncode == 0
+    state = (app / ".taxiway").resolve()
+    daemon = int((state / "daemon.lock").read_text())
+    assert str(state / "daemon.lock") in _open_files(daemon, state)  # what is looked for
+    pids = [m["pid"] for m in status(app)["machines"] if m["group"] != "crasher"]
+    assert len(pids) == 2 and all(pids)
+    for pid in pids:
+        assert _open_files(pid, state) == [], f"machine process {pid} holds the daemon's files"
+
+
+def _open_files(pid: int, folder: Path) -> list[str]:
+    """The files under ``folder`` that process ``pid`` has open."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith(f"{folder}/"):
+            found.append(target)
+    return found
+
+
 def test_up_in_the_foreground_prints_output_and_stops_on_ctrl_c(app: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "taxiway", "up"],

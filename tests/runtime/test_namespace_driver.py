@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from taxiway.runtime import cgroups, netns, outbound
-from taxiway.runtime.drivers import release_leftovers
+from taxiway.runtime.drivers import unusable_reason
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec
-from taxiway.runtime.drivers.namespace import NamespaceDriver, NamespaceHandle, unusable_reason
+from taxiway.runtime.drivers.namespace import NamespaceDriver, NamespaceHandle
 from taxiway.runtime.environment import private_ip
+from taxiway.runtime.leftovers import reap
 from taxiway.runtime.logs import MachineLog, read_log
+from taxiway.state.store import Store
 
 _missing = unusable_reason()
 pytestmark = pytest.mark.skipif(
@@ -333,8 +335,10 @@ def test_a_dead_daemons_leftovers_are_all_cleaned(tmp_path: Path, app: str) -> N
     assert len(namespaces) == 2 and len(links) == 3  # two veths and the bridge
     assert len(cgroups.app_cgroups(app)) == 2
 
-    # What any driver's next daemon runs:
-    assert sorted(release_leftovers(app)) == [first.machine_id, second.machine_id]
+    # What any driver's next daemon runs (its store knows nothing of these machines):
+    state_dir = tmp_path / "state"
+    with Store.open(state_dir) as store:
+        assert reap(store, app, state_dir) == 2
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -343,23 +347,8 @@ def test_a_dead_daemons_leftovers_are_all_cleaned(tmp_path: Path, app: str) -> N
     assert cgroups.app_cgroups(app) == []
     for controller in ("memory", "freezer"):
         assert not (cgroups.ROOT / controller / cgroups.TOP / app).exists()
-    assert release_leftovers(app) == []  # idempotent
-
-
-def test_reap_orphan_kills_the_machines_cgroup(tmp_path: Path, app: str) -> None:
-    pidfile = tmp_path / "escapee.pid"
-    argv = ["/bin/sh", "-c", f"setsid sleep 60 & echo $! > {pidfile}; exec sleep 60"]
-    [(pid, pgid, start)] = launch_and_die(tmp_path, [spec(tmp_path, app, 1, argv)])
-    deadline = time.monotonic() + 10
-    while not pidfile.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    escapee = int(pidfile.read_text())
-    assert NamespaceDriver().reap_orphan(pid, pgid, start)
-    deadline = time.monotonic() + 10
-    while (alive(pid) or alive(escapee)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not alive(pid) and not alive(escapee)
-    assert cgroups.app_cgroups(app) == []
+    with Store.open(state_dir) as store:
+        assert reap(store, app, state_dir) == 0  # idempotent
 
 
 def test_signal_reaches_every_process(tmp_path: Path, app: str) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec
-from taxiway.runtime.drivers.process import ProcessDriver, process_start_time
+from taxiway.runtime.drivers.process import ProcessDriver
+from taxiway.runtime.leftovers import kill_group, process_start_time
 from taxiway.runtime.logs import MachineLog, read_log
 
 
@@ -156,7 +157,7 @@ asyncio.run(main())
 """
 
 
-def test_reap_orphan_kills_a_dead_daemons_tree_but_not_a_stranger(tmp_path: Path) -> None:
+def test_kill_group_kills_a_dead_daemons_tree_but_not_a_stranger(tmp_path: Path) -> None:
     import json
     import subprocess
 
@@ -169,12 +170,11 @@ def test_reap_orphan_kills_a_dead_daemons_tree_but_not_a_stranger(tmp_path: Path
         check=True,
     ).stdout
     pid, start = json.loads(out)
-    driver = ProcessDriver()
     try:
         assert alive(pid)
-        assert not driver.reap_orphan(pid, pid, start + 100)  # "another process with that pid"
+        assert not kill_group(pid, pid, start + 100)  # "another process with that pid"
         assert alive(pid)
-        assert driver.reap_orphan(pid, pid, start)
+        assert kill_group(pid, pid, start)
         deadline = time.monotonic() + 5
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)

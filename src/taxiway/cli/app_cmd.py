@@ -94,24 +94,27 @@ def _checked_for_up(config: str | None) -> tuple[LoadedConfig, AppPaths]:
 
 
 def _up_detached(config: str | None, options: DaemonOptions) -> int:
-    """Fork the daemon, hand it the checked config, and return once it reports every
-    machine started, or its error.
+    """Fork the daemon, settle its start-up, hand it over, and return once it reports
+    every machine started, or its error.
 
     The fork comes first: the daemon imports its machinery (asyncio, the runtime, the
-    API; ~30 ms) on one core while this process reads and validates the config and
-    takes the code digest on the other, then sends them over a pipe. Until then the
-    daemon has written nothing, so a config with errors (or an app that already runs)
-    just closes the pipe and the daemon leaves without a trace.
+    API; ~30 ms) on one core while this process, on the other, reads and validates the
+    config, takes the code digest, and does what needs no event loop
+    (`taxiway.daemon_startup.prepare`: the app's lock, the driver, a dead daemon's
+    leftovers, the release), then sends all that and the lock over a unix socket. Until
+    then the daemon has written nothing, so a config with errors (or an app that already
+    runs) just closes the socket and the daemon leaves without a trace.
     """
     import pickle
     import select
+    import socket
 
-    config_read, config_write = os.pipe()
+    channel, daemon_channel = (end.detach() for end in socket.socketpair())
     ready_read, ready_write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the daemon: whatever happens, it never returns into this stack
-        _daemon_child(config_read, config_write, ready_read, ready_write, options)
-    os.close(config_read)
+        _daemon_child(daemon_channel, channel, ready_read, ready_write, options)
+    os.close(daemon_channel)
     os.close(ready_write)
     handed_over = False
     try:
@@ -122,15 +125,21 @@ def _up_detached(config: str | None, options: DaemonOptions) -> int:
         from taxiway.deploy.code_digest import code_digest
 
         code = code_digest(loaded.base_dir, config_file=loaded.source.path)
-        with os.fdopen(config_write, "wb") as pipe:
-            config_write = -1
-            pipe.write(pickle.dumps((loaded, paths, code)))
+        from taxiway.daemon_startup import hand_over, prepare
+
+        startup = prepare(loaded, paths, options.driver, code)
+        try:
+            payload = pickle.dumps((loaded, paths, startup))
+            sending, channel = channel, -1
+            hand_over(sending, payload, startup.lock_fd)
+        finally:
+            os.close(startup.lock_fd)  # the daemon holds the lock now (or nobody does)
         handed_over = True
-    except BrokenPipeError:
+    except (BrokenPipeError, ConnectionResetError):
         pass  # the daemon died while starting: its log or the ready pipe says why
     finally:
-        if config_write >= 0:
-            os.close(config_write)
+        if channel >= 0:
+            os.close(channel)
         if not handed_over:
             os.waitpid(pid, 0)
     if not handed_over:
@@ -176,20 +185,20 @@ def _up_detached(config: str | None, options: DaemonOptions) -> int:
 
 
 def _daemon_child(
-    config_read: int, config_write: int, ready_read: int, ready_write: int, options: DaemonOptions
+    channel: int, command_channel: int, ready_read: int, ready_write: int, options: DaemonOptions
 ) -> NoReturn:
     """The forked daemon's first steps; it leaves with os._exit, never through the
     caller's frames (Ctrl-C while it imports included: the parent reports that)."""
     code = 70
     try:
-        os.close(config_write)
+        os.close(command_channel)
         os.close(ready_read)
         import gc
 
         gc.disable()  # during the daemon's imports; `run_forked` turns it on again
         from taxiway.daemon import run_forked
 
-        code = run_forked(config_read, ready_write, options)
+        code = run_forked(channel, ready_write, options)
     except KeyboardInterrupt:
         code = 130
     except BaseException:  # a bug before the daemon had a log: say it where we still can
@@ -235,24 +244,11 @@ def _reap_without_daemon(paths: AppPaths, app: str) -> int:
     """`down` after a `kill -9`: stop what the dead daemon's machines left running."""
     if not (paths.state_dir / "taxiway.db").exists():
         return 0
-    from taxiway.runtime.drivers import release_leftovers
-    from taxiway.runtime.drivers.process import ProcessDriver
-    from taxiway.runtime.oneoff import reap_oneoffs
+    from taxiway.runtime.leftovers import reap
     from taxiway.state.store import Store
 
-    driver = ProcessDriver()
-    cleaned = set(release_leftovers(app))  # namespace driver: whole cgroups, namespaces
-    count = 0
     with Store.open(paths.state_dir) as store:
-        for record in store.list_machines(app):
-            if record.pid and record.pgid:
-                found = driver.reap_orphan(record.pid, record.pgid, record.pid_start_time)
-                if found and record.id not in cleaned:
-                    count += 1
-                store.update_machine(record.id, pid=None, pgid=None, pid_start_time=None)
-            if record.state not in ("stopped", "created", "failed", "destroyed"):
-                store.update_machine(record.id, state="stopped")
-    return len(cleaned) + count + reap_oneoffs(driver, paths.state_dir)
+        return reap(store, app, paths.state_dir)
 
 
 def daemon(args: argparse.Namespace) -> int:

@@ -21,13 +21,12 @@ from taxiway.errors import TaxiwayError
 from taxiway.plan.machine import Check, MachineSpec, plan_machines
 from taxiway.runtime import ids
 from taxiway.runtime.command import image_config, resolve_argv
-from taxiway.runtime.drivers import release_leftovers
 from taxiway.runtime.drivers.base import Driver, LaunchSpec, spawn
 from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, region_for
-from taxiway.runtime.lifecycle import RUNNING, State
+from taxiway.runtime.lifecycle import State
 from taxiway.runtime.logs import MachineLog
 from taxiway.runtime.machine import MachineInfo, SupervisedMachine
-from taxiway.runtime.oneoff import reap_oneoffs, run_release_command
+from taxiway.runtime.oneoff import run_release_command
 from taxiway.runtime.portcheck import port_advice
 from taxiway.runtime.ports import allocate
 from taxiway.state import new_volume_id
@@ -77,23 +76,7 @@ class AppRuntime:
         #: Where the edge listens (`status` reports it); set by the daemon.
         self.edge_bindings: Callable[[], list[dict]] | None = None
 
-    # -- start-up --------------------------------------------------------------------------
-
-    def reap_orphans(self) -> list[str]:
-        """Kill process trees a previous daemon left running (it died without `down`)."""
-        reaped = []
-        for record in self.store.list_machines(self.app):
-            if record.pid and record.pgid:
-                if self.driver.reap_orphan(record.pid, record.pgid, record.pid_start_time):
-                    reaped.append(record.id)
-                self.store.update_machine(record.id, pid=None, pgid=None, pid_start_time=None)
-            if record.state in RUNNING:
-                self.store.update_machine(record.id, state=State.STOPPED.value)
-        reap_oneoffs(self.driver, self.state_dir)  # a release command, a machine check
-        # The last daemon's driver may not be this one's: its cgroups (setsid escapees
-        # too), namespaces, veths, bridge.
-        release_leftovers(self.app)
-        return reaped
+    # -- start-up (after `taxiway.runtime.leftovers.reap`) -----------------------------------
 
     def desired_counts(self) -> dict[str, int]:
         """Machines per group: what `scale count` stored, else one per group."""

@@ -21,13 +21,12 @@ from taxiway.runtime import ids
 from taxiway.runtime.command import ImageConfig, image_config
 from taxiway.runtime.drivers.base import Driver, DriverError, LaunchSpec
 from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, region_for
+from taxiway.runtime.leftovers import ONEOFF_NOTES
 from taxiway.runtime.logs import MachineLog, read_log
 
 RELEASE_GROUP = "fly_app_release_command"
 CONSOLE_GROUP = "fly_app_console"
 DEFAULT_RELEASE_TIMEOUT = "5m"
-#: Where running one-offs are noted (under the state folder), for `reap_oneoffs`.
-ONEOFFS = "oneoffs"
 
 
 class ReleaseCommandFailed(TaxiwayError):
@@ -143,9 +142,9 @@ async def run_oneoff(
     """Run a throwaway machine to its end: its exit code, or None when it ran out of time
     (then its whole tree is killed). While it runs, its process is noted under
     ``state_dir/oneoffs``, so a daemon killed meanwhile leaves nothing behind: the next
-    one kills what the note names (`reap_oneoffs`)."""
+    one kills what the note names (`taxiway.runtime.leftovers.reap_oneoffs`)."""
     process = await driver.launch(spec)
-    note = state_dir / ONEOFFS / f"{spec.machine_id}.json"
+    note = state_dir / ONEOFF_NOTES / f"{spec.machine_id}.json"
     note.parent.mkdir(mode=0o700, exist_ok=True)
     note.write_text(
         json.dumps({"pid": process.pid, "pgid": process.pgid, "start": process.start_time})
@@ -159,19 +158,6 @@ async def run_oneoff(
     finally:
         process.kill_tree()
         note.unlink(missing_ok=True)
-
-
-def reap_oneoffs(driver: Driver, state_dir: Path) -> int:
-    """Kill the throwaway machines a dead daemon left running; how many were found."""
-    reaped = 0
-    for note in sorted((state_dir / ONEOFFS).glob("*.json")):
-        try:
-            found = json.loads(note.read_text())
-            reaped += driver.reap_orphan(found["pid"], found["pgid"], found.get("start"))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # a note cut short by the crash: nothing to go on
-        note.unlink(missing_ok=True)
-    return reaped
 
 
 def last_lines(logs_dir: Path, machine_id: str, n: int = 20) -> list[str]:

@@ -1,36 +1,63 @@
-"""Drivers start a machine's processes: `process` (portable) and `namespace` (Linux, root)."""
+"""Drivers start a machine's processes: `process` (portable) and `namespace` (Linux, root).
+
+This module picks one for the host and imports no asyncio: `up -d`'s command process
+makes the choice while the daemon it forked is still importing its machinery
+(`taxiway.daemon_startup`), and hands the daemon the name (`make_driver`).
+"""
 
 from __future__ import annotations
 
 from taxiway.errors import TaxiwayError
-from taxiway.runtime.drivers.base import Driver
+from taxiway.runtime import cgroups, netns, outbound
+from taxiway.runtime.drivers.base import Driver, DriverError
 
 
-def select_driver(name: str) -> Driver:
-    """The driver called ``name``. ``auto`` picks the namespace driver where it is fully
-    usable (its machines also get a way out to the world), else the process driver."""
-    from taxiway.runtime.drivers.process import ProcessDriver
+def unusable_reason() -> str | None:
+    """What this host lacks for the namespace driver (a phrase), or None."""
+    return netns.usable() or cgroups.usable()
 
-    if name == "process":
-        return ProcessDriver()
+
+def fully_usable_reason() -> str | None:
+    """What this host lacks for `auto` to pick the namespace driver: everything it needs,
+    and a way out for its machines (they reach the world as with the process driver)."""
+    return unusable_reason() or outbound.unavailable_reason()
+
+
+def ensure_usable() -> None:
+    """Raise the one-sentence DriverError naming what the namespace driver lacks, if anything."""
+    reason = unusable_reason()
+    if reason is not None:
+        raise DriverError(
+            f"the namespace driver needs {reason}, which this host lacks; use --driver process"
+        )
+
+
+def resolve_driver(name: str) -> str:
+    """The driver ``name`` stands for on this host. ``auto`` is the namespace driver where
+    it is fully usable (an app that can't reach its database or an API is worse off than
+    one whose port is remapped), else the process driver; ``namespace`` where it can't
+    run raises what it lacks."""
     if name == "auto":
-        from taxiway.runtime.drivers.namespace import NamespaceDriver, fully_usable_reason
-
-        return NamespaceDriver() if fully_usable_reason() is None else ProcessDriver()
+        return "namespace" if fully_usable_reason() is None else "process"
     if name == "namespace":
-        from taxiway.runtime.drivers.namespace import NamespaceDriver, ensure_usable
-
         ensure_usable()
-        return NamespaceDriver()
+        return name
+    if name == "process":
+        return name
     raise TaxiwayError(f"unknown driver {name!r}; use auto, process or namespace")
 
 
-def release_leftovers(app: str) -> list[str]:
-    """Clean up what a dead daemon of ``app`` left in namespaces and cgroups, whatever the
-    driver of the next one (the last one may have used the namespace driver); the machines
-    that still ran. Nothing to do where the namespace driver can't run."""
-    from taxiway.runtime.drivers.namespace import NamespaceDriver, unusable_reason
+def make_driver(name: str) -> Driver:
+    """The driver called ``name``, as `resolve_driver` returned it (no host checks again)."""
+    if name == "namespace":
+        from taxiway.runtime.drivers.namespace import NamespaceDriver
 
-    if unusable_reason() is not None:
-        return []
-    return NamespaceDriver().release_app(app)
+        return NamespaceDriver()
+    from taxiway.runtime.drivers.process import ProcessDriver
+
+    return ProcessDriver()
+
+
+def select_driver(name: str) -> Driver:
+    """The driver called ``name`` (auto, process or namespace), checked against this host."""
+    return make_driver(resolve_driver(name))

@@ -1,15 +1,24 @@
-"""What every driver offers the runtime: launch a machine, signal its tree, clean up."""
+"""What every driver offers the runtime: launch a machine, signal its tree, clean up.
+
+asyncio is imported only where a machine is spawned: picking a driver and cleaning up
+after a dead daemon (`taxiway.runtime.drivers`, `taxiway.runtime.leftovers`) run in
+`up -d`'s command process, which never needs an event loop.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import subprocess
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
 from taxiway.errors import TaxiwayError
-from taxiway.runtime.logs import MachineLog
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from taxiway.runtime.logs import MachineLog
 
 
 class DriverError(TaxiwayError):
@@ -20,13 +29,15 @@ async def spawn(argv: list[str], *, cwd: Path, env: dict[str, str]) -> asyncio.s
     """A machine's process, or one run in a machine (`exec`): no stdin, its output piped
     (to the machine's log, or back to the caller), in a session of its own so that a
     signal to the group reaches everything it starts. OSError as `create_subprocess_exec`."""
+    import asyncio
+
     return await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
         env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         start_new_session=True,
     )
 
@@ -77,12 +88,10 @@ class MachineProcess(Protocol):
 class Driver(Protocol):
     """Optional extras (namespace driver), looked up with getattr by the runtime:
     ``own_network`` (no port remapping), ``machine_host(app, private_ip)``,
-    ``release_machine(app, machine_id, private_ip)``, ``release_app(app)``."""
+    ``release_machine(app, machine_id, private_ip)``, ``release_app(app)``. What a dead
+    daemon's machines left running is every driver's concern at once: see
+    `taxiway.runtime.leftovers`."""
 
     name: str
 
     async def launch(self, spec: LaunchSpec) -> MachineProcess: ...
-
-    def reap_orphan(self, pid: int, pgid: int, start_time: float | None) -> bool:
-        """Kill a machine's tree left by a daemon that died; True if one was found."""
-        ...

@@ -14,8 +14,7 @@ cgroup, ``nsenter`` enters the network namespace, ``unshare`` makes the mount na
 private address: it gets the cgroup and the mounts, on the host's network.
 
 Machines get a way out to the world through `taxiway.runtime.outbound` where the host
-allows it; `auto` picks this driver only then (`fully_usable_reason`), since an app that
-can't reach its database or an API is worse off than one whose port is remapped.
+allows it; `auto` picks this driver only then (`taxiway.runtime.drivers.resolve_driver`).
 """
 
 from __future__ import annotations
@@ -31,24 +30,14 @@ import msgspec
 
 from taxiway.runtime import cgroups, netns, outbound
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec, spawn
-from taxiway.runtime.drivers.process import ProcessDriver, ProcessHandle, with_mounts
+from taxiway.runtime.drivers.process import ProcessHandle, with_mounts
+from taxiway.runtime.leftovers import release_namespaces
 from taxiway.runtime.logs import MachineLog
 
 #: Joins every cgroup listed before ``--``, then execs the rest.
 _JOIN_PRELUDE = (
     'while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 )
-
-
-def unusable_reason() -> str | None:
-    """What this host lacks for the namespace driver (a phrase), or None."""
-    return netns.usable() or cgroups.usable()
-
-
-def fully_usable_reason() -> str | None:
-    """What this host lacks for `auto` to pick the namespace driver: everything it needs,
-    and a way out for its machines (they reach the world as with the process driver)."""
-    return unusable_reason() or outbound.unavailable_reason()
 
 
 class NamespaceHandle(ProcessHandle):
@@ -198,31 +187,16 @@ class NamespaceDriver:
             "--",
         ]
 
-    def reap_orphan(self, pid: int, pgid: int, start_time: float | None) -> bool:
-        """A dead daemon's machine: its whole cgroup when the pid is still in one, else
-        the process driver's group kill (the leader is recognised by its start time)."""
-        found = cgroups.cgroup_of(pid)  # before the kill: /proc/<pid> goes with it
-        if not ProcessDriver().reap_orphan(pid, pgid, start_time):
-            return False
-        if found is not None:
-            cgroups.Cgroup(*found).remove()
-        return True
-
     def release_machine(self, app: str, machine_id: str, private_ip: str) -> None:
         """A destroyed machine: remove its cgroup and namespace."""
         cgroups.Cgroup(app, machine_id).remove()
         netns.MachineNet(app, machine_id, private_ip).remove()
 
     def release_app(self, app: str) -> list[str]:
-        """Everything of the app (`down`, or a daemon that died): processes, cgroups,
-        namespaces, veths, the bridge, its way out; the machines that still ran."""
-        running = cgroups.cleanup_app(app)
-        bridge = netns.bridge_name(app)
-        had_bridge = netns.link_exists(bridge)  # the rules go with it: no iptables call else
-        netns.cleanup_leftovers(app)
+        """Everything of the app (`down`): processes, cgroups, namespaces, veths, the
+        bridge, its way out; the machines that still ran."""
         with self._outbound_lock:
-            if had_bridge or app in self._outbound:
-                outbound.remove(bridge)
+            running = release_namespaces(app, way_out=app in self._outbound)
             self._outbound.pop(app, None)
         return running
 
@@ -237,12 +211,3 @@ def _command_missing(spec: LaunchSpec) -> bool:
     if any(path.is_relative_to(guest) for _, guest in spec.mounts):
         return False
     return not Path(path).exists()
-
-
-def ensure_usable() -> None:
-    """Raise the one-sentence DriverError naming what is missing, if anything."""
-    reason = unusable_reason()
-    if reason is not None:
-        raise DriverError(
-            f"the namespace driver needs {reason}, which this host lacks; use --driver process"
-        )

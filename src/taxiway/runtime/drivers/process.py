@@ -16,21 +16,11 @@ import shutil
 import signal
 
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec, spawn
+from taxiway.runtime.leftovers import process_start_time
 from taxiway.runtime.logs import MachineLog
 
 #: Output lines longer than this are split, so one endless line can't exhaust memory.
 MAX_LINE = 64 * 1024
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def process_start_time(pid: int) -> float | None:
-    """When ``pid`` started (seconds since boot), to tell it from a later process with its pid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[19]) / _CLOCK_TICKS
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 class ProcessHandle:
@@ -176,19 +166,3 @@ class ProcessDriver:
         except OSError as exc:
             raise DriverError(f"{who}: cannot start {spec.argv[0]}: {exc.strerror}") from None
         return ProcessHandle(proc, spec.log)
-
-    def reap_orphan(self, pid: int, pgid: int, start_time: float | None) -> bool:
-        """SIGKILL a group a dead daemon left, never an unrelated process that reused the pid.
-
-        The leader is recognised by its start time. When the leader is gone, a live group
-        with that id can only be the leader's stragglers: Linux never hands out a pid that
-        is still in use as a process group id.
-        """
-        current = process_start_time(pid)
-        if current is not None and (start_time is None or abs(current - start_time) > 0.05):
-            return False  # the pid now belongs to someone else
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True

@@ -1,0 +1,103 @@
+"""What a daemon that died (``kill -9``, a crash, a reboot) left behind, and its clean-up:
+by the next daemon before it starts machines, or by `down` when no daemon runs.
+
+A dead daemon's machines may still run: the process driver's as process groups (the
+store has their pids), the namespace driver's also in cgroups and network namespaces,
+and a one-off (release command, machine check) as a note under the state folder. All
+of it goes, whichever driver the next daemon uses.
+
+No asyncio here: `up -d`'s command process does this while the daemon it forked is still
+importing (`taxiway.daemon_startup`), and `down` does it in a plain process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from taxiway.runtime import cgroups, netns, outbound
+from taxiway.runtime.drivers import unusable_reason
+from taxiway.runtime.lifecycle import RUNNING, State
+from taxiway.state.store import Store
+
+#: Where running one-offs are noted (under the state folder): the pid, group and start
+#: time of each, written by `taxiway.runtime.oneoff.run_oneoff` while it runs.
+ONEOFF_NOTES = "oneoffs"
+
+#: States only a live daemon keeps a machine in: running ones, and one mid-update.
+_LIVE_DAEMON_STATES = RUNNING | {State.REPLACING}
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_start_time(pid: int) -> float | None:
+    """When ``pid`` started (seconds since boot), to tell it from a later process with its pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[19]) / _CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def kill_group(pid: int, pgid: int, start_time: float | None) -> bool:
+    """SIGKILL a group a dead daemon left, never an unrelated process that reused the pid;
+    True if there was one.
+
+    The leader is recognised by its start time. When the leader is gone, a live group
+    with that id can only be the leader's stragglers: Linux never hands out a pid that
+    is still in use as a process group id.
+    """
+    current = process_start_time(pid)
+    if current is not None and (start_time is None or abs(current - start_time) > 0.05):
+        return False  # the pid now belongs to someone else
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def release_namespaces(app: str, *, way_out: bool = False) -> list[str]:
+    """The namespace driver's part of ``app``: every process in its cgroups (``setsid``
+    escapees too), the cgroups, namespaces, veths, the bridge and, when there was a
+    bridge (or ``way_out`` says one was made), its way out; the machines that still ran."""
+    running = cgroups.cleanup_app(app)
+    bridge = netns.bridge_name(app)
+    had_bridge = netns.link_exists(bridge)  # the rules go with it: no iptables call else
+    netns.cleanup_leftovers(app)
+    if had_bridge or way_out:
+        outbound.remove(bridge)
+    return running
+
+
+def reap_oneoffs(state_dir: Path) -> int:
+    """Kill the throwaway machines a dead daemon left running; how many were found."""
+    reaped = 0
+    for note in sorted((state_dir / ONEOFF_NOTES).glob("*.json")):
+        try:
+            found = json.loads(note.read_text())
+            reaped += kill_group(found["pid"], found["pgid"], found.get("start"))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a note cut short by the crash: nothing to go on
+        note.unlink(missing_ok=True)
+    return reaped
+
+
+def reap(store: Store, app: str, state_dir: Path) -> int:
+    """Kill everything of ``app`` a dead daemon left running and mark its machines
+    stopped; how many machines and one-offs were still running. Called with the app's
+    daemon lock held (nothing of a live daemon is touched)."""
+    # The last daemon's driver may not be this one's: where namespaces can be made,
+    # its cgroups, namespaces, veths and bridge go whatever this daemon will use.
+    cleaned = set(release_namespaces(app)) if unusable_reason() is None else set()
+    count = len(cleaned)
+    for record in store.list_machines(app):
+        if record.pid and record.pgid:
+            if kill_group(record.pid, record.pgid, record.pid_start_time):
+                count += record.id not in cleaned
+            store.update_machine(record.id, pid=None, pgid=None, pid_start_time=None)
+        if record.state in _LIVE_DAEMON_STATES:
+            store.update_machine(record.id, state=State.STOPPED.value)
+    return count + reap_oneoffs(state_dir)
