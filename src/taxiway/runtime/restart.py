@@ -10,9 +10,12 @@ doesn't spin and a machine that crashes once a day isn't punished for last week.
 
 from __future__ import annotations
 
-import random
+from typing import TYPE_CHECKING
 
 import msgspec
+
+if TYPE_CHECKING:
+    import random
 
 DEFAULT_MAX_RETRIES = 10
 BACKOFF_START_S = 0.5
@@ -57,8 +60,12 @@ def decide(
         limit = max_retries or DEFAULT_MAX_RETRIES
         if state.restarts >= limit:
             return Decision(False, 0.0, f"gave up after {limit} restarts (on-failure)")
+    if rng is None:
+        import random  # only once a machine exits: a daemon's start-up does without (~1 ms)
+
+        rng = random.Random()
     base = BACKOFF_START_S * BACKOFF_FACTOR**state.restarts
-    delay = min(BACKOFF_CAP_S, base) * (1 + 0.2 * (rng or random).random())
+    delay = min(BACKOFF_CAP_S, base) * (1 + 0.2 * rng.random())
     state.restarts += 1
     state.total_restarts += 1
     state.backoff_s = delay
