@@ -82,13 +82,15 @@ def test_kill_tree_reaches_what_the_leader_left_behind(tmp_path: Path) -> None:
         child = int(pidfile.read_text())
         assert alive(child) and handle.alive()
         handle.kill_tree()
+        # Waited for inside the loop: the child holds the machine's output pipes until it
+        # dies, and a loop closed before it sees them end leaves their transports open.
+        deadline = time.monotonic() + 5
+        while alive(child) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
         return child
 
-    child = asyncio.run(main())
-    deadline = time.monotonic() + 5
-    while alive(child) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not alive(child)
+    assert not alive(asyncio.run(main()))
 
 
 def test_a_missing_command_is_one_sentence(tmp_path: Path) -> None:
