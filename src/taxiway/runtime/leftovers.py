@@ -87,16 +87,17 @@ def reap_oneoffs(state_dir: Path) -> int:
 
 def reap(store: Store, app: str, state_dir: Path) -> int:
     """Kill everything of ``app`` a dead daemon left running and mark its machines
-    stopped; how many machines and one-offs were still running. Called with the app's
-    daemon lock held (nothing of a live daemon is touched)."""
+    stopped; how many machines and one-offs were still running. Only where no daemon
+    runs the app: a starting one holding its lock, or `down` that found none."""
     # The last daemon's driver may not be this one's: where namespaces can be made,
     # its cgroups, namespaces, veths and bridge go whatever this daemon will use.
     cleaned = set(release_namespaces(app)) if unusable_reason() is None else set()
     count = len(cleaned)
     for record in store.list_machines(app):
         if record.pid and record.pgid:
-            if kill_group(record.pid, record.pgid, record.pid_start_time):
-                count += record.id not in cleaned
+            found = kill_group(record.pid, record.pgid, record.pid_start_time)
+            if found and record.id not in cleaned:
+                count += 1
             store.update_machine(record.id, pid=None, pgid=None, pid_start_time=None)
         if record.state in _LIVE_DAEMON_STATES:
             store.update_machine(record.id, state=State.STOPPED.value)
