@@ -3,8 +3,9 @@
 For N = 1, 10, 50 machines of a trivial app (a Python process that sleeps), in the
 same run, alternating taxiway and honcho so that a busy neighbour slows both alike:
 
-- taxiway: `taxiway up -d` returns once every machine is `started`; we time the
-  command and read the daemon's RSS from /proc.
+- taxiway: `taxiway up -d` prints its status table once every machine is `started`;
+  timed until it has printed every machine started (the command exits a millisecond or
+  two later: shown too), and the daemon's RSS is read from /proc.
 - honcho (a Procfile runner from PyPI, installed on demand into benchmarks/.cache/venv):
   `honcho start` with N Procfile entries; timed until it has printed "started with
   pid" for all N, then stopped. Its own RSS is read the same way.
@@ -36,7 +37,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "benchmarks" / ".cache"
 SLEEPER = "import time\nwhile True:\n    time.sleep(3600)\n"
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"NO_COLOR": "1"}
+#: Both write each line as they print it (PYTHONUNBUFFERED), so neither is timed late.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {
+    "NO_COLOR": "1",
+    "PYTHONUNBUFFERED": "1",
+}
 
 
 def rss_mb(pid: int) -> float:
@@ -57,7 +62,8 @@ def taxiway_bin() -> list[str]:
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
             [str(venv / "bin" / "pip"), "install", "-q", "--force-reinstall", str(ROOT)],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"taxiway could not be installed into {venv} ({exc}); timing {sys.executable}")
@@ -78,23 +84,47 @@ def app_dir(n: int, base: Path) -> Path:
     return folder
 
 
-def run_taxiway(tw: list[str], folder: Path, n: int) -> tuple[float, float]:
+def run_taxiway(tw: list[str], folder: Path, n: int) -> tuple[float, float, float]:
+    """Seconds until `up -d` has printed every machine `started` (as honcho is timed until
+    it printed every process started), seconds until the command exited, daemon RSS."""
     subprocess.run([*tw, "down"], cwd=folder, capture_output=True, env=ENV, check=False)
     if n != 1:
         # counts are kept by the state store: set them once (this starts a daemon), then stop
         subprocess.run([*tw, "up", "-d"], cwd=folder, capture_output=True, env=ENV, check=True)
         subprocess.run(
-            [*tw, "scale", "count", f"worker={n}"], cwd=folder, capture_output=True, env=ENV,
+            [*tw, "scale", "count", f"worker={n}"],
+            cwd=folder,
+            capture_output=True,
+            env=ENV,
             check=True,
         )
         subprocess.run([*tw, "down"], cwd=folder, capture_output=True, env=ENV, check=True)
     start = time.perf_counter()
-    subprocess.run([*tw, "up", "-d"], cwd=folder, capture_output=True, env=ENV, check=True)
-    elapsed = time.perf_counter() - start
+    proc = subprocess.Popen(
+        [*tw, "up", "-d"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert proc.stdout is not None
+    started = 0
+    reported = float("nan")
+    for line in proc.stdout:  # the status table: ID GROUP STATE ... per machine
+        fields = line.split()
+        started += len(fields) > 2 and len(fields[0]) == 14 and fields[2] == "started"
+        if started == n:
+            reported = time.perf_counter() - start
+            break
+    _, err = proc.communicate()
+    exited = time.perf_counter() - start
+    if proc.returncode != 0 or started < n:
+        raise SystemExit(f"taxiway up -d failed in {folder}: {err.strip()}")
     pid = int((folder / ".taxiway" / "daemon.lock").read_text())
     memory = rss_mb(pid)
     subprocess.run([*tw, "down"], cwd=folder, capture_output=True, env=ENV, check=True)
-    return elapsed, memory
+    return reported, exited, memory
 
 
 def honcho_bin() -> Path | None:
@@ -106,7 +136,8 @@ def honcho_bin() -> Path | None:
             subprocess.run([sys.executable, "-m", "venv", str(CACHE / "venv")], check=True)
         subprocess.run(
             [str(CACHE / "venv" / "bin" / "pip"), "install", "-q", "honcho"],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"honcho could not be installed ({exc}); its column is skipped")
@@ -117,8 +148,13 @@ def honcho_bin() -> Path | None:
 def run_honcho(exe: Path, folder: Path, n: int) -> tuple[float, float]:
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [str(exe), "start"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=ENV, start_new_session=True,
+        [str(exe), "start"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+        start_new_session=True,
     )
     started = 0
     assert proc.stdout is not None
@@ -147,10 +183,14 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     honcho = honcho_bin()
     tw = taxiway_bin()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.runs} runs each "
-          "(median shown)\n")
-    header = f"{'machines':>8}  {'taxiway s':>9}  {'honcho s':>8}  {'ratio':>6}  " \
-             f"{'taxiway RSS MB':>14}  {'honcho RSS MB':>13}"
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.runs} runs each "
+        "(median shown)\n"
+    )
+    header = (
+        f"{'machines':>8}  {'taxiway s':>9}  {'exited s':>8}  {'honcho s':>8}  "
+        f"{'ratio':>6}  {'taxiway RSS MB':>14}  {'honcho RSS MB':>13}"
+    )
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory(prefix="taxiway-bench-") as tmp:
@@ -161,18 +201,27 @@ def main() -> int:
                 taxiway_runs.append(run_taxiway(tw, folder, n))
                 if honcho:
                     hc.append(run_honcho(honcho, folder, n))
-            tw_s = statistics.median(t for t, _ in taxiway_runs)
-            tw_mb = statistics.median(m for _, m in taxiway_runs)
+            tw_s = statistics.median(r[0] for r in taxiway_runs)
+            tw_exit = statistics.median(r[1] for r in taxiway_runs)
+            tw_mb = statistics.median(r[2] for r in taxiway_runs)
             if hc:
                 hc_s = statistics.median(t for t, _ in hc)
                 hc_mb = statistics.median(m for _, m in hc)
-                print(f"{n:>8}  {tw_s:>9.3f}  {hc_s:>8.3f}  {tw_s / hc_s:>5.2f}x  "
-                      f"{tw_mb:>14.1f}  {hc_mb:>13.1f}")
+                print(
+                    f"{n:>8}  {tw_s:>9.3f}  {tw_exit:>8.3f}  {hc_s:>8.3f}  "
+                    f"{tw_s / hc_s:>5.2f}x  {tw_mb:>14.1f}  {hc_mb:>13.1f}"
+                )
             else:
-                print(f"{n:>8}  {tw_s:>9.3f}  {'-':>8}  {'-':>6}  {tw_mb:>14.1f}  {'-':>13}")
+                print(
+                    f"{n:>8}  {tw_s:>9.3f}  {tw_exit:>8.3f}  {'-':>8}  {'-':>6}  "
+                    f"{tw_mb:>14.1f}  {'-':>13}"
+                )
             shutil.rmtree(folder, ignore_errors=True)
-    print("\ntaxiway s: `taxiway up -d` until every machine is started (includes starting "
-          "the daemon);\nhoncho s: `honcho start` until it reported every process started.")
+    print(
+        "\ntaxiway s: `taxiway up -d` until it printed every machine started (includes "
+        "starting the daemon);\nexited s: until the command exited; honcho s: `honcho "
+        "start` until it printed every process started. ratio: taxiway s / honcho s."
+    )
     return 0
 
 
