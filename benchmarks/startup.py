@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +85,26 @@ def app_dir(n: int, base: Path) -> Path:
     return folder
 
 
+def count_started(proc: subprocess.Popen[str], n: int, started: Callable[[str], bool]) -> int:
+    """Read ``proc``'s output until ``n`` lines said a process started (or it ended); how
+    many did."""
+    assert proc.stdout is not None
+    count = 0
+    while count < n and (line := proc.stdout.readline()):
+        count += started(line)
+    return count
+
+
+def _taxiway_started(line: str) -> bool:
+    """A row of `up -d`'s status table (ID GROUP STATE ...) for a started machine."""
+    fields = line.split()
+    return len(fields) > 2 and len(fields[0]) == 14 and fields[2] == "started"
+
+
+def _honcho_started(line: str) -> bool:
+    return "started (pid=" in line or "started with pid" in line
+
+
 def run_taxiway(tw: list[str], folder: Path, n: int) -> tuple[float, float, float]:
     """Seconds until `up -d` has printed every machine `started` (as honcho is timed until
     it printed every process started), seconds until the command exited, daemon RSS."""
@@ -108,15 +129,8 @@ def run_taxiway(tw: list[str], folder: Path, n: int) -> tuple[float, float, floa
         text=True,
         env=ENV,
     )
-    assert proc.stdout is not None
-    started = 0
-    reported = float("nan")
-    for line in proc.stdout:  # the status table: ID GROUP STATE ... per machine
-        fields = line.split()
-        started += len(fields) > 2 and len(fields[0]) == 14 and fields[2] == "started"
-        if started == n:
-            reported = time.perf_counter() - start
-            break
+    started = count_started(proc, n, _taxiway_started)
+    reported = time.perf_counter() - start
     _, err = proc.communicate()
     exited = time.perf_counter() - start
     if proc.returncode != 0 or started < n:
@@ -156,13 +170,7 @@ def run_honcho(exe: Path, folder: Path, n: int) -> tuple[float, float]:
         env=ENV,
         start_new_session=True,
     )
-    started = 0
-    assert proc.stdout is not None
-    while started < n:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        started += "started (pid=" in line or "started with pid" in line
+    count_started(proc, n, _honcho_started)
     elapsed = time.perf_counter() - start
     memory = rss_mb(proc.pid)
     os.killpg(proc.pid, signal.SIGTERM)
