@@ -215,7 +215,11 @@ def _watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:
 
 #: What serving an app imports beyond this module; the namespace driver's module too
 #: unless `--driver process` rules it out.
-_SERVING_MODULES = ("taxiway.api.server", "taxiway.runtime.drivers.process")
+_SERVING_MODULES = (
+    "taxiway.api.server",
+    "taxiway.runtime.drivers.process",
+    "taxiway.runtime.drivers.handle",
+)
 _NAMESPACE_DRIVER = "taxiway.runtime.drivers.namespace"
 
 

@@ -1,8 +1,9 @@
 """What every driver offers the runtime: launch a machine, signal its tree, clean up.
 
-asyncio is imported only where a machine is spawned: picking a driver and cleaning up
-after a dead daemon (`taxiway.runtime.drivers`, `taxiway.runtime.leftovers`) run in
-`up -d`'s command process, which never needs an event loop.
+asyncio is imported only where a process is supervised: picking a driver, cleaning up
+after a dead daemon (`taxiway.runtime.drivers`, `taxiway.runtime.leftovers`) and
+launching a machine's process (`start_process`) need no event loop, so `up -d`'s daemon
+does them before it imports asyncio.
 """
 
 from __future__ import annotations
@@ -25,10 +26,27 @@ class DriverError(TaxiwayError):
     """A machine that could not be started; the message names it and the command."""
 
 
+def start_process(argv: list[str], *, cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A machine's main process: no stdin, its output piped (to the machine's log), in a
+    session of its own so that a signal to the group reaches everything it starts.
+
+    Started without an event loop, so `up -d`'s daemon can launch its machines before it
+    has imported asyncio and supervise them once it has
+    (`taxiway.runtime.drivers.process.ProcessHandle`). OSError as `subprocess.Popen`."""
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
 async def spawn(argv: list[str], *, cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
-    """A machine's process, or one run in a machine (`exec`): no stdin, its output piped
-    (to the machine's log, or back to the caller), in a session of its own so that a
-    signal to the group reaches everything it starts. OSError as `create_subprocess_exec`."""
+    """A command run in a machine (`exec`), started as `start_process` starts a machine,
+    its output read back by the caller. OSError as `create_subprocess_exec`."""
     import asyncio
 
     return await asyncio.create_subprocess_exec(

@@ -23,14 +23,16 @@ import asyncio
 import os
 import shutil
 import signal
+import subprocess
 import threading
 from pathlib import Path, PurePosixPath
 
 import msgspec
 
 from taxiway.runtime import cgroups, netns, outbound
-from taxiway.runtime.drivers.base import DriverError, LaunchSpec, spawn
-from taxiway.runtime.drivers.process import ProcessHandle, with_mounts
+from taxiway.runtime.drivers.base import DriverError, LaunchSpec, start_process
+from taxiway.runtime.drivers.handle import ProcessHandle
+from taxiway.runtime.drivers.process import with_mounts
 from taxiway.runtime.leftovers import release_namespaces
 from taxiway.runtime.logs import MachineLog
 
@@ -46,12 +48,12 @@ class NamespaceHandle(ProcessHandle):
 
     def __init__(
         self,
-        proc: asyncio.subprocess.Process,
+        popen: subprocess.Popen[bytes],
         log: MachineLog,
         cgroup: cgroups.Cgroup,
         address: str | None,
     ) -> None:
-        super().__init__(proc, log)
+        super().__init__(popen, log)
         self.cgroup = cgroup
         #: The machine's IPv4 (None for a one-off on the host's network).
         self.address = address
@@ -127,13 +129,13 @@ class NamespaceDriver:
             spec = self._with_resolver(spec)
         argv += with_mounts(spec)
         try:
-            proc = await spawn(argv, cwd=spec.cwd, env=spec.env)
+            popen = start_process(argv, cwd=spec.cwd, env=spec.env)
         except OSError as exc:
             raise DriverError(f"{who}: cannot start {spec.argv[0]}: {exc.strerror}") from None
-        handle = NamespaceHandle(proc, spec.log, cgroup, net.ipv4 if net else None)
+        handle = NamespaceHandle(popen, spec.log, cgroup, net.ipv4 if net else None)
         # Return once the main process is in its cgroup, so a stop right away reaches it
         # and whatever it starts (it joins before anything else runs).
-        while proc.returncode is None and proc.pid not in cgroup.procs():
+        while handle.poll() is None and handle.pid not in cgroup.procs():
             await asyncio.sleep(0.001)
         return handle
 

@@ -9,100 +9,15 @@ left behind. Its limits, which the namespace driver lifts: a process that calls
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shutil
-import signal
+import subprocess
+from typing import TYPE_CHECKING
 
-from taxiway.runtime.drivers.base import DriverError, LaunchSpec, spawn
-from taxiway.runtime.leftovers import process_start_time
-from taxiway.runtime.logs import MachineLog
+from taxiway.runtime.drivers.base import DriverError, LaunchSpec, start_process
 
-#: Output lines longer than this are split, so one endless line can't exhaust memory.
-MAX_LINE = 64 * 1024
-
-
-class ProcessHandle:
-    """A running machine started by the process driver."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, log: MachineLog) -> None:
-        self._proc = proc
-        self.pid = proc.pid
-        self.pgid = proc.pid  # start_new_session: the leader's pid is the group's id
-        self.start_time = process_start_time(proc.pid)
-        self._readers = [
-            asyncio.create_task(_pump(proc.stdout, log, "stdout")),
-            asyncio.create_task(_pump(proc.stderr, log, "stderr")),
-        ]
-
-    async def wait(self) -> int:
-        """Until the leader exits. Not `Process.wait()`: on Python 3.11 that also waits for
-        the output pipes to close, which a background child keeps open indefinitely."""
-        if self._proc.returncode is None:
-            await _exited(self.pid)
-            while self._proc.returncode is None:  # the event loop's child watcher reaps it
-                await asyncio.sleep(0.002)
-        # Give the pipes a moment to drain the last lines; stragglers may hold them open.
-        await asyncio.wait(self._readers, timeout=0.5)
-        return self._proc.returncode
-
-    def send_signal(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pgid, sig)
-
-    def kill_tree(self) -> None:
-        self.send_signal(signal.SIGKILL)
-        for reader in self._readers:
-            if not reader.done():
-                reader.cancel()
-
-    def alive(self) -> bool:
-        try:
-            os.killpg(self.pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-
-    def freeze(self) -> None:
-        self.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        self.send_signal(signal.SIGCONT)
-
-
-async def _exited(pid: int) -> None:
-    """Wake up when ``pid`` exits: a pidfd becomes readable then (Linux 5.3+)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return  # already gone, or no pidfd: the caller polls the return code
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
-    try:
-        await done
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-
-
-async def _pump(stream: asyncio.StreamReader | None, log: MachineLog, name: str) -> None:
-    """Copy a pipe into the log line by line, without ever blocking the process."""
-    if stream is None:
-        return
-    pending = b""
-    while chunk := await stream.read(65536):
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            for start in range(0, max(len(line), 1), MAX_LINE):
-                log.write(name, line[start : start + MAX_LINE])
-        while len(pending) >= MAX_LINE:
-            log.write(name, pending[:MAX_LINE])
-            pending = pending[MAX_LINE:]
-    if pending:
-        log.write(name, pending)
+if TYPE_CHECKING:
+    from taxiway.runtime.drivers.handle import ProcessHandle
 
 
 #: Bind-mounts each (source, destination) pair given as arguments, then runs the command.
@@ -150,13 +65,22 @@ def with_mounts(spec: LaunchSpec) -> list[str]:
 
 
 class ProcessDriver:
+    """Launches a machine as a process group. `start` needs no event loop (`up -d`'s
+    daemon launches before it imports asyncio); `adopt` puts a started process under
+    supervision, `launch` does both."""
+
     name = "process"
 
-    async def launch(self, spec: LaunchSpec) -> ProcessHandle:
+    def __init__(self) -> None:
+        #: Processes `start`ed before the loop ran, by machine id: `launch` adopts them.
+        self._started: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, spec: LaunchSpec) -> subprocess.Popen[bytes]:
+        """Start the machine's process, or raise `DriverError` saying why it can't."""
         who = f"machine {spec.machine_id} ({spec.group})"
         argv = with_mounts(spec) if spec.mounts else spec.argv
         try:
-            proc = await spawn(argv, cwd=spec.cwd, env=spec.env)
+            return start_process(argv, cwd=spec.cwd, env=spec.env)
         except FileNotFoundError:
             if not spec.cwd.is_dir():
                 raise DriverError(f"{who}: folder {spec.cwd} does not exist") from None
@@ -165,4 +89,14 @@ class ProcessDriver:
             raise DriverError(f"{who}: {spec.argv[0]} is not executable") from None
         except OSError as exc:
             raise DriverError(f"{who}: cannot start {spec.argv[0]}: {exc.strerror}") from None
-        return ProcessHandle(proc, spec.log)
+
+    def started_early(self, machine_id: str, popen: subprocess.Popen[bytes]) -> None:
+        """A process `start` launched before the loop ran: the machine's next `launch`
+        supervises it instead of starting another."""
+        self._started[machine_id] = popen
+
+    async def launch(self, spec: LaunchSpec) -> ProcessHandle:
+        from taxiway.runtime.drivers.handle import ProcessHandle
+
+        popen = self._started.pop(spec.machine_id, None) or self.start(spec)
+        return ProcessHandle(popen, spec.log)
