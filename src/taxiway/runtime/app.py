@@ -8,34 +8,27 @@ died (``kill -9``) left running.
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import msgspec
 
 from taxiway.config.loader import LoadedConfig
 from taxiway.errors import TaxiwayError
-from taxiway.plan.machine import Check, MachineSpec, plan_machines
+from taxiway.plan.machine import Check, MachineSpec
 from taxiway.runtime import ids
-from taxiway.runtime.command import image_config, resolve_argv
 from taxiway.runtime.drivers.base import Driver, LaunchSpec, spawn
-from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, region_for
 from taxiway.runtime.lifecycle import State
-from taxiway.runtime.logs import MachineLog
-from taxiway.runtime.machine import MachineInfo, SupervisedMachine
+from taxiway.runtime.machine import SupervisedMachine
 from taxiway.runtime.oneoff import run_release_command
 from taxiway.runtime.portcheck import port_advice
-from taxiway.runtime.ports import allocate
-from taxiway.state import new_volume_id
+from taxiway.runtime.roster import MachineInfo, MachineRoster, internal_ports
 from taxiway.state.records import MachineRecord
 from taxiway.state.store import Store
 
 
-class AppRuntime:
-    """Every machine of one app, on one host."""
+class AppRuntime(MachineRoster):
+    """Every machine of one app, on one host, supervised."""
 
     def __init__(
         self,
@@ -46,21 +39,11 @@ class AppRuntime:
         store: Store,
         driver: Driver,
     ) -> None:
-        self.loaded = loaded
-        self.app = app
-        self.state_dir = state_dir
-        self.store = store
-        self.driver = driver
-        self.base_dir = loaded.base_dir
-        self.specs: dict[str, MachineSpec] = plan_machines(loaded.config, base_dir=self.base_dir)
-        self.image = image_config(loaded.config, self.base_dir)
-        self.region = region_for(loaded.config.primary_region)
+        super().__init__(loaded, app=app, state_dir=state_dir, store=store, driver=driver)
         self.machines: dict[str, SupervisedMachine] = {}
-        self.release = 0
         #: True once `up` has started every machine (what `up -d` waits for).
         self.ready = False
         self._background: set[asyncio.Task[None]] = set()
-        self._seed = zlib.crc32(app.encode())
         self._lock = asyncio.Lock()
         #: Called with every machine as it is set up (`up` prints their output from the start).
         self.on_machine: Callable[[SupervisedMachine], None] | None = None
@@ -77,11 +60,6 @@ class AppRuntime:
         self.edge_bindings: Callable[[], list[dict]] | None = None
 
     # -- start-up (after `taxiway.runtime.leftovers.reap`) -----------------------------------
-
-    def desired_counts(self) -> dict[str, int]:
-        """Machines per group: what `scale count` stored, else one per group."""
-        stored = self.store.counts(self.app)
-        return {group: stored.get(group, 1) for group in self.specs}
 
     async def up(self) -> None:
         """Run the release command, then create the machines each group needs and start them."""
@@ -128,7 +106,7 @@ class AppRuntime:
 
     def _watch_port(self, machine: SupervisedMachine) -> None:
         """Log advice when the machine doesn't listen on its PORT (see `portcheck`)."""
-        internal = self._internal_ports(machine.spec)
+        internal = internal_ports(machine.spec)
         if not internal:
             return
         host_port = machine.info.ports.get(internal[0], internal[0])
@@ -144,55 +122,19 @@ class AppRuntime:
 
     # -- machines ---------------------------------------------------------------------------
 
+    def _live(self) -> Iterator[MachineInfo]:
+        return (m.info for m in self.machines.values())
+
     def _create(self, spec: MachineSpec) -> SupervisedMachine:
-        records = self.store.list_machines(self.app, include_destroyed=True)
-        index = len(records) + 1
-        address = private_ip(self._seed, index)
-        if getattr(self.driver, "own_network", False):
-            # Machine IPv4s wrap around the app's /24: skip one a live machine has.
-            taken = {r.private_ip for r in records}
-            hosts = {m.info.host for m in self.machines.values()}
-            for _ in range(253):
-                if address not in taken and self._host_for(address) not in hosts:
-                    break
-                index += 1
-                address = private_ip(self._seed, index)
-        info = MachineInfo(
-            id=ids.machine_id(),
-            group=spec.group,
-            state=State.CREATED,
-            region=self.region,
-            private_ip=address,
-            host=self._host_for(address),
-            version=ids.ulid(),
-            ports=self._ports_for(spec),
-        )
-        self.store.add_machine(self._record(info))
-        self.store.add_event(self.app, "create", machine_id=info.id)
-        return self._supervised(info, spec)
+        return self._supervised(self.new_machine(spec, self._live()), spec)
 
     def _adopt(self, record: MachineRecord) -> SupervisedMachine:
-        info = MachineInfo(
-            id=record.id,
-            group=record.group,
-            state=State.STOPPED if record.state != State.CREATED.value else State.CREATED,
-            region=record.region,
-            private_ip=record.private_ip,
-            host=self._host_for(record.private_ip),
-            version=record.instance_id,
-            restarts=record.restarts,
-            exit_code=record.exit_code,
-            ports={int(k): v for k, v in record.ports.items()},
-        )
-        spec = self.specs[record.group]
-        if set(info.ports) != set(self._internal_ports(spec)):
-            info = msgspec.structs.replace(info, ports=self._ports_for(spec))
-        return self._supervised(info, spec)
+        return self._supervised(self.taken_back(record, self._live()), self.specs[record.group])
 
     def _supervised(self, info: MachineInfo, spec: MachineSpec) -> SupervisedMachine:
-        log = MachineLog(self.state_dir / "logs" / f"{info.id}.log")
+        log = self.log_for(info.id)
         machine = SupervisedMachine(
-            info, spec, self._launch_spec(info, spec, log), self.driver, log, self._changed
+            info, spec, self.launch_spec(info, spec, log), self.driver, log, self._changed
         )
         machine.before_stop = self._before_stop
         self.attach_checks(machine)
@@ -201,143 +143,10 @@ class AppRuntime:
             self.on_machine(machine)
         return machine
 
-    def _internal_ports(self, spec: MachineSpec) -> list[int]:
-        ports = [s.internal_port for s in spec.services if s.protocol == "tcp"]
-        return list(dict.fromkeys(ports))
-
-    def _host_for(self, address: str) -> str:
-        """Where the edge and checks reach a machine: its own address when the driver
-        gives it a network (namespace), else 127.0.0.1."""
-        machine_host = getattr(self.driver, "machine_host", None)
-        return machine_host(self.app, address) if machine_host is not None else "127.0.0.1"
-
-    def _ports_for(self, spec: MachineSpec) -> dict[int, int]:
-        if getattr(self.driver, "own_network", False):  # every machine binds internal_port
-            return {port: port for port in self._internal_ports(spec)}
-        taken = {p for m in self.machines.values() for p in m.info.ports.values()}
-        return allocate(self._internal_ports(spec), taken)
-
-    def _launch_spec(self, info: MachineInfo, spec: MachineSpec, log: MachineLog) -> LaunchSpec:
-        runtime = RuntimeVars(
-            app=self.app,
-            machine_id=info.id,
-            group=spec.group,
-            region=info.region,
-            private_ip=info.private_ip,
-            image_ref=f"registry.fly.io/{self.app}:deployment-{info.version}",
-            version=info.version,
-            memory_mb=spec.guest.memory_mb,
-            primary_region=self.loaded.config.primary_region,
-        )
-        extra = {}
-        internal = self._internal_ports(spec)
-        if internal:
-            extra["PORT"] = str(info.ports.get(internal[0], internal[0]))
-        env = machine_env(spec.env, self.store.secret_values(self.app), runtime, extra=extra)
-        return LaunchSpec(
-            machine_id=info.id,
-            group=spec.group,
-            argv=resolve_argv(spec, self.image),
-            env=env,
-            cwd=self.base_dir,
-            log=log,
-            memory_mb=spec.guest.memory_mb,
-            mounts=self._volume_mounts(info, spec) + self._file_mounts(info, spec, log),
-            app=self.app,
-            private_ip=info.private_ip,
-            cpus=spec.guest.cpus,
-        )
-
-    def _file_mounts(
-        self, info: MachineInfo, spec: MachineSpec, log: MachineLog
-    ) -> list[tuple[Path, str]]:
-        """Write the machine's [[files]] (the plan's content, or a secret's base64-decoded
-        value, as the platform delivers them) and show each at its guest_path."""
-        folder = self.state_dir / "files" / info.id
-        mounts = []
-        secrets = self.store.secret_values(self.app)
-        for n, file in enumerate(spec.files):
-            if file.raw_value is not None:
-                content = base64.b64decode(file.raw_value)
-            elif file.secret_name in secrets:
-                try:
-                    content = base64.b64decode(secrets[file.secret_name], validate=True)
-                except ValueError:
-                    log.system(
-                        f"[[files]] {file.guest_path}: secret {file.secret_name} is not base64 "
-                        "(the platform decodes it), so the file is not written"
-                    )
-                    continue
-            else:
-                log.system(f"[[files]] {file.guest_path}: no secret named {file.secret_name}")
-                continue
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            path = folder / str(n)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-            mounts.append((path, file.guest_path))
-        return mounts
-
-    def _volume_mounts(self, info: MachineInfo, spec: MachineSpec) -> list[tuple[Path, str]]:
-        """The machine's volume, as on the platform: the one it had, else an unattached one
-        of that name, else a new one (``initial_size`` recorded). Data outlives machines."""
-        mounts = []
-        for mount in spec.mounts:
-            volume = self.store.volume_for_machine(info.id)
-            if volume is not None and volume.name != mount.name:
-                self.store.detach_volume(volume.id)  # the config now mounts another volume
-                volume = None
-            if volume is None:
-                volume = self.store.find_unattached_volume(self.app, mount.name, info.region)
-            if volume is None:
-                volume_id = new_volume_id()
-                path = self.state_dir / "volumes" / volume_id
-                volume = self.store.create_volume(
-                    self.app,
-                    mount.name,
-                    mount.size_gb,
-                    info.region,
-                    path,
-                    mount.snapshot_retention,
-                    volume_id=volume_id,
-                )
-                self.store.add_event(
-                    self.app, "volume_create", machine_id=info.id, status=volume.id
-                )
-            volume = self.store.attach_volume(volume.id, info.id)
-            Path(volume.path).mkdir(mode=0o700, parents=True, exist_ok=True)
-            mounts.append((Path(volume.path), mount.path))
-        return mounts
-
-    def _record(self, info: MachineInfo) -> MachineRecord:
-        now = _now()
-        return MachineRecord(
-            id=info.id,
-            app=self.app,
-            group=info.group,
-            region=info.region,
-            instance_id=info.version,
-            private_ip=info.private_ip,
-            release_version=self.release,
-            created_at=now,
-            updated_at=now,
-            metadata={"fly_platform_version": "v2", "fly_process_group": info.group},
-            **_live_fields(info),
-        )
-
     def _changed(self, machine: SupervisedMachine, event: str) -> None:
-        info = machine.info
         self._sync_checks(machine)
         self._notify()
-        self.store.update_machine(info.id, **_live_fields(info))
-        self.store.add_event(
-            self.app,
-            event,
-            machine_id=info.id,
-            status=info.state.value,
-            data={"exit_code": info.exit_code} if info.exit_code is not None else None,
-        )
+        self.record_change(machine.info, event)
 
     def attach_checks(self, machine: SupervisedMachine) -> None:
         """Give the machine a monitor for its spec's service and top-level checks (none
@@ -460,7 +269,7 @@ class AppRuntime:
                 return [], 0
             restarted = 0
             for machine in list(self.machines.values()):
-                machine.launch_spec = self._launch_spec(machine.info, machine.spec, machine.log)
+                machine.launch_spec = self.launch_spec(machine.info, machine.spec, machine.log)
                 if machine.state in (State.STARTED, State.SUSPENDED):
                     machine.log.system("secrets changed: restarting")
                     await machine.restart()
@@ -484,11 +293,7 @@ class AppRuntime:
     def apply_config(self, loaded: LoadedConfig) -> None:
         """Make ``loaded`` the config that new and updated machines get: a deploy's first
         step, and its last when it puts the previous release back."""
-        self.loaded = loaded
-        self.base_dir = loaded.base_dir
-        self.specs = plan_machines(loaded.config, base_dir=self.base_dir)
-        self.image = image_config(loaded.config, self.base_dir)
-        self.region = region_for(loaded.config.primary_region)
+        self.use_config(loaded)
         for callback in self.on_config:
             callback()
 
@@ -523,13 +328,13 @@ class AppRuntime:
         (`SupervisedMachine.runs_after_update`)."""
         version = ids.ulid()
         ports = machine.info.ports
-        if set(ports) != set(self._internal_ports(spec)):
-            ports = self._ports_for(spec)
+        if set(ports) != set(internal_ports(spec)):
+            ports = self.ports_for(spec, self._live())
         run = machine.runs_after_update() if start is None else start
 
         def make_launch() -> LaunchSpec:
             info = msgspec.structs.replace(machine.info, version=version, ports=ports)
-            return self._launch_spec(info, spec, machine.log)
+            return self.launch_spec(info, spec, machine.log)
 
         def swapped() -> None:
             self.store.update_machine(
@@ -555,43 +360,10 @@ class AppRuntime:
 
     def status(self) -> dict[str, object]:
         """The documented, stable `status --json` shape."""
-        return {
-            "app": self.app,
-            "release": self.release,
-            "edge": self.edge_bindings() if self.edge_bindings is not None else [],
-            "machines": [
-                {
-                    "id": m.id,
-                    "group": m.info.group,
-                    "state": m.state.value,
-                    "region": m.info.region,
-                    "restarts": m.info.restarts,
-                    "private_ip": m.info.private_ip,
-                    "checks": m.checks.summary() if m.checks is not None else {},
-                    "exit_code": m.info.exit_code,
-                    "backoff_s": round(m.info.backoff_s, 2),
-                    "pid": m.info.pid,
-                    "ports": {str(k): v for k, v in m.info.ports.items()},
-                }
-                for m in sorted(self.machines.values(), key=lambda m: (m.info.group, m.id))
-            ],
-        }
-
-
-def _live_fields(info: MachineInfo) -> dict[str, object]:
-    """The machine fields that change while it runs, as the store keeps them."""
-    return {
-        "state": info.state.value,
-        "restarts": info.restarts,
-        "exit_code": info.exit_code,
-        "pid": info.pid,
-        "pgid": info.pgid,
-        "pid_start_time": info.pid_start_time,
-        "ports": {str(k): v for k, v in info.ports.items()},
-    }
-
-
-def _now() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return self.status_document(
+            (
+                (m.info, m.checks.summary() if m.checks is not None else {})
+                for m in self.machines.values()
+            ),
+            self.edge_bindings() if self.edge_bindings is not None else [],
+        )

@@ -8,13 +8,16 @@ rotate at 10 MB, keeping one previous file, so a chatty app can't fill the disk.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
+
+if TYPE_CHECKING:
+    import asyncio
 
 MAX_BYTES = 10 * 1024 * 1024
 
@@ -65,6 +68,8 @@ class MachineLog:
         os.replace(self.path, self.path.with_name(self.path.name + ".1"))
 
     def subscribe(self) -> asyncio.Queue[LogEntry]:
+        import asyncio  # only a daemon serving followers needs it: see taxiway.runtime.early
+
         queue: asyncio.Queue[LogEntry] = asyncio.Queue()
         self._subscribers.add(queue)
         return queue

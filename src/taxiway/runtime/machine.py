@@ -22,30 +22,10 @@ from taxiway.runtime.drivers.base import Driver, DriverError, LaunchSpec, Machin
 from taxiway.runtime.lifecycle import State, check_transition
 from taxiway.runtime.logs import MachineLog
 from taxiway.runtime.restart import RestartState, decide
+from taxiway.runtime.roster import MachineInfo
 
 if TYPE_CHECKING:
     from taxiway.checks.monitor import MachineChecks
-
-
-class MachineInfo(msgspec.Struct, kw_only=True):
-    """What `status` shows about a machine, and what the store keeps."""
-
-    id: str
-    group: str
-    state: State
-    region: str
-    private_ip: str
-    version: str
-    #: Where the machine's ports are reached from the host (the edge, checks): 127.0.0.1
-    #: with the process driver, the machine's own address with the namespace driver.
-    host: str = "127.0.0.1"
-    restarts: int = 0
-    backoff_s: float = 0.0
-    exit_code: int | None = None
-    pid: int | None = None
-    pgid: int | None = None
-    pid_start_time: float | None = None
-    ports: dict[int, int] = msgspec.field(default_factory=dict)
 
 
 class SupervisedMachine:

@@ -1,0 +1,330 @@
+"""The app's machines as records: what each machine gets when it is created or taken
+back (id, address, ports, volumes, files, environment), kept in the state store.
+
+None of it needs an event loop, and this module imports no asyncio: `up -d`'s daemon
+creates and launches its machines with it before it has imported asyncio
+(`taxiway.runtime.early`), and `taxiway.runtime.app.AppRuntime` builds supervision on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import msgspec
+
+from taxiway.config.loader import LoadedConfig
+from taxiway.plan.machine import MachineSpec, plan_machines
+from taxiway.runtime import ids
+from taxiway.runtime.command import image_config, resolve_argv
+from taxiway.runtime.drivers.base import Driver, LaunchSpec
+from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, region_for
+from taxiway.runtime.lifecycle import State
+from taxiway.runtime.logs import MachineLog
+from taxiway.runtime.ports import allocate
+from taxiway.state import new_volume_id
+from taxiway.state.records import MachineRecord
+from taxiway.state.store import Store
+
+
+class MachineInfo(msgspec.Struct, kw_only=True):
+    """What `status` shows about a machine, and what the store keeps."""
+
+    id: str
+    group: str
+    state: State
+    region: str
+    private_ip: str
+    version: str
+    #: Where the machine's ports are reached from the host (the edge, checks): 127.0.0.1
+    #: with the process driver, the machine's own address with the namespace driver.
+    host: str = "127.0.0.1"
+    restarts: int = 0
+    backoff_s: float = 0.0
+    exit_code: int | None = None
+    pid: int | None = None
+    pgid: int | None = None
+    pid_start_time: float | None = None
+    ports: dict[int, int] = msgspec.field(default_factory=dict)
+
+
+class MachineRoster:
+    """One app's config, its plan, and its machines' records on this host."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        app: str,
+        state_dir: Path,
+        store: Store,
+        driver: Driver,
+    ) -> None:
+        self.app = app
+        self.state_dir = state_dir
+        self.store = store
+        self.driver = driver
+        #: The release the machines run (`stamp_release` once `up` started them all).
+        self.release = 0
+        self._seed = zlib.crc32(app.encode())
+        self.use_config(loaded)
+
+    def use_config(self, loaded: LoadedConfig) -> None:
+        """The config (and its plan) that new and updated machines get."""
+        self.loaded = loaded
+        self.base_dir = loaded.base_dir
+        self.specs: dict[str, MachineSpec] = plan_machines(loaded.config, base_dir=self.base_dir)
+        self.image = image_config(loaded.config, self.base_dir)
+        self.region = region_for(loaded.config.primary_region)
+
+    def desired_counts(self) -> dict[str, int]:
+        """Machines per group: what `scale count` stored, else one per group."""
+        stored = self.store.counts(self.app)
+        return {group: stored.get(group, 1) for group in self.specs}
+
+    # -- machines ---------------------------------------------------------------------------
+
+    def new_machine(self, spec: MachineSpec, live: Iterable[MachineInfo]) -> MachineInfo:
+        """A new machine of ``spec``, recorded (state created); ``live``: the machines the
+        app has now, whose addresses and ports it must not take."""
+        live = list(live)
+        records = self.store.list_machines(self.app, include_destroyed=True)
+        index = len(records) + 1
+        address = private_ip(self._seed, index)
+        if getattr(self.driver, "own_network", False):
+            # Machine IPv4s wrap around the app's /24: skip one a live machine has.
+            taken = {r.private_ip for r in records}
+            hosts = {info.host for info in live}
+            for _ in range(253):
+                if address not in taken and self.host_for(address) not in hosts:
+                    break
+                index += 1
+                address = private_ip(self._seed, index)
+        info = MachineInfo(
+            id=ids.machine_id(),
+            group=spec.group,
+            state=State.CREATED,
+            region=self.region,
+            private_ip=address,
+            host=self.host_for(address),
+            version=ids.ulid(),
+            ports=self.ports_for(spec, live),
+        )
+        self.store.add_machine(self._record(info))
+        self.store.add_event(self.app, "create", machine_id=info.id)
+        return info
+
+    def taken_back(self, record: MachineRecord, live: Iterable[MachineInfo]) -> MachineInfo:
+        """A machine the app had before this daemon (stopped: its processes were reaped),
+        with ports for its group's current services, clear of ``live`` machines' ports."""
+        info = MachineInfo(
+            id=record.id,
+            group=record.group,
+            state=State.STOPPED if record.state != State.CREATED.value else State.CREATED,
+            region=record.region,
+            private_ip=record.private_ip,
+            host=self.host_for(record.private_ip),
+            version=record.instance_id,
+            restarts=record.restarts,
+            exit_code=record.exit_code,
+            ports={int(k): v for k, v in record.ports.items()},
+        )
+        spec = self.specs[record.group]
+        if set(info.ports) != set(internal_ports(spec)):
+            info = msgspec.structs.replace(info, ports=self.ports_for(spec, live))
+        return info
+
+    def host_for(self, address: str) -> str:
+        """Where the edge and checks reach a machine: its own address when the driver
+        gives it a network (namespace), else 127.0.0.1."""
+        machine_host = getattr(self.driver, "machine_host", None)
+        return machine_host(self.app, address) if machine_host is not None else "127.0.0.1"
+
+    def ports_for(self, spec: MachineSpec, live: Iterable[MachineInfo]) -> dict[int, int]:
+        """Host ports for the machine's internal ports, clear of ``live`` machines' ports."""
+        if getattr(self.driver, "own_network", False):  # every machine binds internal_port
+            return {port: port for port in internal_ports(spec)}
+        taken = {p for info in live for p in info.ports.values()}
+        return allocate(internal_ports(spec), taken)
+
+    def launch_spec(self, info: MachineInfo, spec: MachineSpec, log: MachineLog) -> LaunchSpec:
+        """Everything the driver needs to start the machine; writes its [[files]] and
+        attaches (or creates) its volumes."""
+        runtime = RuntimeVars(
+            app=self.app,
+            machine_id=info.id,
+            group=spec.group,
+            region=info.region,
+            private_ip=info.private_ip,
+            image_ref=f"registry.fly.io/{self.app}:deployment-{info.version}",
+            version=info.version,
+            memory_mb=spec.guest.memory_mb,
+            primary_region=self.loaded.config.primary_region,
+        )
+        extra = {}
+        internal = internal_ports(spec)
+        if internal:
+            extra["PORT"] = str(info.ports.get(internal[0], internal[0]))
+        env = machine_env(spec.env, self.store.secret_values(self.app), runtime, extra=extra)
+        return LaunchSpec(
+            machine_id=info.id,
+            group=spec.group,
+            argv=resolve_argv(spec, self.image),
+            env=env,
+            cwd=self.base_dir,
+            log=log,
+            memory_mb=spec.guest.memory_mb,
+            mounts=self._volume_mounts(info, spec) + self._file_mounts(info, spec, log),
+            app=self.app,
+            private_ip=info.private_ip,
+            cpus=spec.guest.cpus,
+        )
+
+    def log_for(self, machine_id: str) -> MachineLog:
+        return MachineLog(self.state_dir / "logs" / f"{machine_id}.log")
+
+    def _file_mounts(
+        self, info: MachineInfo, spec: MachineSpec, log: MachineLog
+    ) -> list[tuple[Path, str]]:
+        """Write the machine's [[files]] (the plan's content, or a secret's base64-decoded
+        value, as the platform delivers them) and show each at its guest_path."""
+        folder = self.state_dir / "files" / info.id
+        mounts = []
+        secrets = self.store.secret_values(self.app)
+        for n, file in enumerate(spec.files):
+            if file.raw_value is not None:
+                content = base64.b64decode(file.raw_value)
+            elif file.secret_name in secrets:
+                try:
+                    content = base64.b64decode(secrets[file.secret_name], validate=True)
+                except ValueError:
+                    log.system(
+                        f"[[files]] {file.guest_path}: secret {file.secret_name} is not base64 "
+                        "(the platform decodes it), so the file is not written"
+                    )
+                    continue
+            else:
+                log.system(f"[[files]] {file.guest_path}: no secret named {file.secret_name}")
+                continue
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = folder / str(n)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+            mounts.append((path, file.guest_path))
+        return mounts
+
+    def _volume_mounts(self, info: MachineInfo, spec: MachineSpec) -> list[tuple[Path, str]]:
+        """The machine's volume, as on the platform: the one it had, else an unattached one
+        of that name, else a new one (``initial_size`` recorded). Data outlives machines."""
+        mounts = []
+        for mount in spec.mounts:
+            volume = self.store.volume_for_machine(info.id)
+            if volume is not None and volume.name != mount.name:
+                self.store.detach_volume(volume.id)  # the config now mounts another volume
+                volume = None
+            if volume is None:
+                volume = self.store.find_unattached_volume(self.app, mount.name, info.region)
+            if volume is None:
+                volume_id = new_volume_id()
+                path = self.state_dir / "volumes" / volume_id
+                volume = self.store.create_volume(
+                    self.app,
+                    mount.name,
+                    mount.size_gb,
+                    info.region,
+                    path,
+                    mount.snapshot_retention,
+                    volume_id=volume_id,
+                )
+                self.store.add_event(
+                    self.app, "volume_create", machine_id=info.id, status=volume.id
+                )
+            volume = self.store.attach_volume(volume.id, info.id)
+            Path(volume.path).mkdir(mode=0o700, parents=True, exist_ok=True)
+            mounts.append((Path(volume.path), mount.path))
+        return mounts
+
+    # -- records ----------------------------------------------------------------------------
+
+    def _record(self, info: MachineInfo) -> MachineRecord:
+        now = _now()
+        return MachineRecord(
+            id=info.id,
+            app=self.app,
+            group=info.group,
+            region=info.region,
+            instance_id=info.version,
+            private_ip=info.private_ip,
+            release_version=self.release,
+            created_at=now,
+            updated_at=now,
+            metadata={"fly_platform_version": "v2", "fly_process_group": info.group},
+            **live_fields(info),
+        )
+
+    def record_change(self, info: MachineInfo, event: str) -> None:
+        """Keep a machine's new state (and the event that changed it) in the store."""
+        self.store.update_machine(info.id, **live_fields(info))
+        self.store.add_event(
+            self.app,
+            event,
+            machine_id=info.id,
+            status=info.state.value,
+            data={"exit_code": info.exit_code} if info.exit_code is not None else None,
+        )
+
+    def status_document(
+        self, machines: Iterable[tuple[MachineInfo, dict]], edge: list[dict]
+    ) -> dict[str, object]:
+        """The documented, stable `status --json` shape, from each machine's info and
+        check summary, and where the edge listens."""
+        return {
+            "app": self.app,
+            "release": self.release,
+            "edge": edge,
+            "machines": [
+                {
+                    "id": info.id,
+                    "group": info.group,
+                    "state": info.state.value,
+                    "region": info.region,
+                    "restarts": info.restarts,
+                    "private_ip": info.private_ip,
+                    "checks": checks,
+                    "exit_code": info.exit_code,
+                    "backoff_s": round(info.backoff_s, 2),
+                    "pid": info.pid,
+                    "ports": {str(k): v for k, v in info.ports.items()},
+                }
+                for info, checks in sorted(machines, key=lambda pair: (pair[0].group, pair[0].id))
+            ],
+        }
+
+
+def internal_ports(spec: MachineSpec) -> list[int]:
+    """The TCP ports the machine's services listen on, each once, in config order."""
+    ports = [s.internal_port for s in spec.services if s.protocol == "tcp"]
+    return list(dict.fromkeys(ports))
+
+
+def live_fields(info: MachineInfo) -> dict[str, object]:
+    """The machine fields that change while it runs, as the store keeps them."""
+    return {
+        "state": info.state.value,
+        "restarts": info.restarts,
+        "exit_code": info.exit_code,
+        "pid": info.pid,
+        "pgid": info.pgid,
+        "pid_start_time": info.pid_start_time,
+        "ports": {str(k): v for k, v in info.ports.items()},
+    }
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
