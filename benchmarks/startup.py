@@ -5,7 +5,8 @@ same run, alternating taxiway and honcho so that a busy neighbour slows both ali
 
 - taxiway: `taxiway up -d` prints its status table once every machine is `started`;
   timed until it has printed every machine started (the command exits a millisecond or
-  two later: shown too), and the daemon's RSS is read from /proc.
+  two later: shown too), and the daemon's RSS is read from /proc once its API has
+  answered a `taxiway status` (it may report before it has loaded all it serves with).
 - honcho (a Procfile runner from PyPI, installed on demand into benchmarks/.cache/venv):
   `honcho start` with N Procfile entries; timed until it has printed "started with
   pid" for all N, then stopped. Its own RSS is read the same way.
@@ -136,6 +137,9 @@ def run_taxiway(tw: list[str], folder: Path, n: int) -> tuple[float, float, floa
     if proc.returncode != 0 or started < n:
         raise SystemExit(f"taxiway up -d failed in {folder}: {err.strip()}")
     pid = int((folder / ".taxiway" / "daemon.lock").read_text())
+    # The daemon can report its machines started before it has imported its machinery
+    # (taxiway.runtime.early): its memory is read once its API has answered.
+    subprocess.run([*tw, "status"], cwd=folder, capture_output=True, env=ENV, check=True)
     memory = rss_mb(pid)
     subprocess.run([*tw, "down"], cwd=folder, capture_output=True, env=ENV, check=True)
     return reported, exited, memory
