@@ -4,30 +4,30 @@ It holds an exclusive lock on ``.taxiway/daemon.lock`` for its whole life, so a
 second `taxiway up` for the same app can tell one is running instead of starting
 twice; a socket file left by a dead daemon is recognised (nobody holds the lock)
 and replaced. The lock is taken with the rest of the start-up's settling
-(`taxiway.daemon_startup`), by `up -d`'s command process when it forked the daemon.
+(`taxiway.daemon_startup`): by `up -d`'s command or the daemon it forked, before the
+loop runs (`taxiway.daemon_fork`), else here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
+import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from taxiway.api.paths import AppPaths
 from taxiway.config.loader import LoadedConfig
 from taxiway.daemon_options import DaemonOptions
-from taxiway.daemon_startup import StartUp, prepare, take_over, write_lock_holder
+from taxiway.daemon_startup import StartUp, prepare, write_lock_holder
 from taxiway.errors import TaxiwayError
 from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.drivers import make_driver
+from taxiway.runtime.early import EarlyMachine
 from taxiway.runtime.machine import SupervisedMachine
 from taxiway.runtime.oneoff import ReleaseCommandFailed, last_lines
 from taxiway.state.store import Store
@@ -43,10 +43,16 @@ async def serve(
     startup: StartUp | None = None,
     on_ready: Callable[[AppRuntime], None] | None = None,
     on_machine: Callable[[SupervisedMachine], None] | None = None,
+    early: Sequence[EarlyMachine] = (),
+    api_socket: socket.socket | None = None,
+    store: Store | None = None,
 ) -> int:
     """Run the app until SIGINT/SIGTERM or `taxiway down`; returns an exit code.
-    ``startup``: what `up -d`'s command settled for this daemon (its lock included);
-    without it the daemon settles it here (`taxiway.daemon_startup.prepare`)."""
+    ``startup``: what was settled for this daemon (its lock included) before it had a
+    loop; without it the daemon settles it here (`taxiway.daemon_startup.prepare`).
+    ``early``: the machines it launched before (`taxiway.runtime.early`), to supervise;
+    ``api_socket``, ``store``: the API's socket and the state store, when they were
+    opened before (the daemon closes them)."""
     from taxiway.api.server import ApiServer, build_router
 
     options = options or DaemonOptions()
@@ -56,11 +62,12 @@ async def serve(
     else:
         write_lock_holder(startup.lock_fd)
     app_name, release = startup.app, startup.release
-    try:
-        store = Store.open(paths.state_dir)
-    except BaseException:
-        os.close(startup.lock_fd)
-        raise
+    if store is None:
+        try:
+            store = Store.open(paths.state_dir)
+        except BaseException:
+            os.close(startup.lock_fd)
+            raise
     runtime = AppRuntime(
         loaded,
         app=app_name,
@@ -76,12 +83,12 @@ async def serve(
     server = ApiServer(build_router(runtime, shutdown))
     edge = EdgeSlot(runtime, paths, options)
     try:
-        await server.start(paths.socket)
+        await server.start(paths.socket, api_socket)
         for notice in startup.notices:
             runtime.notices.append(notice)
             print(notice, flush=True)
         try:
-            await runtime.up()
+            await runtime.up(early)
         except ReleaseCommandFailed as exc:
             if release is not None:
                 store.set_release_status(app_name, release.version, "failed")
@@ -211,105 +218,6 @@ def _watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:
     watcher = asyncio.PidfdChildWatcher()
     watcher.attach_loop(loop)
     asyncio.set_child_watcher(watcher)
-
-
-#: What serving an app imports beyond this module; the namespace driver's module too
-#: unless `--driver process` rules it out.
-_SERVING_MODULES = (
-    "taxiway.api.server",
-    "taxiway.runtime.drivers.process",
-    "taxiway.runtime.drivers.handle",
-)
-_NAMESPACE_DRIVER = "taxiway.runtime.drivers.namespace"
-
-
-def run_forked(channel_fd: int, ready_fd: int, options: DaemonOptions) -> int:
-    """The daemon `taxiway up -d` forks (`taxiway.cli.app_cmd._up_detached`): import what
-    serving needs while the command checks the config and settles the start-up
-    (`taxiway.daemon_startup.prepare`), then run the ``(LoadedConfig, AppPaths, StartUp)``
-    it hands over on ``channel_fd`` with the app's lock; leave without a trace when it
-    hands over nothing (the config had errors, or the app already runs).
-
-    The caller turned the cyclic collector off before importing this module; it comes
-    back on here, once the modules are in (frozen: they live as long as the daemon)."""
-    import gc
-    import importlib
-    import pickle
-
-    modules = (
-        _SERVING_MODULES if options.driver == "process" else (*_SERVING_MODULES, _NAMESPACE_DRIVER)
-    )
-    for name in modules:  # serve() would import them later, one after the other
-        importlib.import_module(name)
-    gc.freeze()
-    gc.enable()
-    received = take_over(channel_fd)
-    if received is None:
-        os.close(ready_fd)
-        return 0
-    payload, lock_fd = received
-    loaded, paths, startup = pickle.loads(payload)
-    startup = msgspec.structs.replace(startup, lock_fd=lock_fd)
-    return run_detached(loaded, paths, options, ready_fd, startup)
-
-
-def run_detached(
-    loaded: LoadedConfig,
-    paths: AppPaths,
-    options: DaemonOptions,
-    ready_fd: int,
-    startup: StartUp,
-) -> int:
-    """The body of a forked daemon (`up -d`): detach, log to daemon.log, report on ``ready_fd``.
-
-    Writes ``ready <status JSON>`` once every machine has started, or ``error
-    <sentence>``; the parent prints that and exits, the daemon runs on.
-    """
-    import traceback
-
-    os.setsid()
-    log_fd = os.open(paths.daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    null_fd = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null_fd, 0)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(null_fd)
-    os.close(log_fd)
-    sys.stdout = os.fdopen(1, "w", buffering=1)
-    sys.stderr = os.fdopen(2, "w", buffering=1)
-
-    def report(text: str) -> None:
-        nonlocal ready_fd
-        if ready_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.write(ready_fd, (text + "\n").encode())
-                os.close(ready_fd)
-            ready_fd = -1
-
-    try:
-        return run_loop(
-            serve(
-                loaded,
-                options=options,
-                startup=startup,
-                on_ready=lambda runtime: report(
-                    "ready " + json.dumps(runtime.status() | {"notices": runtime.notices})
-                ),
-            ),
-            loaded,
-        )
-    except TaxiwayError as exc:
-        print(f"taxiway: error: {exc}", file=sys.stderr)
-        report(f"error {exc}")
-        return 1
-    except BaseException as exc:  # a bug: keep the trace in daemon.log, tell the parent
-        traceback.print_exc()
-        report(f"error internal error (a bug, please report it): {type(exc).__name__}: {exc}")
-        return 70
-    finally:
-        report("error the daemon stopped before every machine started")
-        sys.stdout.flush()
-        sys.stderr.flush()
 
 
 def daemon_main(config: Path, options: DaemonOptions) -> int:

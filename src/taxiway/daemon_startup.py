@@ -2,9 +2,9 @@
 dead daemon left behind, the release it runs.
 
 None of it needs an event loop, and this module imports no asyncio: `taxiway up -d`
-(`taxiway.cli.app_cmd`) runs `prepare` in the command's own process while the daemon it
-forked is still importing its machinery, then hands the daemon the `StartUp` (and the
-lock's descriptor). A daemon started any other way runs `prepare` itself
+runs `prepare` before any loop runs, in the daemon it forked when that launches its
+machines first, else in the command's own process while the daemon imports its
+machinery (`taxiway.daemon_fork`). A daemon started any other way runs `prepare` itself
 (`taxiway.daemon.serve`).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -21,6 +22,9 @@ from taxiway.config.loader import LoadedConfig
 from taxiway.config.names import app_name_for
 from taxiway.errors import TaxiwayError
 from taxiway.state.records import ReleaseRecord
+
+if TYPE_CHECKING:
+    from taxiway.state.store import Store
 
 
 class AlreadyRunning(TaxiwayError):
@@ -65,30 +69,40 @@ def write_lock_holder(lock_fd: int) -> None:
 
 
 def prepare(
-    loaded: LoadedConfig, paths: AppPaths, driver: str, code_digest: str | None = None
+    loaded: LoadedConfig,
+    paths: AppPaths,
+    driver: str,
+    code_digest: str | None = None,
+    store: Store | None = None,
 ) -> StartUp:
     """Lock the app (or raise `AlreadyRunning`), pick the driver, clean up what a dead
     daemon left, and make the release `up` deploys (`taxiway.deploy.releases`).
-    ``code_digest``: the app folder's, when the caller took it already."""
+    ``code_digest``: the app folder's, when the caller took it already; ``store``: the
+    state store, when the caller keeps it open (else it is opened for this)."""
     from taxiway.deploy.releases import release_for_up
     from taxiway.runtime.drivers import resolve_driver
     from taxiway.runtime.leftovers import reap
     from taxiway.state.store import Store
 
     lock = acquire_lock(paths)
+    db = store
     try:
         chosen = resolve_driver(driver)
         app = app_name_for(loaded.source.path, loaded.config.app)
-        with Store.open(paths.state_dir) as store:
-            store.ensure_app(app, str(loaded.source.path.resolve()))
-            reap(store, app, paths.state_dir)
-            with contextlib.suppress(FileNotFoundError):
-                paths.socket.unlink()  # we hold the lock: any socket file is a dead daemon's
-            before = store.latest_release(app)
-            release = release_for_up(store, app, loaded, code=code_digest)
+        if db is None:
+            db = Store.open(paths.state_dir)
+        db.ensure_app(app, str(loaded.source.path.resolve()))
+        reap(db, app, paths.state_dir)
+        with contextlib.suppress(FileNotFoundError):
+            paths.socket.unlink()  # we hold the lock: any socket file is a dead daemon's
+        before = db.latest_release(app)
+        release = release_for_up(db, app, loaded, code=code_digest)
     except BaseException:
         os.close(lock)
         raise
+    finally:
+        if store is None and db is not None:
+            db.close()
     notices = []
     if release is not None and before is not None and before.status != "complete":
         how = {
@@ -99,35 +113,3 @@ def prepare(
             f"release v{before.version} {how}; v{release.version} deploys the current config"
         )
     return StartUp(lock_fd=lock, app=app, driver=chosen, release=release, notices=notices)
-
-
-def hand_over(channel_fd: int, payload: bytes, lock_fd: int) -> None:
-    """Send a forked daemon ``payload`` and the lock over a unix socket, then close it. The
-    lock's descriptor travels as SCM_RIGHTS, so the daemon holds the very lock this
-    process took (flock belongs to the open file, not to a process)."""
-    import socket
-
-    with socket.socket(fileno=channel_fd) as channel:
-        socket.send_fds(channel, [b"L"], [lock_fd])
-        channel.sendall(payload)
-
-
-def take_over(channel_fd: int) -> tuple[bytes, int] | None:
-    """What `hand_over` sent: the payload, and this process's descriptor of the lock;
-    None when the command sent nothing (the config had errors, or the app already runs)."""
-    import socket
-
-    with socket.socket(fileno=channel_fd) as channel:
-        _, fds, _, _ = socket.recv_fds(channel, 1, 1)
-        chunks = []
-        while chunk := channel.recv(1 << 20):
-            chunks.append(chunk)
-    if not fds:
-        return None
-    if not chunks:  # the command died while sending
-        os.close(fds[0])
-        return None
-    # Received descriptors are inheritable: a machine must never hold the lock (it would
-    # outlive a killed daemon and keep the next one out).
-    os.set_inheritable(fds[0], False)
-    return b"".join(chunks), fds[0]

@@ -504,13 +504,13 @@ def test_a_daemon_that_fails_while_starting_never_returns_into_the_caller(
     )
     script = textwrap.dedent(
         """
-        import taxiway.daemon
+        import taxiway.daemon_fork
         from taxiway.cli.main import main
 
         def broken(*args):
             raise RuntimeError("a bug while the daemon starts")
 
-        taxiway.daemon.run_forked = broken
+        taxiway.daemon_fork.run_forked = broken
         print("returned", main(["up", "-d"]), flush=True)
         """
     )

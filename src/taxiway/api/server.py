@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,13 @@ class ApiServer:
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
-    async def start(self, path: Path) -> None:
-        self._server = await asyncio.start_unix_server(self._serve, str(path))
-        os.chmod(path, 0o600)
+    async def start(self, path: Path, listening: socket.socket | None = None) -> None:
+        """Serve at ``path``; ``listening``: its socket, when it was bound before the loop
+        ran (`taxiway.api.listener`)."""
+        from taxiway.api.listener import listen_unix
+
+        sock = listening if listening is not None else listen_unix(path)
+        self._server = await asyncio.start_unix_server(self._serve, sock=sock)
 
     async def close(self) -> None:
         if self._server is not None:

@@ -94,52 +94,52 @@ def _checked_for_up(config: str | None) -> tuple[LoadedConfig, AppPaths]:
 
 
 def _up_detached(config: str | None, options: DaemonOptions) -> int:
-    """Fork the daemon, settle its start-up, hand it over, and return once it reports
-    every machine started, or its error.
+    """Fork the daemon, send it the checked config (and, unless it launches first, the
+    settled start-up), and return once it reports every machine started, or its error.
 
-    The fork comes first: the daemon imports its machinery (asyncio, the runtime, the
-    API; ~30 ms) on one core while this process, on the other, reads and validates the
-    config, takes the code digest, and does what needs no event loop
-    (`taxiway.daemon_startup.prepare`: the app's lock, the driver, a dead daemon's
-    leftovers, the release), then sends all that and the lock over a unix socket. Until
-    then the daemon has written nothing, so a config with errors (or an app that already
-    runs) just closes the socket and the daemon leaves without a trace.
+    The fork comes first: the daemon imports what needs no event loop while this
+    process checks the config, and what comes next is the daemon's protocol
+    (`taxiway.daemon_fork`). Until the config is sent the daemon has written nothing, so
+    a config with errors (or an app that already runs) just closes the channel and the
+    daemon leaves without a trace.
     """
     import pickle
     import select
     import socket
 
-    channel, daemon_channel = (end.detach() for end in socket.socketpair())
+    channel_fd, daemon_channel = (end.detach() for end in socket.socketpair())
     ready_read, ready_write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the daemon: whatever happens, it never returns into this stack
-        _daemon_child(daemon_channel, channel, ready_read, ready_write, options)
+        _daemon_child(daemon_channel, channel_fd, ready_read, ready_write, options)
     os.close(daemon_channel)
     os.close(ready_write)
+    channel = socket.socket(fileno=channel_fd)
     handed_over = False
     try:
         loaded, paths = _checked_for_up(config)
         paths.ensure()
-        # the release's code digest walks the app's folder (tens of ms for thousands of
-        # files): taken here, it costs nothing, the daemon is still importing
-        from taxiway.deploy.code_digest import code_digest
+        from taxiway.daemon_channel import hand_over, may_launch_first, send_config
 
-        code = code_digest(loaded.base_dir, config_file=loaded.source.path)
-        from taxiway.daemon_startup import hand_over, prepare
+        launch_first = may_launch_first(loaded.config, options.driver)
+        send_config(channel, pickle.dumps((loaded, paths, launch_first)))
+        if not launch_first:
+            from taxiway.daemon_startup import prepare
+            from taxiway.deploy.code_digest import code_digest
 
-        startup = prepare(loaded, paths, options.driver, code)
-        try:
-            payload = pickle.dumps((loaded, paths, startup))
-            sending, channel = channel, -1
-            hand_over(sending, payload, startup.lock_fd)
-        finally:
-            os.close(startup.lock_fd)  # the daemon holds the lock now (or nobody does)
+            # the release's code digest walks the app's folder (tens of ms for thousands
+            # of files): taken here, it costs nothing, the daemon is still importing
+            code = code_digest(loaded.base_dir, config_file=loaded.source.path)
+            startup = prepare(loaded, paths, options.driver, code)
+            try:
+                hand_over(channel, pickle.dumps(startup), startup.lock_fd)
+            finally:
+                os.close(startup.lock_fd)  # the daemon holds the lock now (or nobody does)
         handed_over = True
     except (BrokenPipeError, ConnectionResetError):
         pass  # the daemon died while starting: its log or the ready pipe says why
     finally:
-        if channel >= 0:
-            os.close(channel)
+        channel.close()
         if not handed_over:
             os.waitpid(pid, 0)
     if not handed_over:
@@ -196,7 +196,7 @@ def _daemon_child(
         import gc
 
         gc.disable()  # during the daemon's imports; `run_forked` turns it on again
-        from taxiway.daemon import run_forked
+        from taxiway.daemon_fork import run_forked
 
         code = run_forked(channel, ready_write, options)
     except KeyboardInterrupt:

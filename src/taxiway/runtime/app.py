@@ -8,7 +8,7 @@ died (``kill -9``) left running.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import msgspec
@@ -18,6 +18,7 @@ from taxiway.errors import TaxiwayError
 from taxiway.plan.machine import Check, MachineSpec
 from taxiway.runtime import ids
 from taxiway.runtime.drivers.base import Driver, LaunchSpec, spawn
+from taxiway.runtime.early import EarlyMachine
 from taxiway.runtime.lifecycle import State
 from taxiway.runtime.machine import SupervisedMachine
 from taxiway.runtime.oneoff import run_release_command
@@ -61,10 +62,14 @@ class AppRuntime(MachineRoster):
 
     # -- start-up (after `taxiway.runtime.leftovers.reap`) -----------------------------------
 
-    async def up(self) -> None:
-        """Run the release command, then create the machines each group needs and start them."""
-        release = self.store.latest_release(self.app)
-        self.release = release.version if release else 0
+    async def up(self, early: Sequence[EarlyMachine] = ()) -> None:
+        """Run the release command, then create the machines each group needs and start
+        them. ``early``: the machines `taxiway.runtime.early` launched before the loop
+        ran (instead of all that): supervise them."""
+        if early:
+            await self._supervise_early(early)
+            return
+        self.load_release()
         await run_release_command(
             self.loaded,
             app=self.app,
@@ -72,16 +77,22 @@ class AppRuntime(MachineRoster):
             driver=self.driver,
             logs_dir=self.state_dir / "logs",
         )
-        existing = self.store.list_machines(self.app)
-        for record in existing:
-            if record.group not in self.specs:
-                self.store.update_machine(record.id, state=State.DESTROYED.value)
-                self.store.add_event(
-                    self.app, "destroy", machine_id=record.id, status="group removed from config"
-                )
-                continue
+        for record in self.kept_machines():
             self._adopt(record)
         await self._reconcile()
+        self.ready = True
+
+    async def _supervise_early(self, early: Sequence[EarlyMachine]) -> None:
+        self.load_release()
+        adopted = []
+        for machine in early:
+            supervised = self._supervised(
+                machine.info, self.specs[machine.info.group], launch=machine.launch
+            )
+            process = machine.supervised()
+            if process is not None:
+                adopted.append(supervised.adopt(process))
+        await asyncio.gather(*adopted)
         self.ready = True
 
     async def _reconcile(self) -> None:
@@ -131,11 +142,13 @@ class AppRuntime(MachineRoster):
     def _adopt(self, record: MachineRecord) -> SupervisedMachine:
         return self._supervised(self.taken_back(record, self._live()), self.specs[record.group])
 
-    def _supervised(self, info: MachineInfo, spec: MachineSpec) -> SupervisedMachine:
-        log = self.log_for(info.id)
-        machine = SupervisedMachine(
-            info, spec, self.launch_spec(info, spec, log), self.driver, log, self._changed
-        )
+    def _supervised(
+        self, info: MachineInfo, spec: MachineSpec, launch: LaunchSpec | None = None
+    ) -> SupervisedMachine:
+        """Supervise a machine; ``launch``: its launch spec when it was launched already."""
+        if launch is None:
+            launch = self.launch_spec(info, spec, self.log_for(info.id))
+        machine = SupervisedMachine(info, spec, launch, self.driver, launch.log, self._changed)
         machine.before_stop = self._before_stop
         self.attach_checks(machine)
         self.machines[info.id] = machine

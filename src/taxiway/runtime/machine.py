@@ -81,9 +81,17 @@ class SupervisedMachine:
             if self.state is State.SUSPENDED:
                 await self.resume()
             return
+        await self._run(None)
+
+    async def adopt(self, process: MachineProcess) -> None:
+        """Supervise a process launched before the loop ran (`taxiway.runtime.early`):
+        the machine is started already, as its info says."""
+        await self._run(process)
+
+    async def _run(self, process: MachineProcess | None) -> None:
         self._stop.clear()
         self._launched.clear()
-        self._task = asyncio.create_task(self._supervise(), name=f"machine-{self.id}")
+        self._task = asyncio.create_task(self._supervise(process), name=f"machine-{self.id}")
         waiter = asyncio.ensure_future(self._launched.wait())
         await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
@@ -197,15 +205,18 @@ class SupervisedMachine:
 
     # -- supervision ----------------------------------------------------------------------
 
-    async def _supervise(self) -> None:
+    async def _supervise(self, adopted: MachineProcess | None) -> None:
         while not self._stop.is_set():
-            self._set(State.STARTING, "start", exit_code=None, backoff_s=0.0)
-            try:
-                self.process = await self.driver.launch(self.launch_spec)
-            except DriverError as exc:
-                self.log.system(str(exc))
-                self._set(State.FAILED, "launch_failed")
-                return
+            if adopted is not None:
+                self.process, adopted = adopted, None
+            else:
+                self._set(State.STARTING, "start", exit_code=None, backoff_s=0.0)
+                try:
+                    self.process = await self.driver.launch(self.launch_spec)
+                except DriverError as exc:
+                    self.log.system(str(exc))
+                    self._set(State.FAILED, "launch_failed")
+                    return
             self._started_at = time.monotonic()
             self._set(
                 State.STARTED,

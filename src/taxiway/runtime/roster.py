@@ -80,6 +80,25 @@ class MachineRoster:
         self.image = image_config(loaded.config, self.base_dir)
         self.region = region_for(loaded.config.primary_region)
 
+    def load_release(self) -> None:
+        """Take the app's latest release as the one its machines run."""
+        release = self.store.latest_release(self.app)
+        self.release = release.version if release else 0
+
+    def kept_machines(self) -> list[MachineRecord]:
+        """The machines the app had before this daemon whose group the config still has,
+        oldest first; the others are recorded destroyed (their group was removed)."""
+        kept = []
+        for record in self.store.list_machines(self.app):
+            if record.group in self.specs:
+                kept.append(record)
+                continue
+            self.store.update_machine(record.id, state=State.DESTROYED.value)
+            self.store.add_event(
+                self.app, "destroy", machine_id=record.id, status="group removed from config"
+            )
+        return kept
+
     def desired_counts(self) -> dict[str, int]:
         """Machines per group: what `scale count` stored, else one per group."""
         stored = self.store.counts(self.app)

@@ -65,15 +65,10 @@ def with_mounts(spec: LaunchSpec) -> list[str]:
 
 
 class ProcessDriver:
-    """Launches a machine as a process group. `start` needs no event loop (`up -d`'s
-    daemon launches before it imports asyncio); `adopt` puts a started process under
-    supervision, `launch` does both."""
+    """Launches a machine as a process group. `start` needs no event loop: `up -d`'s
+    daemon can launch machines before it imports asyncio (`taxiway.runtime.early`)."""
 
     name = "process"
-
-    def __init__(self) -> None:
-        #: Processes `start`ed before the loop ran, by machine id: `launch` adopts them.
-        self._started: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, spec: LaunchSpec) -> subprocess.Popen[bytes]:
         """Start the machine's process, or raise `DriverError` saying why it can't."""
@@ -90,13 +85,7 @@ class ProcessDriver:
         except OSError as exc:
             raise DriverError(f"{who}: cannot start {spec.argv[0]}: {exc.strerror}") from None
 
-    def started_early(self, machine_id: str, popen: subprocess.Popen[bytes]) -> None:
-        """A process `start` launched before the loop ran: the machine's next `launch`
-        supervises it instead of starting another."""
-        self._started[machine_id] = popen
-
     async def launch(self, spec: LaunchSpec) -> ProcessHandle:
         from taxiway.runtime.drivers.handle import ProcessHandle
 
-        popen = self._started.pop(spec.machine_id, None) or self.start(spec)
-        return ProcessHandle(popen, spec.log)
+        return ProcessHandle(self.start(spec), spec.log)
