@@ -199,25 +199,10 @@ def run_loop(main: Coroutine[Any, Any, int], loaded: LoadedConfig) -> int:
             pass
         else:
             return uvloop.run(main)
+    # Machines need no child watcher: their processes are reaped through pidfds
+    # (`taxiway.runtime.drivers.handle`); only `machine exec` uses asyncio's.
     with asyncio.Runner() as runner:
-        _watch_children_with_pidfds(runner.get_loop())
         return runner.run(main)
-
-
-def _watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:
-    """Python 3.11's default child watcher starts a thread for every child process (at
-    50 machines, 50 threads, each a millisecond or two to start before the machine
-    counts as started); a pidfd costs one file descriptor and no thread. 3.12 picks
-    pidfds by itself; kernels before 5.3 have none and keep the default."""
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:
-        return
-    watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(loop)
-    asyncio.set_child_watcher(watcher)
 
 
 def daemon_main(config: Path, options: DaemonOptions) -> int:

@@ -460,8 +460,8 @@ def test_suspend_freezes_a_machine_and_start_resumes_it(app: Path) -> None:
 def test_a_daemon_without_services_watches_its_machines_without_threads(
     tmp_path: Path,
 ) -> None:
-    """Plain asyncio (no edge, no uvloop) learns of exits through pidfds, not one waiting
-    thread per machine; the exits still count (restart policy, exit codes)."""
+    """The daemon learns of its machines' exits through pidfds, not one waiting thread
+    per machine; the exits still count (restart policy, exit codes)."""
     if not hasattr(os, "pidfd_open"):
         pytest.skip("this platform has no pidfds")
     (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
