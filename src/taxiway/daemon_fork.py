@@ -123,6 +123,9 @@ def _launch_first(
     except TaxiwayError as exc:  # e.g. the app already runs: its daemon's log isn't ours
         report.error(str(exc))
         return 1
+    except BaseException as exc:  # a bug: its trace goes to the terminal, still ours
+        report.error(_bug(exc))
+        raise
     _log_to(paths)
 
     def launch_and_serve() -> int:
@@ -233,9 +236,13 @@ def _reporting(report: ReadyPipe, body: Callable[[], int]) -> int:
         return 1
     except BaseException as exc:
         traceback.print_exc()
-        report.error(f"internal error (a bug, please report it): {type(exc).__name__}: {exc}")
+        report.error(_bug(exc))
         return 70
     finally:
         report.error("the daemon stopped before every machine started")
         sys.stdout.flush()
         sys.stderr.flush()
+
+
+def _bug(exc: BaseException) -> str:
+    return f"internal error (a bug, please report it): {type(exc).__name__}: {exc}"

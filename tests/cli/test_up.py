@@ -389,6 +389,36 @@ def test_a_machine_whose_command_is_missing_fails_up_with_a_sentence(tmp_path: P
         taxiway(tmp_path, "down")
 
 
+@pytest.mark.parametrize(
+    "service",
+    ["", '[http_service]\ninternal_port = 8080\nprocesses = ["worker"]\n'],
+    ids=["launched-before-the-loop", "launched-by-the-loop"],
+)
+def test_a_volume_that_cannot_be_created_fails_up_with_a_sentence(
+    tmp_path: Path, service: str
+) -> None:
+    (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
+    (tmp_path / "fly.toml").write_text(
+        # `other` comes first: it must not be launched before worker's volume fails
+        'app = "novol"\n[processes]\nother = "sleep 60"\n'
+        f'worker = "{sys.executable} worker.py"\n'
+        '[[mounts]]\nsource = "data"\ndestination = "/data"\nprocesses = ["worker"]\n' + service
+    )
+    (tmp_path / ".taxiway").mkdir(mode=0o700)
+    (tmp_path / ".taxiway" / "volumes").write_text("in the way")
+    try:
+        result = taxiway(tmp_path, "up", "-d")
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert re.search(
+            r"\(worker\): volume data \(vol_\w+\) cannot be created at ", result.stderr
+        )
+        assert "Not a directory" in result.stderr
+        assert _processes_in(tmp_path) == []  # no machine was launched
+    finally:
+        taxiway(tmp_path, "down")
+
+
 def test_a_group_with_nothing_to_run_says_what_to_add(tmp_path: Path) -> None:
     (tmp_path / "fly.toml").write_text('app = "empty"\n[processes]\nworker = ""\n')
     for args in (("up", "-d"), ("up",)):

@@ -52,7 +52,11 @@ class EarlyMachine(msgspec.Struct, kw_only=True):
 def launch_early(roster: MachineRoster, driver: ProcessDriver) -> list[EarlyMachine] | None:
     """Create the machines each group needs (taking back the ones the app had), and launch
     them. None, having done nothing, when some must be destroyed first (more than the
-    stored count): that takes the runtime's stops and events, so the loop does it."""
+    stored count): that takes the runtime's stops and events, so the loop does it.
+
+    Every machine's launch spec (its volumes, its files) is made before the first one is
+    launched, as the runtime does: one that can't be made (`TaxiwayError`) fails the
+    start with nothing running."""
     roster.load_release()
     counts = roster.desired_counts()
     kept = roster.kept_machines()
@@ -64,21 +68,26 @@ def launch_early(roster: MachineRoster, driver: ProcessDriver) -> list[EarlyMach
     for group, spec in roster.specs.items():
         for _ in range(counts[group] - sum(r.group == group for r in kept)):
             infos.append(roster.new_machine(spec, infos))
-    return [_launch(roster, driver, info) for info in infos]
+    launches = [
+        roster.launch_spec(info, roster.specs[info.group], roster.log_for(info.id))
+        for info in infos
+    ]
+    return [
+        _launch(roster, driver, info, launch) for info, launch in zip(infos, launches, strict=True)
+    ]
 
 
-def _launch(roster: MachineRoster, driver: ProcessDriver, info: MachineInfo) -> EarlyMachine:
+def _launch(
+    roster: MachineRoster, driver: ProcessDriver, info: MachineInfo, launch: LaunchSpec
+) -> EarlyMachine:
     """What the runtime's supervision does for a start, up to the launch: the same states,
     events and log notes (`taxiway.runtime.machine.SupervisedMachine`)."""
-    spec = roster.specs[info.group]
-    log = roster.log_for(info.id)
-    launch = roster.launch_spec(info, spec, log)
     info = msgspec.structs.replace(info, state=State.STARTING, exit_code=None, backoff_s=0.0)
     roster.record_change(info, "start")
     try:
         process = driver.start(launch)
     except DriverError as exc:
-        log.system(str(exc))
+        launch.log.system(str(exc))
         info = msgspec.structs.replace(info, state=State.FAILED)
         roster.record_change(info, "launch_failed")
         return EarlyMachine(info=info, launch=launch, process=None)

@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from taxiway.config.loader import LoadedConfig
+from taxiway.errors import TaxiwayError
 from taxiway.plan.machine import MachineSpec, plan_machines
 from taxiway.runtime import ids
 from taxiway.runtime.command import image_config, resolve_argv
@@ -228,11 +229,17 @@ class MachineRoster:
             else:
                 log.system(f"[[files]] {file.guest_path}: no secret named {file.secret_name}")
                 continue
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             path = folder / str(n)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
+            try:
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(content)
+            except OSError as exc:
+                raise TaxiwayError(
+                    f"machine {info.id} ({info.group}): [[files]] {file.guest_path} cannot be "
+                    f"written to {path}: {exc.strerror or exc}"
+                ) from None
             mounts.append((path, file.guest_path))
         return mounts
 
@@ -263,7 +270,13 @@ class MachineRoster:
                     self.app, "volume_create", machine_id=info.id, status=volume.id
                 )
             volume = self.store.attach_volume(volume.id, info.id)
-            Path(volume.path).mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                Path(volume.path).mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise TaxiwayError(
+                    f"machine {info.id} ({info.group}): volume {volume.name} ({volume.id}) "
+                    f"cannot be created at {volume.path}: {exc.strerror or exc}"
+                ) from None
             mounts.append((Path(volume.path), mount.path))
         return mounts
 
