@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_taxiway as taxiway
+from process_watch import alive
 from taxiway.runtime import cgroups, netns
 from taxiway.runtime.drivers import unusable_reason
 
@@ -160,14 +161,6 @@ def assert_nothing_left(app: str, processes: list[int]) -> None:
     wait_until(lambda: not any(alive(pid) for pid in processes), "the app's processes to die")
     assert netns.leftovers(app) == ([], [])
     assert cgroups.app_cgroups(app) == []
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:

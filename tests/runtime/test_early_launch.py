@@ -10,11 +10,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from cli_runner import run_taxiway as taxiway
+from process_watch import alive, wait_for
 from taxiway.state.store import Store
 
 WORKER = """
@@ -55,15 +54,6 @@ def make_app(folder: Path) -> Path:
     return folder
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def status(app: Path) -> dict:
     result = taxiway(app, "status", "--json")
     assert result.returncode == 0, result.stderr
@@ -72,14 +62,6 @@ def status(app: Path) -> dict:
 
 def machine(app: Path, group: str) -> dict:
     return next(m for m in status(app)["machines"] if m["group"] == group)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 LAUNCH = """

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from process_watch import alive
 from taxiway.runtime import cgroups, netns, outbound
 from taxiway.runtime.drivers import unusable_reason
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec
@@ -78,14 +79,6 @@ def spec(tmp_path: Path, app: str, index: int, argv: list[str], **extra: object)
 
 def py(code: str) -> list[str]:
     return [sys.executable, "-c", code]
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 async def wait_until(predicate, what: str, timeout: float = 10.0) -> None:

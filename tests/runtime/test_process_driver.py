@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from process_watch import alive
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec
 from taxiway.runtime.drivers.process import ProcessDriver
 from taxiway.runtime.leftovers import kill_group, process_start_time
@@ -31,14 +32,6 @@ def spec(tmp_path: Path, argv: list[str]) -> LaunchSpec:
 
 def py(code: str) -> list[str]:
     return [sys.executable, "-c", code]
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_exit_code_and_output_with_streams(tmp_path: Path) -> None:

@@ -26,38 +26,30 @@ class DriverError(TaxiwayError):
     """A machine that could not be started; the message names it and the command."""
 
 
-def start_process(argv: list[str], *, cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A machine's main process: no stdin, its output piped (to the machine's log), in a
-    session of its own so that a signal to the group reaches everything it starts.
+#: How a machine's process (or a command run in it) starts: no stdin, its output piped
+#: (to the machine's log, or back to the caller), in a session of its own so that a
+#: signal to the group reaches everything it starts.
+_MACHINE_PROCESS = {
+    "stdin": subprocess.DEVNULL,
+    "stdout": subprocess.PIPE,
+    "stderr": subprocess.PIPE,
+    "start_new_session": True,
+}
 
-    Started without an event loop, so `up -d`'s daemon can launch its machines before it
-    has imported asyncio and supervise them once it has
-    (`taxiway.runtime.drivers.process.ProcessHandle`). OSError as `subprocess.Popen`."""
-    return subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+
+def start_process(argv: list[str], *, cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A machine's main process, started without an event loop, so `up -d`'s daemon can
+    launch its machines before it has imported asyncio and supervise them once it has
+    (`taxiway.runtime.drivers.handle.ProcessHandle`). OSError as `subprocess.Popen`."""
+    return subprocess.Popen(argv, cwd=cwd, env=env, **_MACHINE_PROCESS)
 
 
 async def spawn(argv: list[str], *, cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
-    """A command run in a machine (`exec`), started as `start_process` starts a machine,
-    its output read back by the caller. OSError as `create_subprocess_exec`."""
+    """A command run in a machine (`exec`), its output read back by the caller.
+    OSError as `create_subprocess_exec`."""
     import asyncio
 
-    return await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    return await asyncio.create_subprocess_exec(*argv, cwd=cwd, env=env, **_MACHINE_PROCESS)
 
 
 class LaunchSpec(msgspec.Struct, kw_only=True):
