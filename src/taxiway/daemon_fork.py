@@ -28,7 +28,7 @@ import os
 import pickle
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -190,7 +190,7 @@ def _serve(
     startup: StartUp,
     report: ReadyPipe,
     *,
-    early: list[EarlyMachine] | None = None,
+    early: Sequence[EarlyMachine] = (),
     api_socket: socket.socket | None = None,
     store: Store | None = None,
 ) -> int:
@@ -201,7 +201,7 @@ def _serve(
             loaded,
             options=options,
             startup=startup,
-            early=early or [],
+            early=early,
             api_socket=api_socket,
             store=store,
             on_ready=lambda runtime: report.ready(runtime.status() | {"notices": runtime.notices}),
