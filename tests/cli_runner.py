@@ -9,9 +9,14 @@ from pathlib import Path
 
 
 def run_taxiway(
-    cwd: Path, *args: str, stdin: str | None = None, timeout: float = 60
+    cwd: Path,
+    *args: str,
+    stdin: str | None = None,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`taxiway ARGS` in ``cwd``, output captured, colours off, never waiting forever."""
+    """`taxiway ARGS` in ``cwd``, output captured, colours off, never waiting forever;
+    ``env``: variables to set on top of the test's own."""
     return subprocess.run(
         [sys.executable, "-m", "taxiway", *args],
         cwd=cwd,
@@ -19,6 +24,6 @@ def run_taxiway(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "NO_COLOR": "1"},
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
         check=False,
     )

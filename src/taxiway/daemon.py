@@ -58,7 +58,7 @@ async def serve(
     options = options or DaemonOptions()
     paths = AppPaths.for_config(loaded.source.path)
     if startup is None:
-        startup = prepare(loaded, paths, options.driver)
+        startup = prepare(loaded, paths, options.driver, asked_by=options.driver_asked_by)
     else:
         write_lock_holder(startup.lock_fd)
     app_name, release = startup.app, startup.release
@@ -74,6 +74,7 @@ async def serve(
         state_dir=paths.state_dir,
         store=store,
         driver=make_driver(startup.driver),
+        driver_reason=startup.driver_reason,
     )
     runtime.on_machine = on_machine
     shutdown = asyncio.Event()

@@ -116,7 +116,9 @@ def _launch_first(
     try:
         store = Store.open(paths.state_dir)  # one connection from here to the end
         try:
-            startup = prepare(loaded, paths, options.driver, store=store)
+            startup = prepare(
+                loaded, paths, options.driver, store=store, asked_by=options.driver_asked_by
+            )
         except BaseException:
             store.close()
             raise
@@ -162,7 +164,12 @@ def _launch(
 
     driver = ProcessDriver()
     roster = MachineRoster(
-        loaded, app=startup.app, state_dir=paths.state_dir, store=store, driver=driver
+        loaded,
+        app=startup.app,
+        state_dir=paths.state_dir,
+        store=store,
+        driver=driver,
+        driver_reason=startup.driver_reason,
     )
     early = launch_early(roster, driver)
     if early is None:

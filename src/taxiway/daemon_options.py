@@ -12,6 +12,9 @@ class DaemonOptions(msgspec.Struct, frozen=True):
 
     #: auto | process | namespace (`taxiway.runtime.drivers.select_driver`).
     driver: str = "auto"
+    #: Where an explicit driver came from, for `status` to say why it runs:
+    #: ``--driver`` or ``TAXIWAY_DRIVER``.
+    driver_asked_by: str = "--driver"
     #: The address the edge's listeners bind (`up --edge-host`).
     edge_host: str = "127.0.0.1"
     #: Idle period before autostop stops a machine; None = the platform's schedule.

@@ -39,6 +39,8 @@ class StartUp(msgspec.Struct, kw_only=True):
     app: str
     #: The driver picked for this host (`taxiway.runtime.drivers.resolve_driver`).
     driver: str
+    #: Why that driver (`taxiway.runtime.drivers.DriverChoice`), for `status` and `up`.
+    driver_reason: str
     #: The release `up` makes (None: the config, code and secrets are the last one's).
     release: ReleaseRecord | None
     #: What the user should be told before the machines start.
@@ -74,20 +76,23 @@ def prepare(
     driver: str,
     code_digest: str | None = None,
     store: Store | None = None,
+    *,
+    asked_by: str = "--driver",
 ) -> StartUp:
     """Lock the app (or raise `AlreadyRunning`), pick the driver, clean up what a dead
     daemon left, and make the release `up` deploys (`taxiway.deploy.releases`).
     ``code_digest``: the app folder's, when the caller took it already; ``store``: the
-    state store, when the caller keeps it open (else it is opened for this)."""
+    state store, when the caller keeps it open (else it is opened for this); ``asked_by``:
+    where an explicit driver came from (`taxiway.runtime.drivers.choose_driver`)."""
     from taxiway.deploy.releases import release_for_up
-    from taxiway.runtime.drivers import resolve_driver
+    from taxiway.runtime.drivers import choose_driver
     from taxiway.runtime.leftovers import reap
     from taxiway.state.store import Store
 
     lock = acquire_lock(paths)
     db = store
     try:
-        chosen = resolve_driver(driver)
+        chosen = choose_driver(driver, asked_by)
         app = app_name_for(loaded.source.path, loaded.config.app)
         if db is None:
             db = Store.open(paths.state_dir)
@@ -112,4 +117,11 @@ def prepare(
         notices.append(
             f"release v{before.version} {how}; v{release.version} deploys the current config"
         )
-    return StartUp(lock_fd=lock, app=app, driver=chosen, release=release, notices=notices)
+    return StartUp(
+        lock_fd=lock,
+        app=app,
+        driver=chosen.name,
+        driver_reason=chosen.reason,
+        release=release,
+        notices=notices,
+    )

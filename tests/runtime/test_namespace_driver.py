@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -462,9 +463,7 @@ while True:
 """
 
 
-@pytest.mark.skipif(
-    outbound.unavailable_reason() == "the `iptables` command", reason="needs iptables"
-)
+@pytest.mark.skipif(shutil.which("iptables") is None, reason="needs iptables")
 def test_a_way_out_through_the_host_and_auto_picks_the_driver_then(
     tmp_path: Path, app: str
 ) -> None:

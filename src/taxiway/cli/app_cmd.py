@@ -18,6 +18,12 @@ from taxiway.config.names import app_name_for
 from taxiway.daemon_options import DaemonOptions
 from taxiway.errors import TaxiwayError
 
+#: The drivers `--driver` and `TAXIWAY_DRIVER` may name.
+DRIVERS = ("auto", "process", "namespace")
+#: Sets the driver when `--driver` isn't given: a CI job or a test suite can pin it
+#: once instead of depending on what `auto` finds on the host.
+DRIVER_VARIABLE = "TAXIWAY_DRIVER"
+
 #: How long `up -d` waits for the daemon to report every machine started.
 DETACH_WAIT_S = 120.0
 
@@ -50,6 +56,7 @@ def up(args: argparse.Namespace) -> int:
             f"{runtime.app}: {started} of {len(runtime.machines)} machines started "
             f"(state in {paths.state_dir}; Ctrl-C stops the app)"
         )
+        printer.banner(driver_line(runtime.driver.name, runtime.driver_reason))
         for line in edge_lines(runtime.status()["edge"]):
             printer.banner(line)
 
@@ -74,8 +81,16 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
             raise TaxiwayError(
                 f"--autostop-after {autostop}: give a positive duration such as 3s or 5m"
             )
+    driver, asked_by = getattr(args, "driver", None), "--driver"
+    if driver is None:
+        driver, asked_by = os.environ.get(DRIVER_VARIABLE) or "auto", DRIVER_VARIABLE
+        if driver not in DRIVERS:
+            raise TaxiwayError(
+                f"{DRIVER_VARIABLE}={driver} names no driver; use {', '.join(DRIVERS)}"
+            )
     return DaemonOptions(
-        driver=getattr(args, "driver", "auto"),
+        driver=driver,
+        driver_asked_by=asked_by,
         edge_host=getattr(args, "edge_host", None) or "127.0.0.1",
         autostop_after_s=autostop_s,
     )
@@ -130,7 +145,7 @@ def _up_detached(config: str | None, options: DaemonOptions) -> int:
             # the release's code digest walks the app's folder (tens of ms for thousands
             # of files): taken here, it costs nothing, the daemon is still importing
             code = code_digest(loaded.base_dir, config_file=loaded.source.path)
-            startup = prepare(loaded, paths, options.driver, code)
+            startup = prepare(loaded, paths, options.driver, code, asked_by=options.driver_asked_by)
             try:
                 hand_over(channel, pickle.dumps(startup), startup.lock_fd)
             finally:
@@ -270,8 +285,16 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+def driver_line(name: str, reason: str) -> str:
+    """``driver process (auto: the namespace driver needs …)``: which driver runs the
+    machines, and why."""
+    return f"driver {name} ({reason})" if reason else f"driver {name}"
+
+
 def _print_status(data: dict[str, Any]) -> None:
     print(f"app {data['app']}  release v{data['release']}")
+    if data.get("driver"):
+        print(driver_line(data["driver"], data.get("driver_reason", "")))
     rows = [("ID", "GROUP", "STATE", "REGION", "RESTARTS", "CHECKS", "PRIVATE IP", "PORTS")]
     for m in data["machines"]:
         state = m["state"]

@@ -161,11 +161,12 @@ def _add_up(commands: Commands) -> None:
     up.add_argument(
         "--driver",
         choices=("auto", "process", "namespace"),
-        default="auto",
+        default=None,
         help=(
             "how machines run (process: plain process trees; namespace: Linux as root, "
             "each machine with its own network, mounts and cgroup; auto: namespace where "
-            "the host also forwards and has iptables, else process)"
+            "the host also forwards and has iptables, else process); default: "
+            "$TAXIWAY_DRIVER, else auto"
         ),
     )
     _add_daemon_options(up)

@@ -39,8 +39,16 @@ class AppRuntime(MachineRoster):
         state_dir: Path,
         store: Store,
         driver: Driver,
+        driver_reason: str = "",
     ) -> None:
-        super().__init__(loaded, app=app, state_dir=state_dir, store=store, driver=driver)
+        super().__init__(
+            loaded,
+            app=app,
+            state_dir=state_dir,
+            store=store,
+            driver=driver,
+            driver_reason=driver_reason,
+        )
         self.machines: dict[str, SupervisedMachine] = {}
         #: True once `up` has started every machine (what `up -d` waits for).
         self.ready = False

@@ -63,11 +63,14 @@ class MachineRoster:
         state_dir: Path,
         store: Store,
         driver: Driver,
+        driver_reason: str = "",
     ) -> None:
         self.app = app
         self.state_dir = state_dir
         self.store = store
         self.driver = driver
+        #: Why this driver runs the app (`taxiway.runtime.drivers.DriverChoice`).
+        self.driver_reason = driver_reason
         #: The release the machines run (`stamp_release` once `up` started them all).
         self.release = 0
         self._seed = zlib.crc32(app.encode())
@@ -317,6 +320,8 @@ class MachineRoster:
         return {
             "app": self.app,
             "release": self.release,
+            "driver": self.driver.name,
+            "driver_reason": self.driver_reason,
             "edge": edge,
             "machines": [
                 {

@@ -7,6 +7,8 @@ makes the choice while the daemon it forked is still importing its machinery
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from taxiway.errors import TaxiwayError
 from taxiway.runtime import cgroups, netns, outbound
 from taxiway.runtime.drivers.base import Driver, DriverError
@@ -32,19 +34,37 @@ def ensure_usable() -> None:
         )
 
 
-def resolve_driver(name: str) -> str:
-    """The driver ``name`` stands for on this host. ``auto`` is the namespace driver where
-    it is fully usable (an app that can't reach its database or an API is worse off than
-    one whose port is remapped), else the process driver; ``namespace`` where it can't
-    run raises what it lacks."""
+class DriverChoice(NamedTuple):
+    """The driver a start uses, and why: `status` and `up` say both."""
+
+    name: str
+    reason: str
+
+
+def choose_driver(name: str, asked_by: str = "--driver") -> DriverChoice:
+    """The driver ``name`` stands for on this host, and why. ``auto`` is the namespace
+    driver where it is fully usable (an app that can't reach its database or an API is
+    worse off than one whose port is remapped), else the process driver; ``namespace``
+    where it can't run raises what it lacks. ``asked_by`` names where an explicit choice
+    came from (``--driver`` or ``TAXIWAY_DRIVER``)."""
     if name == "auto":
-        return "namespace" if fully_usable_reason() is None else "process"
+        lacking = fully_usable_reason()
+        if lacking is None:
+            return DriverChoice(
+                "namespace", "auto: this host has namespaces, IPv4 forwarding and iptables"
+            )
+        return DriverChoice("process", f"auto: the namespace driver needs {lacking}")
     if name == "namespace":
         ensure_usable()
-        return name
+        return DriverChoice(name, f"{asked_by} {name}")
     if name == "process":
-        return name
+        return DriverChoice(name, f"{asked_by} {name}")
     raise TaxiwayError(f"unknown driver {name!r}; use auto, process or namespace")
+
+
+def resolve_driver(name: str) -> str:
+    """The name of the driver ``name`` stands for on this host (`choose_driver`)."""
+    return choose_driver(name).name
 
 
 def make_driver(name: str) -> Driver:
