@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_taxiway as taxiway
+from process_watch import wait_for
 
 WEB = """
 import os, signal, sys, time
@@ -414,7 +415,9 @@ def test_a_volume_that_cannot_be_created_fails_up_with_a_sentence(
             r"\(worker\): volume data \(vol_\w+\) cannot be created at ", result.stderr
         )
         assert "Not a directory" in result.stderr
-        assert _processes_in(tmp_path) == []  # no machine was launched
+        # No machine was launched: the failed daemon leaves in a moment, a machine
+        # (`sleep 60`) would stay.
+        wait_for(lambda: _processes_in(tmp_path) == [], "no process left in the app's folder")
     finally:
         taxiway(tmp_path, "down")
 
