@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_taxiway as taxiway
-from process_watch import wait_for
 
 WEB = """
 import os, signal, sys, time
@@ -417,7 +416,7 @@ def test_a_volume_that_cannot_be_created_fails_up_with_a_sentence(
         assert "Not a directory" in result.stderr
         # No machine was launched: the failed daemon leaves in a moment, a machine
         # (`sleep 60`) would stay.
-        wait_for(lambda: _processes_in(tmp_path) == [], "no process left in the app's folder")
+        wait_for(lambda: _processes_in(tmp_path) == [], what="no process left in the folder")
     finally:
         taxiway(tmp_path, "down")
 
