@@ -19,6 +19,7 @@ from cli_runner import run_taxiway as taxiway
 from process_watch import alive
 from taxiway.runtime import cgroups, netns
 from taxiway.runtime.drivers import unusable_reason
+from taxiway.runtime.scope import scope_for
 
 _missing = unusable_reason()
 needs_namespaces = pytest.mark.skipif(
@@ -105,7 +106,7 @@ def test_two_machines_on_one_port_behind_the_edge(app: tuple[Path, str]) -> None
         else:
             time.sleep(0.1)
     assert seen == ids, "the edge reaches both machines on their port 8080"
-    assert len(netns.leftovers(name)[0]) == 2
+    assert len(netns.leftovers(scope_of(folder, name))[0]) == 2
 
     # `machine exec` runs inside the machine: its private address is local there.
     first = machines[0]
@@ -120,7 +121,7 @@ def test_two_machines_on_one_port_behind_the_edge(app: tuple[Path, str]) -> None
     processes = app_processes(folder, status(folder))
     down = taxiway(folder, "down")
     assert down.returncode == 0, down.stderr
-    assert_nothing_left(name, processes)
+    assert_nothing_left(scope_of(folder, name), processes)
 
     # A daemon killed with -9: the next one cleans up and re-adopts the machines ...
     assert taxiway(folder, "up", "-d", "--driver", "namespace").returncode == 0
@@ -140,7 +141,7 @@ def test_two_machines_on_one_port_behind_the_edge(app: tuple[Path, str]) -> None
     cleaned = taxiway(folder, "down")
     assert cleaned.returncode == 0, cleaned.stderr
     assert "cleaned up 2 machine(s)" in cleaned.stdout
-    assert_nothing_left(name, processes)
+    assert_nothing_left(scope_of(folder, name), processes)
 
 
 def app_processes(folder: Path, state: dict) -> list[int]:
@@ -157,10 +158,14 @@ def kill_daemon(folder: Path) -> None:
         escapee.unlink()
 
 
-def assert_nothing_left(app: str, processes: list[int]) -> None:
+def scope_of(folder: Path, name: str) -> str:
+    return scope_for(name, folder / ".taxiway")
+
+
+def assert_nothing_left(scope: str, processes: list[int]) -> None:
     wait_until(lambda: not any(alive(pid) for pid in processes), "the app's processes to die")
-    assert netns.leftovers(app) == ([], [])
-    assert cgroups.app_cgroups(app) == []
+    assert netns.leftovers(scope) == ([], [])
+    assert cgroups.scope_cgroups(scope) == []
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
