@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
+import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -188,3 +192,243 @@ def test_an_unusable_namespace_driver_is_one_sentence(
     assert str(caught.value) == (
         "the namespace driver needs root, which this host lacks; use --driver process"
     )
+
+
+#: Answers with the name of the folder it runs in (each checkout says which it is).
+FOLDER_WEB = """
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = os.path.basename(os.getcwd()).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
+"""
+
+
+def edge_url(folder: Path) -> str:
+    edge = next(b for b in status(folder)["edge"] if "http" in b["handlers"])
+    return f"http://{edge['address']}/"
+
+
+def answer_becomes(url: str, expected: str) -> bool:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if get(url) == expected:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def daemon_pid(folder: Path) -> int:
+    return int((folder / ".taxiway" / "daemon.lock").read_text())
+
+
+@pytest.fixture
+def checkouts(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
+    """Two folders holding the same app (as two git worktrees of it would)."""
+    name = f"nstwin{os.getpid()}"
+    folders = (tmp_path / "one", tmp_path / "two")
+    for folder in folders:
+        folder.mkdir()
+        (folder / "web.py").write_text(FOLDER_WEB)
+        (folder / "fly.toml").write_text(FLY_TOML.format(app=name, python=sys.executable))
+    yield *folders, name
+    for folder in folders:
+        taxiway(folder, "down")
+
+
+@needs_namespaces
+def test_two_checkouts_of_one_app_run_side_by_side(checkouts: tuple[Path, Path, str]) -> None:
+    one, two, name = checkouts
+    for folder in (one, two):
+        up = taxiway(folder, "up", "-d", "--driver", "namespace")
+        assert up.returncode == 0, up.stderr + up.stdout
+    machines = {folder: status(folder)["machines"] for folder in (one, two)}
+    for folder, listed in machines.items():
+        assert [m["state"] for m in listed] == ["started"], folder
+        assert alive(listed[0]["pid"]), folder
+        assert answer_becomes(edge_url(folder), folder.name), f"{folder.name}'s edge"
+    assert machines[one][0]["private_ip"] != machines[two][0]["private_ip"]
+    assert scope_of(one, name) != scope_of(two, name)
+    assert netns.leftovers(scope_of(one, name))[0] != netns.leftovers(scope_of(two, name))[0]
+
+    # `down` in one leaves the other running and serving.
+    down = taxiway(one, "down")
+    assert down.returncode == 0, down.stderr
+    assert_nothing_left(scope_of(one, name), [machines[one][0]["pid"]])
+    assert alive(machines[two][0]["pid"])
+    assert [m["state"] for m in status(two)["machines"]] == ["started"]
+    assert answer_becomes(edge_url(two), "two")
+
+    # One's daemon killed with -9: its next `up` reaps its own machine, not two's.
+    assert taxiway(one, "up", "-d", "--driver", "namespace").returncode == 0
+    old = status(one)["machines"][0]["pid"]
+    daemon = daemon_pid(one)
+    os.kill(daemon, signal.SIGKILL)
+    wait_until(lambda: not alive(daemon), "one's daemon to die")
+    again = taxiway(one, "up", "-d", "--driver", "namespace")
+    assert again.returncode == 0, again.stderr
+    wait_until(lambda: not alive(old), "one's old machine to be reaped")
+    assert alive(machines[two][0]["pid"])
+    assert answer_becomes(edge_url(one), "one")
+    assert answer_becomes(edge_url(two), "two")
+
+
+#: Asks the host's service at host.taxiway.internal:HOST_PORT for its answer.
+ASK_HOST = """
+import os, socket
+
+def ask_host():
+    address = ("host.taxiway.internal", int(os.environ["HOST_PORT"]))
+    try:
+        with socket.create_connection(address, timeout=5) as conn:
+            return conn.recv(100)
+    except OSError as exc:
+        return repr(exc).encode()
+"""
+
+HOST_WEB = (
+    ASK_HOST
+    + """
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ask_host()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
+"""
+)
+
+RELEASE = (
+    ASK_HOST
+    + """
+open("released.txt", "wb").write(ask_host())
+"""
+)
+
+HOST_FLY_TOML = """
+app = "{app}"
+
+[env]
+HOST_PORT = "{port}"
+
+[deploy]
+release_command = "{python} release.py"
+
+[processes]
+web = "{python} web.py"
+
+[http_service]
+internal_port = 8080
+processes = ["web"]
+auto_stop_machines = "off"
+"""
+
+
+@pytest.fixture
+def host_service(request: pytest.FixtureRequest) -> Iterator[int]:
+    """A TCP service on the host (``request.param``: the address it binds), answering
+    every connection with the same line; its port."""
+    server = socket.create_server((request.param, 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"hello from the host")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def host_app(tmp_path: Path, port: int) -> tuple[Path, str]:
+    name = f"nshost{os.getpid()}"
+    (tmp_path / "web.py").write_text(HOST_WEB)
+    (tmp_path / "release.py").write_text(RELEASE)
+    (tmp_path / "fly.toml").write_text(
+        HOST_FLY_TOML.format(app=name, port=port, python=sys.executable)
+    )
+    return tmp_path, name
+
+
+@needs_namespaces
+@pytest.mark.skipif(
+    shutil.which("iptables") is None,
+    reason="reaching the host's 127.0.0.1 from a namespace machine needs iptables",
+)
+@pytest.mark.parametrize("host_service", ["127.0.0.1"], indirect=True)
+def test_machines_and_the_release_command_reach_the_hosts_loopback(
+    tmp_path: Path, host_service: int
+) -> None:
+    folder, name = host_app(tmp_path, host_service)
+    try:
+        up = taxiway(folder, "up", "-d", "--driver", "namespace")
+        assert up.returncode == 0, up.stderr + up.stdout
+        assert (folder / "released.txt").read_bytes() == b"hello from the host"
+        assert answer_becomes(edge_url(folder), "hello from the host")
+        scope = scope_of(folder, name)
+        assert len(netns.leftovers(scope)[0]) == 1  # the release command's is gone
+        assert netns.bridge_name(scope) in iptables_rules()
+    finally:
+        down = taxiway(folder, "down")
+    assert down.returncode == 0, down.stderr
+    assert netns.bridge_name(scope) not in iptables_rules()
+
+
+def iptables_rules() -> str:
+    return subprocess.run(
+        ["iptables", "-t", "nat", "-S"], capture_output=True, text=True, check=False
+    ).stdout
+
+
+@needs_namespaces
+@pytest.mark.parametrize("host_service", ["0.0.0.0"], indirect=True)
+def test_a_machines_etc_hosts_names_the_host_and_itself(tmp_path: Path, host_service: int) -> None:
+    folder, _ = host_app(tmp_path, host_service)
+    try:
+        up = taxiway(folder, "up", "-d", "--driver", "namespace")
+        assert up.returncode == 0, up.stderr + up.stdout
+        # A service on all the host's addresses answers with or without iptables.
+        assert (folder / "released.txt").read_bytes() == b"hello from the host"
+        assert answer_becomes(edge_url(folder), "hello from the host")
+        machine = status(folder)["machines"][0]
+        hosts = taxiway(folder, "machine", "exec", machine["id"], "cat", "/etc/hosts")
+        assert hosts.returncode == 0, hosts.stderr
+        names = {}
+        for line in hosts.stdout.splitlines():
+            fields = line.split("#")[0].split()
+            for alias in fields[1:]:
+                names.setdefault(alias, fields[0])
+        assert names["localhost"] == "127.0.0.1"
+        assert names["fly-local-6pn"] == machine["private_ip"]
+        route = taxiway(folder, "machine", "exec", machine["id"], "ip", "-4", "route")
+        gateway = next(
+            line.split()[2] for line in route.stdout.splitlines() if line.startswith("default")
+        )
+        assert names["host.taxiway.internal"] == gateway
+    finally:
+        taxiway(folder, "down")
