@@ -1,6 +1,8 @@
 """`taxiway up --driver namespace` end to end: two machines of a group both bind port
 8080 in their own network namespaces, the edge reaches both, `down` leaves nothing, and
-neither does a daemon killed with -9 (each machine also starts a ``setsid`` escapee)."""
+neither does a daemon killed with -9 (each machine also starts a ``setsid`` escapee);
+two checkouts of one app run side by side; machines and the release command reach the
+host as ``host.taxiway.internal``."""
 
 from __future__ import annotations
 
@@ -30,16 +32,17 @@ needs_namespaces = pytest.mark.skipif(
     _missing is not None, reason=f"the namespace driver needs {_missing}"
 )
 
-WEB = """
-import os, pathlib, subprocess
+
+def web_app(body: str, prelude: str = "") -> str:
+    """A machine's HTTP server on port 8080 (every address: the edge comes over the
+    bridge) answering every GET with ``body``, a Python expression; ``prelude`` runs first."""
+    return f"""
+import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-escapee = subprocess.Popen(["sleep", "300"], start_new_session=True)
-pathlib.Path("escapees", os.environ["FLY_MACHINE_ID"]).write_text(str(escapee.pid))
-
+{prelude}
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
-        body = os.environ["FLY_MACHINE_ID"].encode()
+        body = {body}
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -49,6 +52,16 @@ class H(BaseHTTPRequestHandler):
 
 ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
 """
+
+
+WEB = web_app(
+    'os.environ["FLY_MACHINE_ID"].encode()',
+    prelude=(
+        "import pathlib, subprocess\n"
+        'escapee = subprocess.Popen(["sleep", "300"], start_new_session=True)\n'
+        'pathlib.Path("escapees", os.environ["FLY_MACHINE_ID"]).write_text(str(escapee.pid))\n'
+    ),
+)
 
 FLY_TOML = """
 app = "{app}"
@@ -195,22 +208,7 @@ def test_an_unusable_namespace_driver_is_one_sentence(
 
 
 #: Answers with the name of the folder it runs in (each checkout says which it is).
-FOLDER_WEB = """
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = os.path.basename(os.getcwd()).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-
-ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
-"""
+FOLDER_WEB = web_app("os.path.basename(os.getcwd()).encode()")
 
 
 def edge_url(folder: Path) -> str:
@@ -295,24 +293,7 @@ def ask_host():
         return repr(exc).encode()
 """
 
-HOST_WEB = (
-    ASK_HOST
-    + """
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = ask_host()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-
-ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
-"""
-)
+HOST_WEB = web_app("ask_host()", prelude=ASK_HOST)
 
 RELEASE = (
     ASK_HOST
@@ -321,23 +302,16 @@ open("released.txt", "wb").write(ask_host())
 """
 )
 
-HOST_FLY_TOML = """
-app = "{app}"
-
+HOST_FLY_TOML = (
+    FLY_TOML
+    + """
 [env]
 HOST_PORT = "{port}"
 
 [deploy]
 release_command = "{python} release.py"
-
-[processes]
-web = "{python} web.py"
-
-[http_service]
-internal_port = 8080
-processes = ["web"]
-auto_stop_machines = "off"
 """
+)
 
 
 @pytest.fixture
@@ -385,18 +359,24 @@ def test_machines_and_the_release_command_reach_the_hosts_loopback(
     tmp_path: Path, host_service: int
 ) -> None:
     folder, name = host_app(tmp_path, host_service)
+    scope = scope_of(folder, name)
     try:
-        up = taxiway(folder, "up", "-d", "--driver", "namespace")
-        assert up.returncode == 0, up.stderr + up.stdout
-        assert (folder / "released.txt").read_bytes() == b"hello from the host"
-        assert answer_becomes(edge_url(folder), "hello from the host")
-        scope = scope_of(folder, name)
+        up_and_ask_the_host(folder)
         assert len(netns.leftovers(scope)[0]) == 1  # the release command's is gone
         assert netns.bridge_name(scope) in iptables_rules()
     finally:
         down = taxiway(folder, "down")
     assert down.returncode == 0, down.stderr
     assert netns.bridge_name(scope) not in iptables_rules()
+
+
+def up_and_ask_the_host(folder: Path) -> None:
+    """`up` a `host_app`: its release command and its machine (asked through the edge)
+    both got the host service's answer."""
+    up = taxiway(folder, "up", "-d", "--driver", "namespace")
+    assert up.returncode == 0, up.stderr + up.stdout
+    assert (folder / "released.txt").read_bytes() == b"hello from the host"
+    assert answer_becomes(edge_url(folder), "hello from the host")
 
 
 def iptables_rules() -> str:
@@ -410,11 +390,7 @@ def iptables_rules() -> str:
 def test_a_machines_etc_hosts_names_the_host_and_itself(tmp_path: Path, host_service: int) -> None:
     folder, _ = host_app(tmp_path, host_service)
     try:
-        up = taxiway(folder, "up", "-d", "--driver", "namespace")
-        assert up.returncode == 0, up.stderr + up.stdout
-        # A service on all the host's addresses answers with or without iptables.
-        assert (folder / "released.txt").read_bytes() == b"hello from the host"
-        assert answer_becomes(edge_url(folder), "hello from the host")
+        up_and_ask_the_host(folder)  # on all the host's addresses: with or without iptables
         machine = status(folder)["machines"][0]
         hosts = taxiway(folder, "machine", "exec", machine["id"], "cat", "/etc/hosts")
         assert hosts.returncode == 0, hosts.stderr
