@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import signal
@@ -533,3 +534,25 @@ def test_a_way_out_through_the_host_and_auto_picks_the_driver_then(
             server.stdout.close()
         subprocess.run(["ip", "netns", "del", sandbox], check=False)
         subprocess.run(["ip", "netns", "del", outside], check=False)
+
+
+def test_a_subnet_another_interface_has_is_skipped(tmp_path: Path, scope: str) -> None:
+    """Another checkout's bridge (or a LAN) on the scope's first /24: the next one, the same
+    each time, and the machine's address is in it."""
+    first, second = netns.subnet_candidate(scope, 0), netns.subnet_candidate(scope, 1)
+    other = f"twtest{os.getpid() % 100000}"
+    subprocess.run(["ip", "link", "add", other, "type", "bridge"], check=True)
+    try:
+        subprocess.run(
+            ["ip", "addr", "add", f"{first.network_address + 1}/24", "dev", other], check=True
+        )
+        assert netns.pick_subnet(scope) == second
+
+        async def main() -> str:
+            handle = await NamespaceDriver().launch(spec(tmp_path, scope, 1, py("pass")))
+            await asyncio.wait_for(handle.wait(), 10)
+            return handle.address
+
+        assert ipaddress.IPv4Address(asyncio.run(main())) in second
+    finally:
+        subprocess.run(["ip", "link", "del", other], check=False)

@@ -74,7 +74,7 @@ def ensure_loopback(bridge: str, gateway: str) -> str | None:
         return (
             f"{HOST_NAME} ({gateway}) reaches the host's services that listen on all its "
             "addresses; ones that listen only on 127.0.0.1 need the `iptables` command "
-            "on the host (install it and run `taxiway up` again)"
+            "on the host (install it, then `taxiway down` and `up` again)"
         )
     try:
         Path(ROUTE_LOCALNET.format(bridge=bridge)).write_text("1")
