@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from taxiway.runtime.drivers.namespace import NamespaceDriver, NamespaceHandle
 from taxiway.runtime.environment import private_ip
 from taxiway.runtime.leftovers import reap
 from taxiway.runtime.logs import MachineLog, read_log
+from taxiway.runtime.scope import scope_for
 from taxiway.state.store import Store
 
 _missing = unusable_reason()
@@ -50,15 +53,21 @@ S(("::", 8080), H).serve_forever()
 
 @pytest.fixture
 def app(request: pytest.FixtureRequest) -> str:
-    """A unique app name per test, with nothing of it left afterwards."""
-    name = f"nstest-{os.getpid()}-{request.node.name[-20:]}"
+    """A unique app name per test."""
+    return f"nstest-{os.getpid()}-{request.node.name[-20:]}"
+
+
+@pytest.fixture
+def scope(app: str, tmp_path: Path) -> Iterator[str]:
+    """The scope of the app's state folder, with nothing of it left afterwards."""
+    name = scope_for(app, tmp_path / "state")
     yield name
     NamespaceDriver().release_app(name)
     assert netns.leftovers(name) == ([], [])
-    assert cgroups.app_cgroups(name) == []
+    assert cgroups.scope_cgroups(name) == []
 
 
-def spec(tmp_path: Path, app: str, index: int, argv: list[str], **extra: object) -> LaunchSpec:
+def spec(tmp_path: Path, scope: str, index: int, argv: list[str], **extra: object) -> LaunchSpec:
     machine_id = f"{index:014x}"
     address = private_ip(0x1234, index)
     return LaunchSpec(
@@ -72,7 +81,7 @@ def spec(tmp_path: Path, app: str, index: int, argv: list[str], **extra: object)
         },
         cwd=tmp_path,
         log=MachineLog(tmp_path / "logs" / f"{machine_id}.log"),
-        app=app,
+        scope=scope,
         private_ip=address,
         **extra,
     )
@@ -111,17 +120,17 @@ async def stop(handle: NamespaceHandle) -> None:
     await asyncio.wait_for(handle.wait(), 10)
 
 
-def test_machines_bind_the_same_port_and_reach_each_other(tmp_path: Path, app: str) -> None:
+def test_machines_bind_the_same_port_and_reach_each_other(tmp_path: Path, scope: str) -> None:
     (tmp_path / "server.py").write_text(SERVER)
     driver = NamespaceDriver()
 
     async def main() -> None:
-        a_spec = spec(tmp_path, app, 1, [sys.executable, "server.py"])
-        b_spec = spec(tmp_path, app, 2, [sys.executable, "server.py"])
+        a_spec = spec(tmp_path, scope, 1, [sys.executable, "server.py"])
+        b_spec = spec(tmp_path, scope, 2, [sys.executable, "server.py"])
         # In parallel, as the runtime starts a group: one of them makes the bridge.
         a, b = await asyncio.gather(driver.launch(a_spec), driver.launch(b_spec))
         try:
-            assert a.address == driver.machine_host(app, a_spec.private_ip)
+            assert a.address == driver.machine_host(scope, a_spec.private_ip)
             assert a.address != b.address
             # The host reaches each machine's IPv4, each on its own port 8080.
             assert await fetch_when_up(f"http://{a.address}:8080/") == a_spec.machine_id
@@ -129,7 +138,7 @@ def test_machines_bind_the_same_port_and_reach_each_other(tmp_path: Path, app: s
             # Machine a reaches b by its private IPv6 and by its IPv4.
             client = spec(
                 tmp_path,
-                app,
+                scope,
                 3,
                 py(
                     "import urllib.request as u, sys\n"
@@ -148,7 +157,7 @@ def test_machines_bind_the_same_port_and_reach_each_other(tmp_path: Path, app: s
     asyncio.run(main())
 
 
-def test_volume_and_file_at_their_guest_paths(tmp_path: Path, app: str) -> None:
+def test_volume_and_file_at_their_guest_paths(tmp_path: Path, scope: str) -> None:
     volume = tmp_path / "vol"
     volume.mkdir()
     (volume / "data.txt").write_text("in the volume")
@@ -163,7 +172,7 @@ def test_volume_and_file_at_their_guest_paths(tmp_path: Path, app: str) -> None:
 
     async def main() -> int:
         launch = spec(
-            tmp_path, app, 1, py(code), mounts=[(volume, guest_dir), (secret, guest_file)]
+            tmp_path, scope, 1, py(code), mounts=[(volume, guest_dir), (secret, guest_file)]
         )
         handle = await NamespaceDriver().launch(launch)
         return await asyncio.wait_for(handle.wait(), 15)
@@ -183,9 +192,9 @@ def test_volume_and_file_at_their_guest_paths(tmp_path: Path, app: str) -> None:
                 path.rmdir()
 
 
-def test_memory_limit_is_in_the_cgroup(tmp_path: Path, app: str) -> None:
+def test_memory_limit_is_in_the_cgroup(tmp_path: Path, scope: str) -> None:
     async def main() -> None:
-        launch = spec(tmp_path, app, 1, py("import time; time.sleep(30)"), memory_mb=256, cpus=1)
+        launch = spec(tmp_path, scope, 1, py("import time; time.sleep(30)"), memory_mb=256, cpus=1)
         handle = await NamespaceDriver().launch(launch)
         try:
             assert handle.cgroup.memory_limit() == 256 * 1024 * 1024
@@ -202,13 +211,13 @@ def test_memory_limit_is_in_the_cgroup(tmp_path: Path, app: str) -> None:
 
 
 def test_kill_tree_reaches_a_setsid_escapee_after_the_leader_exited(
-    tmp_path: Path, app: str
+    tmp_path: Path, scope: str
 ) -> None:
     pidfile = tmp_path / "escapee.pid"
     argv = ["/bin/sh", "-c", f"setsid sleep 60 & echo $! > {pidfile}; exit 0"]
 
     async def main() -> None:
-        handle = await NamespaceDriver().launch(spec(tmp_path, app, 1, argv))
+        handle = await NamespaceDriver().launch(spec(tmp_path, scope, 1, argv))
         assert await asyncio.wait_for(handle.wait(), 10) == 0
         await wait_until(pidfile.exists, "the escapee's pid")
         escapee = int(pidfile.read_text())
@@ -222,7 +231,7 @@ def test_kill_tree_reaches_a_setsid_escapee_after_the_leader_exited(
     asyncio.run(main())
 
 
-def test_freeze_and_thaw(tmp_path: Path, app: str) -> None:
+def test_freeze_and_thaw(tmp_path: Path, scope: str) -> None:
     counter = tmp_path / "count"
     code = (
         "import time, pathlib\n"
@@ -237,7 +246,7 @@ def test_freeze_and_thaw(tmp_path: Path, app: str) -> None:
             return f.read().rsplit(")", 1)[1].split()[0]
 
     async def main() -> None:
-        handle = await NamespaceDriver().launch(spec(tmp_path, app, 1, py(code)))
+        handle = await NamespaceDriver().launch(spec(tmp_path, scope, 1, py(code)))
         try:
             await wait_until(counter.exists, "the counter")
             handle.freeze()
@@ -291,7 +300,7 @@ def launch_and_die(tmp_path: Path, specs: list[LaunchSpec]) -> list[list]:
             "group": s.group,
             "argv": s.argv,
             "env": s.env,
-            "app": s.app,
+            "scope": s.scope,
             "private_ip": s.private_ip,
             "log": str(s.log.path),
         }
@@ -312,22 +321,22 @@ def launch_and_die(tmp_path: Path, specs: list[LaunchSpec]) -> list[list]:
     return launched
 
 
-def test_a_dead_daemons_leftovers_are_all_cleaned(tmp_path: Path, app: str) -> None:
+def test_a_dead_daemons_leftovers_are_all_cleaned(tmp_path: Path, app: str, scope: str) -> None:
     """A daemon killed with -9 leaves machines (and an escapee) running, their namespaces,
     veths and cgroups; the next daemon's cleanup removes all of it."""
     pidfile = tmp_path / "escapee.pid"
     argv = ["/bin/sh", "-c", f"setsid sleep 60 & echo $! > {pidfile}; exec sleep 60"]
-    first = spec(tmp_path, app, 1, argv)
-    second = spec(tmp_path, app, 2, py("import time; time.sleep(60)"))
+    first = spec(tmp_path, scope, 1, argv)
+    second = spec(tmp_path, scope, 2, py("import time; time.sleep(60)"))
     launched = launch_and_die(tmp_path, [first, second])
     deadline = time.monotonic() + 10
     while not pidfile.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     pids = [pid for pid, _, _ in launched] + [int(pidfile.read_text())]
     assert all(alive(pid) for pid in pids)
-    namespaces, links = netns.leftovers(app)
+    namespaces, links = netns.leftovers(scope)
     assert len(namespaces) == 2 and len(links) == 3  # two veths and the bridge
-    assert len(cgroups.app_cgroups(app)) == 2
+    assert len(cgroups.scope_cgroups(scope)) == 2
 
     # What any driver's next daemon runs (its store knows nothing of these machines):
     state_dir = tmp_path / "state"
@@ -337,18 +346,18 @@ def test_a_dead_daemons_leftovers_are_all_cleaned(tmp_path: Path, app: str) -> N
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not any(alive(pid) for pid in pids)
-    assert netns.leftovers(app) == ([], [])
-    assert cgroups.app_cgroups(app) == []
+    assert netns.leftovers(scope) == ([], [])
+    assert cgroups.scope_cgroups(scope) == []
     for controller in ("memory", "freezer"):
-        assert not (cgroups.ROOT / controller / cgroups.TOP / app).exists()
+        assert not (cgroups.ROOT / controller / cgroups.TOP / scope).exists()
     with Store.open(state_dir) as store:
         assert reap(store, app, state_dir) == 0  # idempotent
 
 
-def test_signal_reaches_every_process(tmp_path: Path, app: str) -> None:
+def test_signal_reaches_every_process(tmp_path: Path, scope: str) -> None:
     async def main() -> int:
         handle = await NamespaceDriver().launch(
-            spec(tmp_path, app, 1, py("import time; print('up', flush=True); time.sleep(30)"))
+            spec(tmp_path, scope, 1, py("import time; print('up', flush=True); time.sleep(30)"))
         )
         await wait_until(
             lambda: any(e.line == "up" for e in read_log(tmp_path / "logs" / f"{1:014x}.log")),
@@ -360,7 +369,7 @@ def test_signal_reaches_every_process(tmp_path: Path, app: str) -> None:
     assert asyncio.run(main()) == -signal.SIGTERM
 
 
-def test_a_signal_reaches_each_process_once(tmp_path: Path, app: str) -> None:
+def test_a_signal_reaches_each_process_once(tmp_path: Path, scope: str) -> None:
     """The group and the cgroup overlap: a second SIGINT would interrupt the app's
     handling of the first."""
     code = (
@@ -375,7 +384,7 @@ def test_a_signal_reaches_each_process_once(tmp_path: Path, app: str) -> None:
     log = tmp_path / "logs" / f"{1:014x}.log"
 
     async def main() -> int:
-        handle = await NamespaceDriver().launch(spec(tmp_path, app, 1, py(code)))
+        handle = await NamespaceDriver().launch(spec(tmp_path, scope, 1, py(code)))
         await wait_until(lambda: any(e.line == "ready" for e in read_log(log)), "ready")
         handle.send_signal(signal.SIGINT)
         return await asyncio.wait_for(handle.wait(), 10)
@@ -384,9 +393,9 @@ def test_a_signal_reaches_each_process_once(tmp_path: Path, app: str) -> None:
     assert "signals 1" in [e.line for e in read_log(log)]
 
 
-def test_a_missing_command_fails_at_once(tmp_path: Path, app: str) -> None:
+def test_a_missing_command_fails_at_once(tmp_path: Path, scope: str) -> None:
     async def main() -> None:
-        await NamespaceDriver().launch(spec(tmp_path, app, 1, ["no-such-command-here"]))
+        await NamespaceDriver().launch(spec(tmp_path, scope, 1, ["no-such-command-here"]))
 
     with pytest.raises(DriverError) as caught:
         asyncio.run(main())
@@ -422,7 +431,7 @@ from taxiway.runtime.drivers import select_driver
 from taxiway.runtime.drivers.base import LaunchSpec
 from taxiway.runtime.logs import MachineLog, read_log
 
-app, machine_id, address, code = sys.argv[1:5]
+scope, machine_id, address, code = sys.argv[1:5]
 forwarding = Path("/proc/sys/net/ipv4/ip_forward")
 forwarding.write_text("0")
 picked_without = select_driver("auto").name
@@ -433,13 +442,13 @@ log = MachineLog(Path("machine.log"))
 async def main():
     handle = await driver.launch(LaunchSpec(
         machine_id=machine_id, group="web", argv=[sys.executable, "-c", code],
-        env={"PATH": "/usr/bin:/bin"}, cwd=Path.cwd(), log=log, app=app, private_ip=address,
+        env={"PATH": "/usr/bin:/bin"}, cwd=Path.cwd(), log=log, scope=scope, private_ip=address,
     ))
     return await asyncio.wait_for(handle.wait(), 15)
 
 code = asyncio.run(main())
 rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
-running = driver.release_app(app)
+running = driver.release_app(scope)
 after = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
 print(json.dumps({
     "picked_without_forwarding": picked_without,
@@ -465,7 +474,7 @@ while True:
 
 @pytest.mark.skipif(shutil.which("iptables") is None, reason="needs iptables")
 def test_a_way_out_through_the_host_and_auto_picks_the_driver_then(
-    tmp_path: Path, app: str
+    tmp_path: Path, scope: str
 ) -> None:
     sandbox, outside = f"twtest-host-{os.getpid()}", f"twtest-www-{os.getpid()}"
 
@@ -499,7 +508,7 @@ def test_a_way_out_through_the_host_and_auto_picks_the_driver_then(
                 sys.executable,
                 "-c",
                 SANDBOXED,
-                app,
+                scope,
                 f"{1:014x}",
                 private_ip(0x1234, 1),
                 client,
@@ -524,3 +533,25 @@ def test_a_way_out_through_the_host_and_auto_picks_the_driver_then(
             server.stdout.close()
         subprocess.run(["ip", "netns", "del", sandbox], check=False)
         subprocess.run(["ip", "netns", "del", outside], check=False)
+
+
+def test_a_subnet_another_interface_has_is_skipped(tmp_path: Path, scope: str) -> None:
+    """Another checkout's bridge (or a LAN) on the scope's first /24: the next one, the same
+    each time, and the machine's address is in it."""
+    first, second = netns.subnet_candidate(scope, 0), netns.subnet_candidate(scope, 1)
+    other = f"twtest{os.getpid() % 100000}"
+    subprocess.run(["ip", "link", "add", other, "type", "bridge"], check=True)
+    try:
+        subprocess.run(
+            ["ip", "addr", "add", f"{first.network_address + 1}/24", "dev", other], check=True
+        )
+        assert netns.pick_subnet(scope) == second
+
+        async def main() -> str:
+            handle = await NamespaceDriver().launch(spec(tmp_path, scope, 1, py("pass")))
+            await asyncio.wait_for(handle.wait(), 10)
+            return handle.address
+
+        assert ipaddress.IPv4Address(asyncio.run(main())) in second
+    finally:
+        subprocess.run(["ip", "link", "del", other], check=False)

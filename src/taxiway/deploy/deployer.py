@@ -145,6 +145,7 @@ class Deployment:
             machine_id = await run_release_command(
                 self.loaded,
                 app=runtime.app,
+                scope=runtime.scope,
                 secrets=runtime.store.secret_values(runtime.app),
                 driver=runtime.driver,
                 logs_dir=runtime.state_dir / "logs",

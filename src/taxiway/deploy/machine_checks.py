@@ -109,7 +109,13 @@ async def _run_one(
     log.system(f"{what} against {label(target)}: {shlex.join(argv)}")
     progress(f"{what}: testing {label(target)} in one-off machine {machine_id}")
     launch = LaunchSpec(
-        machine_id=machine_id, group=TEST_GROUP, argv=argv, env=env, cwd=runtime.base_dir, log=log
+        machine_id=machine_id,
+        group=TEST_GROUP,
+        argv=argv,
+        env=env,
+        cwd=runtime.base_dir,
+        log=log,
+        scope=runtime.scope,
     )
     try:
         code = await run_oneoff(runtime.driver, launch, timeout_s, runtime.state_dir)

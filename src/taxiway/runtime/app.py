@@ -81,6 +81,7 @@ class AppRuntime(MachineRoster):
         await run_release_command(
             self.loaded,
             app=self.app,
+            scope=self.scope,
             secrets=self.store.secret_values(self.app),
             driver=self.driver,
             logs_dir=self.state_dir / "logs",
@@ -249,7 +250,7 @@ class AppRuntime(MachineRoster):
         self.machines.pop(machine.id, None)
         release_machine = getattr(self.driver, "release_machine", None)
         if release_machine is not None:  # namespace driver: its cgroup and namespace
-            await asyncio.to_thread(release_machine, self.app, machine.id, machine.info.private_ip)
+            await asyncio.to_thread(release_machine, self.scope, machine.id)
 
     async def exec(
         self, machine: SupervisedMachine, cmd: list[str], *, timeout_s: float = 60.0
@@ -302,7 +303,7 @@ class AppRuntime(MachineRoster):
         await asyncio.gather(*(m.stop() for m in self.machines.values()))
         release_app = getattr(self.driver, "release_app", None)
         if release_app is not None:  # namespace driver: leave no namespace or cgroup
-            await asyncio.to_thread(release_app, self.app)
+            await asyncio.to_thread(release_app, self.scope)
 
     # -- deploys (used by taxiway.deploy) ---------------------------------------------------
 

@@ -3,7 +3,9 @@
 The cgroup is what lets a stop reach every process of a machine, including one that
 left its process group with ``setsid`` and ones alive after the main process exited,
 and what freezes a machine atomically. Made under the root of each hierarchy, as
-``taxiway/<app>/<machine>``, so a restarted daemon finds a dead one's (`cleanup_app`).
+``taxiway/<scope>/<machine>`` (the scope names the app's state folder,
+`taxiway.runtime.scope`), so a restarted daemon finds a dead one's (`cleanup_scope`) and
+another checkout of the app never touches them.
 cgroup v2 (one unified tree) when ``/sys/fs/cgroup/cgroup.controllers`` exists, else v1
 (memory, freezer, cpu, pids hierarchies).
 """
@@ -59,10 +61,10 @@ def _write(path: Path, value: str) -> bool:
 class Cgroup:
     """One machine's cgroup (a directory per v1 hierarchy, or one v2 directory)."""
 
-    def __init__(self, app: str, machine_id: str) -> None:
-        self.app = app
+    def __init__(self, scope: str, machine_id: str) -> None:
+        self.scope = scope
         self.machine_id = machine_id
-        rel = Path(TOP, _safe(app), _safe(machine_id))
+        rel = Path(TOP, _safe(scope), _safe(machine_id))
         if is_v2():
             self.dirs = {"unified": ROOT / rel}
         else:
@@ -178,7 +180,7 @@ class Cgroup:
         return True
 
     def remove(self) -> None:
-        """Kill what is left and delete the directories (and the app's, once empty)."""
+        """Kill what is left and delete the directories (and the scope's, once empty)."""
         if not self.exists():
             return
         self.kill_all()
@@ -192,11 +194,11 @@ class Cgroup:
                 except OSError:
                     time.sleep(0.01)
             with contextlib.suppress(OSError):
-                d.parent.rmdir()  # the app's directory, when this was its last machine
+                d.parent.rmdir()  # the scope's directory, when this was its last machine
 
 
 def cgroup_of(pid: int) -> tuple[str, str] | None:
-    """(app, machine) when ``pid`` is in a taxiway machine's cgroup."""
+    """(scope, machine) when ``pid`` is in a taxiway machine's cgroup."""
     try:
         text = Path(f"/proc/{pid}/cgroup").read_text()
     except OSError:
@@ -209,23 +211,23 @@ def cgroup_of(pid: int) -> tuple[str, str] | None:
     return None
 
 
-def app_cgroups(app: str) -> list[Cgroup]:
-    """The machine cgroups that exist for ``app``."""
+def scope_cgroups(scope: str) -> list[Cgroup]:
+    """The machine cgroups that exist for ``scope``."""
     if is_v2():
-        base = ROOT / TOP / _safe(app)
+        base = ROOT / TOP / _safe(scope)
     else:
-        base = ROOT / "memory" / TOP / _safe(app)
+        base = ROOT / "memory" / TOP / _safe(scope)
         if not base.is_dir():
-            base = ROOT / "freezer" / TOP / _safe(app)
+            base = ROOT / "freezer" / TOP / _safe(scope)
     if not base.is_dir():
         return []
-    return [Cgroup(app, d.name) for d in sorted(base.iterdir()) if d.is_dir()]
+    return [Cgroup(scope, d.name) for d in sorted(base.iterdir()) if d.is_dir()]
 
 
-def cleanup_app(app: str) -> list[str]:
-    """Kill and remove every machine cgroup of ``app``; the machines that still ran."""
+def cleanup_scope(scope: str) -> list[str]:
+    """Kill and remove every machine cgroup of ``scope``; the machines that still ran."""
     running = []
-    for group in app_cgroups(app):
+    for group in scope_cgroups(scope):
         if group.procs():
             running.append(group.machine_id)
         group.remove()

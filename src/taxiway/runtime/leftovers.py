@@ -17,9 +17,10 @@ import os
 import signal
 from pathlib import Path
 
-from taxiway.runtime import cgroups, netns, outbound
+from taxiway.runtime import cgroups, hostaccess, netns, outbound
 from taxiway.runtime.drivers import unusable_reason
 from taxiway.runtime.lifecycle import RUNNING, State
+from taxiway.runtime.scope import scope_for
 from taxiway.state.store import Store
 
 #: Where running one-offs are noted (under the state folder): the pid, group and start
@@ -59,14 +60,16 @@ def kill_group(pid: int, pgid: int, start_time: float | None) -> bool:
     return True
 
 
-def release_namespaces(app: str, *, way_out: bool = False) -> list[str]:
-    """The namespace driver's part of ``app``: every process in its cgroups (``setsid``
-    escapees too), the cgroups, namespaces, veths, the bridge and, when there was a
-    bridge (or ``way_out`` says one was made), its way out; the machines that still ran."""
-    running = cgroups.cleanup_app(app)
-    bridge = netns.bridge_name(app)
+def release_namespaces(scope: str, *, way_out: bool = False) -> list[str]:
+    """The namespace driver's part of ``scope`` (one state folder): every process in its
+    cgroups (``setsid`` escapees too), the cgroups, namespaces, veths, hosts files, the
+    bridge and, when there was a bridge (or ``way_out`` says rules were made), its
+    iptables rules; the machines that still ran."""
+    running = cgroups.cleanup_scope(scope)
+    bridge = netns.bridge_name(scope)
     had_bridge = netns.link_exists(bridge)  # the rules go with it: no iptables call else
-    netns.cleanup_leftovers(app)
+    netns.cleanup_leftovers(scope)
+    hostaccess.remove_hosts(scope)
     if had_bridge or way_out:
         outbound.remove(bridge)
     return running
@@ -88,10 +91,12 @@ def reap_oneoffs(state_dir: Path) -> int:
 def reap(store: Store, app: str, state_dir: Path) -> int:
     """Kill everything of ``app`` a dead daemon left running and mark its machines
     stopped; how many machines and one-offs were still running. Only where no daemon
-    runs the app: a starting one holding its lock, or `down` that found none."""
+    runs the app: a starting one holding its lock, or `down` that found none. Only this
+    state folder's: the store's pids, its one-off notes, its scope's namespaces."""
     # The last daemon's driver may not be this one's: where namespaces can be made,
     # its cgroups, namespaces, veths and bridge go whatever this daemon will use.
-    cleaned = set(release_namespaces(app)) if unusable_reason() is None else set()
+    scope = scope_for(app, state_dir)
+    cleaned = set(release_namespaces(scope)) if unusable_reason() is None else set()
     count = len(cleaned)
     for record in store.list_machines(app):
         if record.pid and record.pgid:

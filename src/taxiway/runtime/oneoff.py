@@ -3,7 +3,9 @@
 On the platform both run in a temporary machine built from the app's config, with
 the app's env and secrets, its own ``FLY_PROCESS_GROUP`` (``fly_app_release_command``,
 ``fly_app_console``), no services and no volumes, and are destroyed afterwards
-(FLY-SEMANTICS.md §6.5, Appendix A).
+(FLY-SEMANTICS.md §6.5, Appendix A). The release command runs on the machines' network:
+with the namespace driver, in a namespace of its own on the app's bridge, which goes
+when it ends (`run_oneoff`).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ async def run_release_command(
     loaded: LoadedConfig,
     *,
     app: str,
+    scope: str,
     secrets: dict[str, str],
     driver: Driver,
     logs_dir: Path,
@@ -111,6 +114,7 @@ async def run_release_command(
         ),
         cwd=loaded.base_dir,
         log=log,
+        scope=scope,
     )
     timeout = duration_seconds(deploy.release_command_timeout or DEFAULT_RELEASE_TIMEOUT)
     log.system(f"release command: {shlex.join(spec.argv)}")
@@ -142,7 +146,8 @@ async def run_oneoff(
     """Run a throwaway machine to its end: its exit code, or None when it ran out of time
     (then its whole tree is killed). While it runs, its process is noted under
     ``state_dir/oneoffs``, so a daemon killed meanwhile leaves nothing behind: the next
-    one kills what the note names (`taxiway.runtime.leftovers.reap_oneoffs`)."""
+    one kills what the note names (`taxiway.runtime.leftovers.reap_oneoffs`). What the
+    driver made for it (namespace driver: cgroup, namespace) goes when it ends."""
     process = await driver.launch(spec)
     note = state_dir / ONEOFF_NOTES / f"{spec.machine_id}.json"
     note.parent.mkdir(mode=0o700, exist_ok=True)
@@ -157,6 +162,9 @@ async def run_oneoff(
         return None
     finally:
         process.kill_tree()
+        release_machine = getattr(driver, "release_machine", None)
+        if release_machine is not None:
+            await asyncio.to_thread(release_machine, spec.scope, spec.machine_id)
         note.unlink(missing_ok=True)
 
 

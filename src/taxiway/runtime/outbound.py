@@ -7,6 +7,7 @@ interface, a decision for its owner); where it is on and ``iptables`` is there, 
 gets three rules, tagged with a comment naming its bridge so that `remove` (``down``, a
 restarted daemon) finds them: masquerade the subnet leaving by another interface, and let
 the bridge's traffic through a FORWARD chain that may drop by default (Docker's does).
+`remove` deletes `taxiway.runtime.hostaccess`'s rule too: it carries the same tag.
 
 The host's resolver may be one only the host can reach (systemd-resolved's 127.0.0.53);
 `machine_resolv_conf` names the file a machine should see as ``/etc/resolv.conf`` then.
@@ -39,22 +40,26 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _tag(bridge: str) -> str:
+def tag(bridge: str) -> str:
+    """The comment on every rule made for ``bridge`` (this module's, `hostaccess`'s)."""
     return f"taxiway {bridge}"
 
 
 def _rules(bridge: str, subnet: ipaddress.IPv4Network) -> list[tuple[str, list[str]]]:
     """(table, rule) for each rule the app needs."""
-    tag = ["-m", "comment", "--comment", _tag(bridge)]
+    comment = ["-m", "comment", "--comment", tag(bridge)]
     established = ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"]
     return [
-        ("nat", ["POSTROUTING", "-s", str(subnet), "!", "-o", bridge, *tag, "-j", "MASQUERADE"]),
-        ("filter", ["FORWARD", "-i", bridge, *tag, "-j", "ACCEPT"]),
-        ("filter", ["FORWARD", "-o", bridge, *established, *tag, "-j", "ACCEPT"]),
+        (
+            "nat",
+            ["POSTROUTING", "-s", str(subnet), "!", "-o", bridge, *comment, "-j", "MASQUERADE"],
+        ),
+        ("filter", ["FORWARD", "-i", bridge, *comment, "-j", "ACCEPT"]),
+        ("filter", ["FORWARD", "-o", bridge, *established, *comment, "-j", "ACCEPT"]),
     ]
 
 
-def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
+def iptables(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True, check=False)
 
 
@@ -63,11 +68,17 @@ def ensure(bridge: str, subnet: ipaddress.IPv4Network) -> str | None:
     reason = unavailable_reason()
     if reason is not None:
         return reason
-    for table, rule in _rules(bridge, subnet):
-        if _iptables("-t", table, "-C", *rule).returncode == 0:
+    return add_rules(_rules(bridge, subnet))
+
+
+def add_rules(rules: list[tuple[str, list[str]]]) -> str | None:
+    """Insert each (table, rule) that is missing at the top of its chain; None when done,
+    else why not."""
+    for table, rule in rules:
+        if iptables("-t", table, "-C", *rule).returncode == 0:
             continue
         chain, *spec = rule
-        added = _iptables("-t", table, "-I", chain, "1", *spec)
+        added = iptables("-t", table, "-I", chain, "1", *spec)
         if added.returncode != 0:
             return f"iptables refused a rule ({added.stderr.strip() or 'no reason given'})"
     return None
@@ -78,13 +89,13 @@ def remove(bridge: str) -> int:
     if shutil.which("iptables") is None:
         return 0
     removed = 0
-    marker = f'--comment "{_tag(bridge)}"'
+    marker = f'--comment "{tag(bridge)}"'
     for table in ("nat", "filter"):
-        listing = _iptables("-t", table, "-S")
+        listing = iptables("-t", table, "-S")
         for line in listing.stdout.splitlines():
             if line.startswith("-A ") and marker in line:
                 spec = shlex.split(line[3:])  # `-S` quotes only the comment
-                removed += _iptables("-t", table, "-D", *spec).returncode == 0
+                removed += iptables("-t", table, "-D", *spec).returncode == 0
     return removed
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, re
 from taxiway.runtime.lifecycle import State
 from taxiway.runtime.logs import MachineLog
 from taxiway.runtime.ports import allocate
+from taxiway.runtime.scope import scope_for, seed
 from taxiway.state import new_volume_id
 from taxiway.state.records import MachineRecord
 from taxiway.state.store import Store
@@ -73,7 +73,9 @@ class MachineRoster:
         self.driver_reason = driver_reason
         #: The release the machines run (`stamp_release` once `up` started them all).
         self.release = 0
-        self._seed = zlib.crc32(app.encode())
+        #: What names this state folder's machines on the host (`taxiway.runtime.scope`).
+        self.scope = scope_for(app, state_dir)
+        self._seed = seed(self.scope)
         self.use_config(loaded)
 
     def use_config(self, loaded: LoadedConfig) -> None:
@@ -164,7 +166,7 @@ class MachineRoster:
         """Where the edge and checks reach a machine: its own address when the driver
         gives it a network (namespace), else 127.0.0.1."""
         machine_host = getattr(self.driver, "machine_host", None)
-        return machine_host(self.app, address) if machine_host is not None else "127.0.0.1"
+        return machine_host(self.scope, address) if machine_host is not None else "127.0.0.1"
 
     def ports_for(self, spec: MachineSpec, live: Iterable[MachineInfo]) -> dict[int, int]:
         """Host ports for the machine's internal ports, clear of ``live`` machines' ports."""
@@ -201,7 +203,7 @@ class MachineRoster:
             log=log,
             memory_mb=spec.guest.memory_mb,
             mounts=self._volume_mounts(info, spec) + self._file_mounts(info, spec, log),
-            app=self.app,
+            scope=self.scope,
             private_ip=info.private_ip,
             cpus=spec.guest.cpus,
         )

@@ -64,9 +64,11 @@ class LaunchSpec(msgspec.Struct, kw_only=True):
     memory_mb: int | None = None
     #: Volumes and [[files]] to show in the machine: (host directory or file, path in it).
     mounts: list[tuple[Path, str]] = msgspec.field(default_factory=list)
-    #: For drivers that give a machine its own network and limits (namespace): the app,
-    #: the machine's 6PN address (empty for a one-off), and its cpus from [[vm]].
-    app: str = ""
+    #: For drivers that give a machine its own network and limits (namespace): the scope
+    #: every host-wide name comes from (`taxiway.runtime.scope`: the app's state folder),
+    #: the machine's 6PN address (empty for a one-off: the driver gives it one), and its
+    #: cpus from [[vm]].
+    scope: str = ""
     private_ip: str = ""
     cpus: int | None = None
 
@@ -97,8 +99,9 @@ class MachineProcess(Protocol):
 
 class Driver(Protocol):
     """Optional extras (namespace driver), looked up with getattr by the runtime:
-    ``own_network`` (no port remapping), ``machine_host(app, private_ip)``,
-    ``release_machine(app, machine_id, private_ip)``, ``release_app(app)``. What a dead
+    ``own_network`` (no port remapping), ``machine_host(scope, private_ip)``,
+    ``release_machine(scope, machine_id)`` (a destroyed machine, an ended one-off),
+    ``release_app(scope)``. What a dead
     daemon's machines left running is every driver's concern at once: see
     `taxiway.runtime.leftovers`."""
 

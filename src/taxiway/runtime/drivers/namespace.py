@@ -10,8 +10,13 @@ main process left behind, and suspend freezes the machine at once.
 
 The launch is one exec chain, so the main process keeps the first pid: ``sh`` joins the
 cgroup, ``nsenter`` enters the network namespace, ``unshare`` makes the mount namespace,
-``sh`` bind-mounts, then the command. A one-off (release command, machine check) has no
-private address: it gets the cgroup and the mounts, on the host's network.
+``sh`` bind-mounts, then the command. A one-off (release command, machine check) runs
+in the machines' network, with an address of its own, as a machine does.
+
+Every host-wide name (cgroup, namespace, interfaces, iptables rules, hosts files) comes
+from the LaunchSpec's scope, which names the app's state folder
+(`taxiway.runtime.scope`): two checkouts of one app never share or reap each other's.
+Machines reach the host as ``host.taxiway.internal`` (`taxiway.runtime.hostaccess`).
 
 Machines get a way out to the world through `taxiway.runtime.outbound` where the host
 allows it; `auto` picks this driver only then (`taxiway.runtime.drivers.resolve_driver`).
@@ -20,6 +25,7 @@ allows it; `auto` picks this driver only then (`taxiway.runtime.drivers.resolve_
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import shutil
 import signal
@@ -29,12 +35,14 @@ from pathlib import Path, PurePosixPath
 
 import msgspec
 
-from taxiway.runtime import cgroups, netns, outbound
+from taxiway.runtime import cgroups, hostaccess, netns, outbound
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec, start_process
 from taxiway.runtime.drivers.handle import ProcessHandle
 from taxiway.runtime.drivers.process import with_mounts
+from taxiway.runtime.environment import private_ip
 from taxiway.runtime.leftovers import release_namespaces
 from taxiway.runtime.logs import MachineLog
+from taxiway.runtime.scope import seed
 
 #: Joins every cgroup listed before ``--``, then execs the rest.
 _JOIN_PRELUDE = (
@@ -51,11 +59,11 @@ class NamespaceHandle(ProcessHandle):
         popen: subprocess.Popen[bytes],
         log: MachineLog,
         cgroup: cgroups.Cgroup,
-        address: str | None,
+        address: str,
     ) -> None:
         super().__init__(popen, log)
         self.cgroup = cgroup
-        #: The machine's IPv4 (None for a one-off on the host's network).
+        #: The machine's IPv4 on the app's bridge.
         self.address = address
 
     def send_signal(self, sig: int) -> None:
@@ -86,15 +94,30 @@ class NamespaceDriver:
     own_network = True
 
     def __init__(self) -> None:
-        #: Per app: None once its machines have a way out, else why they have none.
-        self._outbound: dict[str, str | None] = {}
-        self._outbound_lock = threading.Lock()
+        #: Per scope: its bridge's /24, picked once (`netns.pick_subnet`).
+        self._subnets: dict[str, ipaddress.IPv4Network] = {}
+        #: Per scope, once its bridge is set up: why its machines have no way out to the
+        #: world and no way to the host's loopback (None each: they have).
+        self._bridges: dict[str, tuple[str | None, str | None]] = {}
+        self._lock = threading.Lock()
+        #: The one-offs running now: (scope, machine id) -> their slot (`_oneoff_address`).
+        self._oneoffs: dict[tuple[str, str], int] = {}
         #: (machine, topic) pairs a machine's log already has a note about.
         self._told: set[tuple[str, str]] = set()
 
-    def machine_host(self, app: str, private_ip: str) -> str:
-        """Where the host reaches the machine (its IPv4 on the app's bridge)."""
-        return netns.machine_ipv4(app, private_ip)
+    def subnet(self, scope: str) -> ipaddress.IPv4Network:
+        """The scope's /24, the same for the daemon's life (clear of the host's others)."""
+        with self._lock:
+            if scope not in self._subnets:
+                try:
+                    self._subnets[scope] = netns.pick_subnet(scope)
+                except netns.NetnsError as exc:
+                    raise DriverError(f"cannot give the app a private network: {exc}") from None
+            return self._subnets[scope]
+
+    def machine_host(self, scope: str, private_ip: str) -> str:
+        """Where the host reaches the machine (its IPv4 on the scope's bridge)."""
+        return netns.machine_ipv4(self.subnet(scope), private_ip)
 
     async def launch(self, spec: LaunchSpec) -> NamespaceHandle:
         who = f"machine {spec.machine_id} ({spec.group})"
@@ -102,11 +125,22 @@ class NamespaceDriver:
             raise DriverError(f"{who}: folder {spec.cwd} does not exist")
         if _command_missing(spec):
             raise DriverError(f"{who}: command not found: {spec.argv[0]}")
-        app = spec.app or spec.env.get("FLY_APP_NAME", "") or "_"
-        net = netns.MachineNet(app, spec.machine_id, spec.private_ip) if spec.private_ip else None
-        cgroup = cgroups.Cgroup(app, spec.machine_id)
+        scope = spec.scope or "_"
+        if not spec.private_ip:
+            spec = self._oneoff_address(spec, scope)
         try:
-            no_way_out = await asyncio.to_thread(self._prepare, net, cgroup, spec)
+            return await self._launch(spec, scope, who)
+        except BaseException:
+            self._oneoffs.pop((scope, spec.machine_id), None)
+            raise
+
+    async def _launch(self, spec: LaunchSpec, scope: str, who: str) -> NamespaceHandle:
+        net = netns.MachineNet(scope, spec.machine_id, spec.private_ip, self.subnet(scope))
+        cgroup = cgroups.Cgroup(scope, spec.machine_id)
+        try:
+            hosts, (no_way_out, no_loopback) = await asyncio.to_thread(
+                self._prepare, net, cgroup, spec
+            )
         except (OSError, netns.NetnsError) as exc:
             raise DriverError(f"{who}: cannot set up its namespace: {exc}") from None
         if no_way_out is not None:
@@ -116,6 +150,9 @@ class NamespaceDriver:
                 "this machine reaches the app's machines and the host, not beyond: giving it "
                 f"a way out needs {no_way_out}",
             )
+        if no_loopback is not None:
+            self._tell_once(spec, "loopback", no_loopback)
+        spec = self._with_machine_files(spec, hosts)
         argv = [
             "/bin/sh",
             "-c",
@@ -123,48 +160,68 @@ class NamespaceDriver:
             "taxiway-cgroup",
             *(str(p) for p in cgroup.procs_files()),
             "--",
+            "nsenter",
+            f"--net={net.path}",
+            "--",
+            *with_mounts(spec),
         ]
-        if net is not None:
-            argv += ["nsenter", f"--net={net.path}", "--"]
-            spec = self._with_resolver(spec)
-        argv += with_mounts(spec)
         try:
             popen = start_process(argv, cwd=spec.cwd, env=spec.env)
         except OSError as exc:
             raise DriverError(f"{who}: cannot start {spec.argv[0]}: {exc.strerror}") from None
-        handle = NamespaceHandle(popen, spec.log, cgroup, net.ipv4 if net else None)
+        handle = NamespaceHandle(popen, spec.log, cgroup, net.ipv4)
         # Return once the main process is in its cgroup, so a stop right away reaches it
         # and whatever it starts (it joins before anything else runs).
         while handle.poll() is None and handle.pid not in cgroup.procs():
             await asyncio.sleep(0.001)
         return handle
 
+    def _oneoff_address(self, spec: LaunchSpec, scope: str) -> LaunchSpec:
+        """A one-off (release command, machine check) joins the machines' network with an
+        address of its own, from the slots above theirs; its FLY_PRIVATE_IP says which."""
+        with self._lock:
+            used = {slot for (s, _), slot in self._oneoffs.items() if s == scope}
+            free = [slot for slot in range(netns.ONEOFF_SLOTS) if slot not in used]
+            if not free:
+                raise DriverError(
+                    f"machine {spec.machine_id} ({spec.group}): {netns.ONEOFF_SLOTS} one-off "
+                    "machines already run; wait for one to end"
+                )
+            self._oneoffs[(scope, spec.machine_id)] = free[0]
+        address = private_ip(seed(scope), netns.ONEOFF_BASE + free[0])
+        env = {**spec.env, "FLY_PRIVATE_IP": address}
+        return msgspec.structs.replace(spec, private_ip=address, env=env)
+
     def _prepare(
-        self, net: netns.MachineNet | None, cgroup: cgroups.Cgroup, spec: LaunchSpec
-    ) -> str | None:
-        """Cgroup, namespace and the app's way out; why it has none (None: it has)."""
+        self, net: netns.MachineNet, cgroup: cgroups.Cgroup, spec: LaunchSpec
+    ) -> tuple[Path, tuple[str | None, str | None]]:
+        """Cgroup, namespace, hosts file and the bridge's ways out: the hosts file, and
+        (why there is no way out, why no way to the host's loopback), None each: there is."""
         cgroup.kill_all()  # a previous run's stragglers, if any
         cgroup.create(memory_mb=spec.memory_mb, cpus=spec.cpus)
-        if net is None:
-            return None  # a one-off, on the host's network
         net.ensure()
-        with self._outbound_lock:
-            if net.app not in self._outbound:
-                bridge = netns.bridge_name(net.app)
-                self._outbound[net.app] = outbound.ensure(bridge, netns.app_subnet(net.app))
-            return self._outbound[net.app]
+        gateway = netns.gateway(net.subnet)
+        hosts = hostaccess.write_hosts(net.scope, net.machine_id, gateway, net.private_ip)
+        with self._lock:
+            if net.scope not in self._bridges:
+                bridge = netns.bridge_name(net.scope)
+                self._bridges[net.scope] = (
+                    outbound.ensure(bridge, net.subnet),
+                    hostaccess.ensure_loopback(bridge, gateway),
+                )
+            return hosts, self._bridges[net.scope]
 
-    def _with_resolver(self, spec: LaunchSpec) -> LaunchSpec:
-        """The spec with a resolv.conf the machine's own network can reach, when the host's
-        names only its loopback (systemd-resolved's stub); the log says when there is none."""
+    def _with_machine_files(self, spec: LaunchSpec, hosts: Path) -> LaunchSpec:
+        """The spec with the machine's /etc/hosts (`taxiway.runtime.hostaccess`) and a
+        resolv.conf its own network can reach, when the host's names only its loopback
+        (systemd-resolved's stub); the log says when there is none."""
+        mounts = [*spec.mounts, (hosts, str(hostaccess.HOSTS))]
         resolv_conf, note = outbound.machine_resolv_conf()
         if note is not None:
             self._tell_once(spec, "resolver", note)
-        if resolv_conf is None:
-            return spec
-        return msgspec.structs.replace(
-            spec, mounts=[*spec.mounts, (resolv_conf, str(outbound.RESOLV_CONF))]
-        )
+        if resolv_conf is not None:
+            mounts.append((resolv_conf, str(outbound.RESOLV_CONF)))
+        return msgspec.structs.replace(spec, mounts=mounts)
 
     def _tell_once(self, spec: LaunchSpec, topic: str, note: str) -> None:
         """A note in the machine's log at its first start, not at every restart."""
@@ -189,17 +246,22 @@ class NamespaceDriver:
             "--",
         ]
 
-    def release_machine(self, app: str, machine_id: str, private_ip: str) -> None:
-        """A destroyed machine: remove its cgroup and namespace."""
-        cgroups.Cgroup(app, machine_id).remove()
-        netns.MachineNet(app, machine_id, private_ip).remove()
+    def release_machine(self, scope: str, machine_id: str) -> None:
+        """A destroyed machine, or an ended one-off: remove its cgroup, namespace and
+        hosts file (and free a one-off's address)."""
+        cgroups.Cgroup(scope, machine_id).remove()
+        netns.remove_machine_net(scope, machine_id)
+        hostaccess.remove_hosts(scope, machine_id)
+        with self._lock:
+            self._oneoffs.pop((scope, machine_id), None)
 
-    def release_app(self, app: str) -> list[str]:
-        """Everything of the app (`down`): processes, cgroups, namespaces, veths, the
-        bridge, its way out; the machines that still ran."""
-        with self._outbound_lock:
-            running = release_namespaces(app, way_out=app in self._outbound)
-            self._outbound.pop(app, None)
+    def release_app(self, scope: str) -> list[str]:
+        """Everything of the scope (`down`): processes, cgroups, namespaces, veths, the
+        bridge, its iptables rules; the machines that still ran."""
+        with self._lock:
+            running = release_namespaces(scope, way_out=scope in self._bridges)
+            self._bridges.pop(scope, None)
+            self._subnets.pop(scope, None)
         return running
 
 
