@@ -69,7 +69,7 @@ def launch_early(roster: MachineRoster, driver: ProcessDriver) -> list[EarlyMach
         for _ in range(counts[group] - sum(r.group == group for r in kept)):
             infos.append(roster.new_machine(spec, infos))
     launches = [
-        roster.launch_spec(info, roster.specs[info.group], roster.log_for(info.id))
+        roster.launch_spec(info, roster.specs[info.group], roster.log_for(info))
         for info in infos
     ]
     return [

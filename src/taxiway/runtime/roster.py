@@ -203,8 +203,8 @@ class MachineRoster:
             cpus=spec.guest.cpus,
         )
 
-    def log_for(self, machine_id: str) -> MachineLog:
-        return MachineLog(self.state_dir / "logs" / f"{machine_id}.log")
+    def log_for(self, info: MachineInfo) -> MachineLog:
+        return MachineLog(self.state_dir / "logs" / f"{info.id}.log", group=info.group)
 
     def _file_mounts(
         self, info: MachineInfo, spec: MachineSpec, log: MachineLog

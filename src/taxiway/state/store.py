@@ -716,6 +716,18 @@ class Store:
             )
         return msgspec.structs.replace(self._release(row), status=status)  # type: ignore[arg-type]
 
+    def set_release_command(
+        self, app: str, version: int, machine_id: str, exit_code: int | None
+    ) -> None:
+        """Record which one-off machine ran release ``version``'s release command, and
+        how it exited."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE releases SET release_command_machine = ?, release_command_exit = ? "
+                "WHERE app = ? AND version = ?",
+                (machine_id, exit_code, app, version),
+            )
+
     def get_release(self, app: str, version: int) -> ReleaseRecord | None:
         """One release by its version number."""
         row = self._one("SELECT * FROM releases WHERE app = ? AND version = ?", (app, version))
