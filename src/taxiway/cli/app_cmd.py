@@ -264,6 +264,24 @@ def down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_what_was_left(paths: AppPaths, app: str) -> None:
+    """No daemon answers: if a dead one (``kill -9``, a crash) left machines running,
+    raise the sentence that says so and how to clean them up."""
+    if not (paths.state_dir / "taxiway.db").exists():
+        return
+    from taxiway.runtime.leftovers import left_running
+    from taxiway.state.store import Store
+
+    with Store.open(paths.state_dir) as store:
+        left = left_running(store, app, paths.state_dir)
+    if left:
+        raise TaxiwayError(
+            f"taxiway is not running {app}, but its daemon stopped without stopping "
+            f"{len(left)} machine(s), which still run ({', '.join(left)}); `taxiway up` "
+            "or `taxiway down` will clean them up"
+        )
+
+
 def _reap_without_daemon(paths: AppPaths, app: str) -> int:
     """`down` after a `kill -9`: stop what the dead daemon's machines left running."""
     if not (paths.state_dir / "taxiway.db").exists():
@@ -285,8 +303,12 @@ def daemon(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    client, app, _ = client_for(args.config)
-    data = client.request("GET", f"/v1/apps/{app}/status")
+    client, app, paths = client_for(args.config)
+    try:
+        data = client.request("GET", f"/v1/apps/{app}/status")
+    except DaemonNotRunning:
+        _say_what_was_left(paths, app)
+        raise
     if args.json:
         _print_json(data)
     else:
@@ -409,7 +431,8 @@ def _print_machine(m: dict[str, Any]) -> None:
         "exit_code",
         "pid",
     ):
-        print(f"{key:12} {m.get(key)}")
+        value = m.get(key)
+        print(f"{key:12} {'-' if value is None else value}")
     ports = ", ".join(f"{k}->{v}" for k, v in (m.get("ports") or {}).items())
     print(f"{'ports':12} {ports or '-'}")
 

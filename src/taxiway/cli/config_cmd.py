@@ -7,7 +7,7 @@ import json
 import sys
 
 from taxiway.cli.render import print_diagnostics
-from taxiway.config.diagnostics import Severity
+from taxiway.config.diagnostics import Severity, in_file_order
 from taxiway.config.loader import LoadedConfig, load_config
 from taxiway.errors import TaxiwayError
 
@@ -29,7 +29,7 @@ def validate(args: argparse.Namespace) -> int:
             }
         )
         return 1
-    diags = loaded.diagnostics
+    diags = in_file_order(loaded.diagnostics)
     failing = {Severity.ERROR} | ({Severity.WARNING} if args.strict else set())
     ok = not any(d.severity in failing for d in diags)
     if args.json:

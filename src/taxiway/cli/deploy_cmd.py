@@ -178,9 +178,7 @@ def _run(client: Client, path: str, body: dict[str, Any], *, detach: bool) -> in
                 print(entry["progress"], flush=True)
             elif "error" in entry:
                 raise TaxiwayError(entry["error"])
-            elif "release" in entry:
-                release = entry["release"]
-                print(f"v{release['version']} is {release['status']}", flush=True)
+            elif "release" in entry:  # its progress lines said how it ended
                 return 0
     except KeyboardInterrupt:
         return _interrupted(client, path)

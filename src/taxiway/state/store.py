@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sqlite3
 import stat
 import threading
@@ -106,12 +107,35 @@ def _use_wal(conn: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
         )
 
 
+#: The platform's largest volume (https://fly.io/docs/volumes/overview/, "Volume size").
+MAX_VOLUME_GB = 500
+#: A volume's name on the platform: lowercase letters, digits and underscores, at most 30
+#: (the docs allow only alphanumerics and underscores, e.g.
+#: https://fly.io/docs/rails/advanced-guides/sqlite3/; the API refuses capitals and
+#: names over 30 characters).
+_VOLUME_NAME = re.compile(r"^[a-z0-9_]{1,30}$")
+
+
 def _size(value: float, volume: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise StateError(f"volume {volume}: the size must be a number of GB, not {value!r}")
     if value <= 0:
         raise StateError(f"volume {volume} needs a size above 0 GB, not {value:g} GB")
+    if value > MAX_VOLUME_GB:
+        raise StateError(
+            f"volume {volume} can't be {value:g} GB: the platform's volumes hold at most "
+            f"{MAX_VOLUME_GB} GB"
+        )
     return float(value)
+
+
+def _volume_name(name: str) -> str:
+    if not _VOLUME_NAME.match(name):
+        raise StateError(
+            f"{name!r} is not a volume name: use lowercase letters, digits and underscores, "
+            "at most 30 characters (e.g. app_data)"
+        )
+    return name
 
 
 class Store:
@@ -467,7 +491,7 @@ class Store:
         """
         record = VolumeRecord(
             id=volume_id or new_volume_id(),
-            name=name,
+            name=_volume_name(name),
             app=app,
             size_gb=_size(size_gb, name),
             region=region,
