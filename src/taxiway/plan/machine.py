@@ -215,8 +215,7 @@ def plan_group(config: AppConfig, group: str, *, base_dir: Path | None = None) -
                 tigris_bucket=s.tigris_bucket,
                 index_document=s.index_document,
             )
-            for s in (config.statics or ())
-            if _serves_statics(config, group, default)
+            for s in config.statics or ()
         ],
         metrics=(
             MetricsSpec(
@@ -277,21 +276,6 @@ def _services(config: AppConfig, group: str, default: str) -> list[ServiceSpec]:
     for i, svc in g.matching(config.services, group, default):
         out.append(_service(svc, i))
     return out
-
-
-def _serves_statics(config: AppConfig, group: str, default: str) -> bool:
-    """Whether ``group``'s machines carry the app's [[statics]]: the edge serves them in
-    place of the app's web server (the platform's docs: statics don't exempt you from
-    running one, https://fly.io/docs/reference/configuration/#the-statics-sections), so
-    they go with the groups behind an HTTP port; with none, with the default group."""
-    if not config.statics:
-        return False
-    serving = [
-        name
-        for name in g.group_names(config)
-        if any("http" in p.handlers for svc in _services(config, name, default) for p in svc.ports)
-    ]
-    return group in serving if serving else group == default
 
 
 def _http_service(hs: HTTPService) -> ServiceSpec:
