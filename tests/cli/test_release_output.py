@@ -85,33 +85,25 @@ def test_up_d_streams_the_release_command_and_keeps_it(app: Path) -> None:
     assert [e["line"] for e in after if e["stream"] != "system"] == ["migrated 7 tables"]
 
 
-def _start(app: Path, *args: str) -> tuple[subprocess.Popen[str], Path, Path]:
+def _ctrl_c_during_the_release_command(app: Path, *args: str, streamed: str) -> tuple[int, str]:
+    """Run `taxiway ARGS`, press Ctrl-C once the release command runs and ``streamed`` was
+    printed; its exit code and stderr, after checking the release command got the app's
+    kill_signal and left no process."""
     out, err = app / "cmd.out", app / "cmd.err"
     proc = subprocess.Popen(
         [sys.executable, "-m", "taxiway", *args],
         cwd=app,
         stdout=out.open("w"),
         stderr=err.open("w"),
-        text=True,
         env={**os.environ, "NO_COLOR": "1"},
     )
-    return proc, out, err
-
-
-def _pids(app: Path) -> list[int]:
-    wait_for(lambda: (app / "pids").exists() and (app / "pids").read_text(), "the release command")
-    return [int(p) for p in (app / "pids").read_text().split()]
-
-
-def test_ctrl_c_of_up_stops_the_release_command_and_leaves_no_process(app: Path) -> None:
-    (app / "release.py").write_text(HANGING)
-    write_app(app, "release.py")
-    proc, out, err = _start(app, "up", "--driver", "process")
     try:
-        pids = _pids(app)
-        wait_for(lambda: "migrating table 1 of 9" in out.read_text(), "the streamed output")
+        note = app / "pids"
+        wait_for(lambda: note.exists() and note.read_text(), "the release command")
+        pids = [int(p) for p in note.read_text().split()]
+        wait_for(lambda: streamed in out.read_text(), "the streamed output")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 1
+        code = proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -120,6 +112,16 @@ def test_ctrl_c_of_up_stops_the_release_command_and_leaves_no_process(app: Path)
     assert not any(alive(pid) for pid in pids), "a release command process still runs"
     assert "the release command was interrupted" in err.read_text()
     assert "Traceback" not in err.read_text()
+    return code, err.read_text()
+
+
+def test_ctrl_c_of_up_stops_the_release_command_and_leaves_no_process(app: Path) -> None:
+    (app / "release.py").write_text(HANGING)
+    write_app(app, "release.py")
+    code, _ = _ctrl_c_during_the_release_command(
+        app, "up", "--driver", "process", streamed="migrating table 1 of 9"
+    )
+    assert code == 1
     latest = releases(app)[0]
     assert latest["status"] == "interrupted"
     assert latest["release_command"]["exit_code"] == 143
@@ -131,19 +133,10 @@ def test_deploy_streams_the_release_command_and_ctrl_c_stops_it(app: Path) -> No
     assert taxiway(app, "up", "-d", "--driver", "process").returncode == 0
     (app / "release.py").write_text(HANGING)
     write_app(app, "release.py")
-    proc, out, err = _start(app, "deploy")
-    try:
-        pids = _pids(app)
-        wait_for(lambda: "release_command | migrating table 1 of 9" in out.read_text(), "output")
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert (app / "got-kill-signal").exists(), "the release command did not get kill_signal"
-    assert not any(alive(pid) for pid in pids), "a release command process still runs"
-    assert "the release command was interrupted" in err.read_text()
+    code, _ = _ctrl_c_during_the_release_command(
+        app, "deploy", streamed="release_command | migrating table 1 of 9"
+    )
+    assert code == 130
     latest = releases(app)[0]
     assert (latest["version"], latest["status"]) == (2, "interrupted")
     assert latest["release_command"]["exit_code"] == 143

@@ -169,11 +169,17 @@ def test_reopening_is_idempotent_and_keeps_data(state_dir: Path, store: Store) -
             assert again.secret_values("hello") == {"TOKEN": "s3cret"}
 
 
-def test_a_schema_1_file_is_upgraded_without_losing_data(state_dir: Path) -> None:
+def _old_file(state_dir: Path, version: int) -> sqlite3.Connection:
+    """A store file as taxiway at schema ``version`` made it, holding app hello."""
     state_dir.mkdir(mode=0o700)
     conn = sqlite3.connect(state_dir / "taxiway.db", isolation_level=None)
-    assert migrate(conn, "test db", MIGRATIONS[:1]) == 1
+    assert migrate(conn, "test db", MIGRATIONS[:version]) == version
     conn.execute("INSERT INTO apps VALUES ('hello', '/x/fly.toml', '2026-01-01T00:00:00.000Z')")
+    return conn
+
+
+def test_a_schema_1_file_is_upgraded_without_losing_data(state_dir: Path) -> None:
+    conn = _old_file(state_dir, 1)
     conn.execute(
         'INSERT INTO machines(id, app, "group", state, region, instance_id, private_ip, '
         "ports, created_at, updated_at) VALUES (?, 'hello', 'web', 'stopped', 'ams', ?, '::1', "
@@ -193,10 +199,7 @@ def test_a_schema_1_file_is_upgraded_without_losing_data(state_dir: Path) -> Non
 
 
 def test_a_schema_2_file_gets_the_release_command_columns(state_dir: Path) -> None:
-    state_dir.mkdir(mode=0o700)
-    conn = sqlite3.connect(state_dir / "taxiway.db", isolation_level=None)
-    assert migrate(conn, "test db", MIGRATIONS[:2]) == 2
-    conn.execute("INSERT INTO apps VALUES ('hello', '/x/fly.toml', '2026-01-01T00:00:00.000Z')")
+    conn = _old_file(state_dir, 2)
     conn.execute(
         "INSERT INTO releases(app, version, status, strategy, config_json, config_digest, "
         "created_at) VALUES ('hello', 1, 'complete', 'rolling', '{}', 'd', "
