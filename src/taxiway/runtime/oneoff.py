@@ -140,30 +140,48 @@ async def run_release_command(
         log=log,
     )
     timeout = duration_seconds(deploy.release_command_timeout or DEFAULT_RELEASE_TIMEOUT)
-    stop = plan_group(loaded.config, default_group(loaded.config), base_dir=loaded.base_dir)
-    ended = OneoffExit()
+    stop = plan_group(
+        loaded.config, default_group(loaded.config), base_dir=loaded.base_dir
+    ).stop_config
     log.system(f"release command: {shlex.join(spec.argv)}")
     try:
+        return await _release_command_ran(
+            driver, spec, timeout, logs_dir.parent, stop, interrupt, on_exit
+        )
+    finally:
+        log.close()
+
+
+async def _release_command_ran(
+    driver: Driver,
+    spec: LaunchSpec,
+    timeout: float,
+    state_dir: Path,
+    stop: StopConfig,
+    interrupt: asyncio.Event | None,
+    on_exit: Callable[[str, int | None], None] | None,
+) -> str:
+    """`run_release_command` once its machine is set up: run it, record how it ended,
+    and raise if that was not a zero exit."""
+    machine_id, ended = spec.machine_id, OneoffExit()
+    try:
         interrupted = await _interruptible(
-            run_oneoff(driver, spec, timeout, logs_dir.parent, stop=stop.stop_config, ended=ended),
-            interrupt,
+            run_oneoff(driver, spec, timeout, state_dir, stop=stop, ended=ended), interrupt
         )
     except DriverError as exc:
         raise ReleaseCommandFailed(f"release command could not start: {exc}") from None
     finally:
-        log.close()
         if on_exit is not None and ended.code is not None:
             on_exit(machine_id, ended.code)
     if interrupted:
-        log.system(f"interrupted: stopped with exit code {ended.code}")
         raise ReleaseCommandInterrupted(
             f"the release command was interrupted: its machine {machine_id} was stopped "
-            f"({stop.stop_config.signal}, then SIGKILL after {stop.stop_config.timeout}) "
-            "and no machine was started or replaced",
+            f"({stop.signal}, then SIGKILL after {stop.timeout}) and no machine was started "
+            "or replaced",
             machine_id,
         )
     if ended.timed_out:
-        log.system(f"timed out after {deploy.release_command_timeout or DEFAULT_RELEASE_TIMEOUT}")
+        spec.log.system(f"timed out after {timeout:g}s")
         raise ReleaseCommandFailed(
             f"release command timed out after {timeout:g}s (release_command_timeout); "
             f"its output: `taxiway logs --machine {machine_id}`",
