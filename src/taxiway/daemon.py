@@ -29,7 +29,7 @@ from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.drivers import make_driver
 from taxiway.runtime.early import EarlyMachine
 from taxiway.runtime.machine import SupervisedMachine
-from taxiway.runtime.oneoff import ReleaseCommandFailed, last_lines
+from taxiway.runtime.oneoff import ReleaseCommandFailed, ReleaseCommandInterrupted, last_lines
 from taxiway.state.store import Store
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ async def serve(
     startup: StartUp | None = None,
     on_ready: Callable[[AppRuntime], None] | None = None,
     on_machine: Callable[[SupervisedMachine], None] | None = None,
+    on_release_output: Callable[[dict[str, Any]], None] | None = None,
     early: Sequence[EarlyMachine] = (),
     api_socket: socket.socket | None = None,
     store: Store | None = None,
@@ -52,7 +53,9 @@ async def serve(
     loop; without it the daemon settles it here (`taxiway.daemon_startup.prepare`).
     ``early``: the machines it launched before (`taxiway.runtime.early`), to supervise;
     ``api_socket``, ``store``: the API's socket and the state store, when they were
-    opened before (the daemon closes them)."""
+    opened before (the daemon closes them). ``on_release_output``: each line of the
+    release command's output as it comes (else it is echoed if the command fails); a
+    stop while it runs (Ctrl-C, SIGTERM, `down`) stops it and fails `up`."""
     from taxiway.api.server import ApiServer, build_router
 
     options = options or DaemonOptions()
@@ -77,6 +80,7 @@ async def serve(
         driver_reason=startup.driver_reason,
     )
     runtime.on_machine = on_machine
+    runtime.on_release_output = on_release_output
     shutdown = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -89,12 +93,14 @@ async def serve(
             runtime.notices.append(notice)
             print(notice, flush=True)
         try:
-            await runtime.up(early)
+            await runtime.up(early, interrupt=shutdown)
         except ReleaseCommandFailed as exc:
+            status = "interrupted" if isinstance(exc, ReleaseCommandInterrupted) else "failed"
             if release is not None:
-                store.set_release_status(app_name, release.version, "failed")
-            for line in last_lines(paths.logs, exc.machine_id) if exc.machine_id else ():
-                print(f"release_command | {line}", file=sys.stderr)
+                store.set_release_status(app_name, release.version, status)
+            if on_release_output is None and status == "failed" and exc.machine_id:
+                for line in last_lines(paths.logs, exc.machine_id):
+                    print(f"release_command | {line}", file=sys.stderr)
             raise
         if release is not None:
             store.set_release_status(app_name, release.version, "complete")

@@ -14,7 +14,8 @@ sends it the config (`taxiway.daemon_startup.send_config`). From there, one of t
   (`taxiway.daemon_startup.prepare`) and hands it over with the lock.
 
 Either way the daemon reports one line on the ready pipe, ``ready <status JSON>`` or
-``error <sentence>``; `up -d` prints it and exits, the daemon runs on. Until the config
+``error <sentence>``, after the release command's output (``output <log line JSON>``);
+`up -d` prints it and exits, the daemon runs on. Until the config
 arrives the daemon has written nothing, so a config with errors just closes the channel
 and the daemon leaves without a trace.
 """
@@ -65,6 +66,13 @@ class ReadyPipe:
 
     def error(self, sentence: str) -> None:
         self._send("error " + sentence)
+
+    def output(self, entry: dict[str, object]) -> None:
+        """A line of the release command's output, for `up -d` to print before the
+        report (the pipe stays open)."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._fd, ("output " + json.dumps(entry) + "\n").encode())
 
     def close(self) -> None:
         """Close without a word (the command sent nothing: it knows why)."""
@@ -212,6 +220,7 @@ def _serve(
             api_socket=api_socket,
             store=store,
             on_ready=lambda runtime: report.ready(runtime.status() | {"notices": runtime.notices}),
+            on_release_output=report.output,
         ),
         loaded,
     )

@@ -130,7 +130,8 @@ def test_a_failing_release_command_stops_up_and_shows_its_output(tmp_path: Path)
         assert result.returncode == 1, result
         assert "release command failed with exit code 3" in result.stderr
         assert "Traceback" not in result.stderr
-    assert "migration 42 broke" in taxiway(tmp_path, "up").stderr
+        assert "fly_app_release_command" in result.stdout  # streamed as it ran
+        assert "migration 42 broke" in result.stdout
     assert not (tmp_path / ".taxiway" / "taxiway.sock").exists()
     logs = taxiway(tmp_path, "logs")
     assert "migration 42 broke" in logs.stdout

@@ -169,11 +169,17 @@ def test_reopening_is_idempotent_and_keeps_data(state_dir: Path, store: Store) -
             assert again.secret_values("hello") == {"TOKEN": "s3cret"}
 
 
-def test_a_schema_1_file_is_upgraded_without_losing_data(state_dir: Path) -> None:
+def _old_file(state_dir: Path, version: int) -> sqlite3.Connection:
+    """A store file as taxiway at schema ``version`` made it, holding app hello."""
     state_dir.mkdir(mode=0o700)
     conn = sqlite3.connect(state_dir / "taxiway.db", isolation_level=None)
-    assert migrate(conn, "test db", MIGRATIONS[:1]) == 1
+    assert migrate(conn, "test db", MIGRATIONS[:version]) == version
     conn.execute("INSERT INTO apps VALUES ('hello', '/x/fly.toml', '2026-01-01T00:00:00.000Z')")
+    return conn
+
+
+def test_a_schema_1_file_is_upgraded_without_losing_data(state_dir: Path) -> None:
+    conn = _old_file(state_dir, 1)
     conn.execute(
         'INSERT INTO machines(id, app, "group", state, region, instance_id, private_ip, '
         "ports, created_at, updated_at) VALUES (?, 'hello', 'web', 'stopped', 'ams', ?, '::1', "
@@ -192,13 +198,33 @@ def test_a_schema_1_file_is_upgraded_without_losing_data(state_dir: Path) -> Non
         assert store.attach_volume(volume.id, MID).attached_machine_id == MID
 
 
+def test_a_schema_2_file_gets_the_release_command_columns(state_dir: Path) -> None:
+    conn = _old_file(state_dir, 2)
+    conn.execute(
+        "INSERT INTO releases(app, version, status, strategy, config_json, config_digest, "
+        "created_at) VALUES ('hello', 1, 'complete', 'rolling', '{}', 'd', "
+        "'2026-01-01T00:00:00.000Z')"
+    )
+    conn.close()
+
+    with Store.open(state_dir) as store:
+        kept = store.get_release("hello", 1)
+        assert kept is not None and kept.status == "complete"
+        assert (kept.release_command_machine, kept.release_command_exit) == ("", None)
+        store.set_release_command("hello", 1, MID, 3)
+        ran = store.get_release("hello", 1)
+        assert ran is not None
+        assert (ran.release_command_machine, ran.release_command_exit) == (MID, 3)
+
+
 def test_a_failing_migration_leaves_the_file_unchanged(store: Store) -> None:
     store.set_count("hello", "web", 3)
     broken = (
         *MIGRATIONS,
         ("CREATE TABLE extra (a TEXT)", "INSERT INTO no_such_table VALUES (1)"),
     )
-    with pytest.raises(StateError, match=r"could not upgrade db to schema 3 .*left unchanged"):
+    failing = SCHEMA_VERSION + 1
+    with pytest.raises(StateError, match=rf"could not upgrade db to schema {failing} .*unchanged"):
         migrate(store._db, "db", broken)
     assert store.schema_version == SCHEMA_VERSION
     tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master")}

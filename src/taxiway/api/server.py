@@ -259,6 +259,12 @@ def _add_deploy_routes(
             raise TaxiwayError("a rollback takes a release version number")
         return start(deployer().prepare_rollback(version, options(body)), body)
 
+    async def interrupt(request: Request, params: dict[str, str]) -> Result:
+        """A Ctrl-C of `taxiway deploy`: stop the release command if one runs."""
+        check_app(params)
+        ended = await router.deployer.interrupt() if router.deployer is not None else None
+        return {"interrupted": ended is not None, "error": ended}
+
     async def releases(request: Request, params: dict[str, str]) -> Result:
         check_app(params)
         from taxiway.deploy.releases import release_json
@@ -267,6 +273,7 @@ def _add_deploy_routes(
 
     base = "/v1/apps/{app}"
     router.add("POST", base + "/deploy", deploy)
+    router.add("POST", base + "/deploy/interrupt", interrupt)
     router.add("GET", base + "/releases", releases)
     router.add("POST", base + "/releases/rollback", rollback)
 
@@ -326,20 +333,35 @@ def _scale(runtime: AppRuntime) -> dict[str, object]:
     }
 
 
-async def _logs(runtime: AppRuntime, query: dict[str, str]) -> AsyncIterator[bytes]:
-    """Past lines of the selected machines, then (with follow=1) new ones as they come."""
+def _logs(runtime: AppRuntime, query: dict[str, str]) -> AsyncIterator[bytes]:
+    """Past lines of the selected machines (one-offs' and destroyed machines' included),
+    then (with follow=1) the live machines' new ones as they come. An unknown
+    ``machine`` is an error before anything streams."""
+    from taxiway.runtime.logs import logged_machines, past_lines
+
+    logs_dir = runtime.state_dir / "logs"
+    machine, group = query.get("machine"), query.get("group")
+    ids = logged_machines(logs_dir, runtime.app, machine, live=runtime.machines)
+    groups = {
+        r.id: r.group for r in runtime.store.list_machines(runtime.app, include_destroyed=True)
+    }
+    history = past_lines(logs_dir, ids, groups, group)
     selected = [
         m
         for m in runtime.machines.values()
-        if (not query.get("machine") or m.id.startswith(query["machine"]))
-        and (not query.get("group") or m.info.group == query["group"])
+        if (not machine or m.id.startswith(machine)) and (not group or m.info.group == group)
     ]
-    history = [(e.ts, m, e) for m in selected for e in m.log.read_entries()]
-    for _, m, entry in sorted(history, key=lambda item: item[0]):
-        yield _log_line(m, entry)
-    if query.get("follow") != "1":
+    return _log_stream(history, selected if query.get("follow") == "1" else [])
+
+
+async def _log_stream(
+    history: list[dict[str, Any]], following: list[SupervisedMachine]
+) -> AsyncIterator[bytes]:
+    for line in history:
+        yield (json.dumps(line) + "\n").encode()
+    if not following:
         return
-    queues = [(m, m.log.subscribe()) for m in selected]
+    queues = [(m, m.log.subscribe()) for m in following]
     try:
         while True:
             getters = {asyncio.ensure_future(q.get()): m for m, q in queues}
@@ -354,11 +376,6 @@ async def _logs(runtime: AppRuntime, query: dict[str, str]) -> AsyncIterator[byt
 
 
 def _log_line(m: SupervisedMachine, entry: Any) -> bytes:
-    data = {
-        "ts": entry.ts,
-        "machine": m.id,
-        "group": m.info.group,
-        "stream": entry.stream,
-        "line": entry.line,
-    }
-    return (json.dumps(data) + "\n").encode()
+    from taxiway.runtime.logs import log_record
+
+    return (json.dumps(log_record(m.id, m.info.group, entry)) + "\n").encode()

@@ -61,7 +61,14 @@ def up(args: argparse.Namespace) -> int:
             printer.banner(line)
 
     return run_loop(
-        serve(loaded, options=options, on_ready=ready, on_machine=printer.follow), loaded
+        serve(
+            loaded,
+            options=options,
+            on_ready=ready,
+            on_machine=printer.follow,
+            on_release_output=printer.print_line,
+        ),
+        loaded,
     )
 
 
@@ -119,7 +126,6 @@ def _up_detached(config: str | None, options: DaemonOptions) -> int:
     daemon leaves without a trace.
     """
     import pickle
-    import select
     import socket
 
     channel_fd, daemon_channel = (end.detach() for end in socket.socketpair())
@@ -160,24 +166,13 @@ def _up_detached(config: str | None, options: DaemonOptions) -> int:
     if not handed_over:
         os.close(ready_read)
         raise TaxiwayError(_daemon_failure(paths))
-    message = b""
-    deadline = time.monotonic() + DETACH_WAIT_S
-    while not message.endswith(b"\n") and time.monotonic() < deadline:
-        ready, _, _ = select.select([ready_read], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        chunk = os.read(ready_read, 4096)
-        if not chunk:
-            break
-        message += chunk
-    os.close(ready_read)
-    text = message.decode(errors="replace").strip()
-    if text.startswith("error "):
+    text = _daemon_report(ready_read)
+    if text is not None and text.startswith("error "):
         raise TaxiwayError(text.removeprefix("error "))
-    if not text.startswith("ready "):
+    if text is None or not text.startswith("ready "):
         raise TaxiwayError(
             f"the daemon did not come up in {DETACH_WAIT_S:g}s; see {paths.daemon_log}"
-            if text == "" and time.monotonic() >= deadline
+            if text is None
             else _daemon_failure(paths)
         )
     status = json.loads(text.removeprefix("ready "))
@@ -197,6 +192,35 @@ def _up_detached(config: str | None, options: DaemonOptions) -> int:
             reasons.append(notes[-1] if notes else f"machine {m['id']} ({m['group']}) failed")
         raise TaxiwayError("; ".join(reasons))
     return 0
+
+
+def _daemon_report(ready_read: int) -> str | None:
+    """The daemon's last line on the ready pipe (``ready …`` or ``error …``; None when
+    none came in time); the release command's output lines, which come before it,
+    are printed as they arrive (`taxiway.daemon_fork.ReadyPipe.output`)."""
+    import select
+
+    from taxiway.cli.output import LogPrinter
+
+    printer = LogPrinter(sys.stdout)
+    pending = b""
+    deadline = time.monotonic() + DETACH_WAIT_S
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([ready_read], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(ready_read, 65536) if ready else b""
+            if not chunk:
+                return pending.decode(errors="replace").strip()
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                text = line.decode(errors="replace")
+                if not text.startswith("output "):
+                    return text.strip()
+                printer.print_line(json.loads(text.removeprefix("output ")))
+        return None
+    finally:
+        os.close(ready_read)
 
 
 def _daemon_child(
@@ -255,6 +279,24 @@ def down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_what_was_left(paths: AppPaths, app: str) -> None:
+    """No daemon answers: if a dead one (``kill -9``, a crash) left machines running,
+    raise the sentence that says so and how to clean them up."""
+    if not (paths.state_dir / "taxiway.db").exists():
+        return
+    from taxiway.runtime.leftovers import left_running
+    from taxiway.state.store import Store
+
+    with Store.open(paths.state_dir) as store:
+        left = left_running(store, app, paths.state_dir)
+    if left:
+        raise TaxiwayError(
+            f"taxiway is not running {app}, but its daemon stopped without stopping "
+            f"{len(left)} machine(s), which still run ({', '.join(left)}); `taxiway up` "
+            "or `taxiway down` will clean them up"
+        )
+
+
 def _reap_without_daemon(paths: AppPaths, app: str) -> int:
     """`down` after a `kill -9`: stop what the dead daemon's machines left running."""
     if not (paths.state_dir / "taxiway.db").exists():
@@ -276,8 +318,12 @@ def daemon(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    client, app, _ = client_for(args.config)
-    data = client.request("GET", f"/v1/apps/{app}/status")
+    client, app, paths = client_for(args.config)
+    try:
+        data = client.request("GET", f"/v1/apps/{app}/status")
+    except DaemonNotRunning:
+        _say_what_was_left(paths, app)
+        raise
     if args.json:
         _print_json(data)
     else:
@@ -408,7 +454,8 @@ def _print_machine(m: dict[str, Any]) -> None:
         "exit_code",
         "pid",
     ):
-        print(f"{key:12} {m.get(key)}")
+        value = m.get(key)
+        print(f"{key:12} {'-' if value is None else value}")
     ports = ", ".join(f"{k}->{v}" for k, v in (m.get("ports") or {}).items())
     print(f"{'ports':12} {ports or '-'}")
 
@@ -462,33 +509,27 @@ def logs(args: argparse.Namespace) -> int:
     except DaemonNotRunning:
         if args.follow:
             raise
-        _print_logs_from_files(paths, args)
+        _print_logs_from_files(paths, app, args)
     except KeyboardInterrupt:
         return 0
     return 0
 
 
-def _print_logs_from_files(paths: AppPaths, args: argparse.Namespace) -> None:
-    """Past machines' logs when no daemon runs: read the files directly."""
+def _print_logs_from_files(paths: AppPaths, app: str, args: argparse.Namespace) -> None:
+    """Past machines' logs when no daemon runs: read the files directly (the store says
+    the group of a line written before lines carried it)."""
     from taxiway.cli.output import format_log_line
-    from taxiway.runtime.logs import read_log
+    from taxiway.runtime.logs import logged_machines, past_lines
 
-    entries = []
-    for path in sorted(paths.logs.glob("*.log")):
-        machine_id = path.stem
-        if args.machine and not machine_id.startswith(args.machine):
-            continue
-        for entry in read_log(path):
-            entries.append(
-                {
-                    "ts": entry.ts,
-                    "machine": machine_id,
-                    "group": "",
-                    "stream": entry.stream,
-                    "line": entry.line,
-                }
-            )
-    for entry in sorted(entries, key=lambda e: e["ts"]):
+    ids = logged_machines(paths.logs, app, args.machine)
+    groups: dict[str, str] = {}
+    if (paths.state_dir / "taxiway.db").exists():
+        from taxiway.state.store import Store
+
+        with Store.open(paths.state_dir) as store:
+            known = store.list_machines(app, include_destroyed=True)
+            groups = {record.id: record.group for record in known}
+    for entry in past_lines(paths.logs, ids, groups, args.group):
         print(json.dumps(entry) if args.json else format_log_line(entry))
 
 

@@ -14,7 +14,7 @@ import json
 import sys
 
 from taxiway.api.paths import AppPaths
-from taxiway.config.loader import load_config
+from taxiway.config.loader import LoadedConfig, load_config
 from taxiway.config.names import app_name_for
 
 
@@ -47,6 +47,43 @@ def certs(args: argparse.Namespace) -> int:
         "  macOS:         sudo security add-trusted-cert -d -r trustRoot "
         f"-k /Library/Keychains/System.keychain {ca_cert}"
     )
-    print(f"  one command:   curl --cacert {ca_cert} https://localhost:<port>/")
+    print(f"  one command:   {_curl_line(loaded, paths, app, ca_cert)}")
     print("Firefox keeps its own list: import the file under Settings > Certificates.")
     return 0
+
+
+_NO_HTTPS = "(the app has no port with the tls and http handlers: its edge serves no https)"
+
+
+def _curl_line(loaded: LoadedConfig, paths: AppPaths, app: str, ca_cert: str) -> str:
+    """A curl to the edge's https listener: its real port when a daemon runs the app (the
+    edge maps a port it can't bind), else the port fly.toml gives it."""
+    from taxiway.api.client import Client, DaemonNotRunning
+
+    try:
+        status = Client(paths.socket, timeout=5).request("GET", f"/v1/apps/{app}/status")
+    except DaemonNotRunning:
+        status = None
+    if status is not None:
+        for binding in status.get("edge") or []:
+            if {"tls", "http"} <= set(binding["handlers"]):
+                port = str(binding["address"]).rsplit(":", 1)[1]
+                return f"curl --cacert {ca_cert} https://localhost:{port}/"
+        return _NO_HTTPS
+    from taxiway.plan.machine import plan_machines
+
+    ports = sorted(
+        {
+            p.port
+            for spec in plan_machines(loaded.config, base_dir=loaded.base_dir).values()
+            for service in spec.services
+            for p in service.ports
+            if p.port is not None and {"tls", "http"} <= set(p.handlers)
+        }
+    )
+    if not ports:
+        return _NO_HTTPS
+    return (
+        f"curl --cacert {ca_cert} https://localhost:{ports[0]}/  (fly.toml's port; if the "
+        "edge can't bind it, `taxiway status` shows the one it took)"
+    )

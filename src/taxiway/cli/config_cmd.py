@@ -7,7 +7,7 @@ import json
 import sys
 
 from taxiway.cli.render import print_diagnostics
-from taxiway.config.diagnostics import Severity
+from taxiway.config.diagnostics import Severity, in_file_order
 from taxiway.config.loader import LoadedConfig, load_config
 from taxiway.errors import TaxiwayError
 
@@ -29,7 +29,7 @@ def validate(args: argparse.Namespace) -> int:
             }
         )
         return 1
-    diags = loaded.diagnostics
+    diags = in_file_order(loaded.diagnostics)
     failing = {Severity.ERROR} | ({Severity.WARNING} if args.strict else set())
     ok = not any(d.severity in failing for d in diags)
     if args.json:
@@ -101,11 +101,13 @@ def schema(args: argparse.Namespace) -> int:
 
 
 def machines(args: argparse.Namespace) -> int:
-    from taxiway.cli.plan_view import machines_text
+    from taxiway.cli.plan_view import machines_text, statics_groups
+    from taxiway.config.groups import default_group
     from taxiway.plan.machine import plan_machines
 
     loaded = load_valid(args.config)
     specs = plan_machines(loaded.config, base_dir=loaded.base_dir)
+    statics_shown = statics_groups(specs, default_group(loaded.config))
     if args.group is not None:
         if args.group not in specs:
             raise TaxiwayError(
@@ -118,7 +120,7 @@ def machines(args: argparse.Namespace) -> int:
 
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(specs), indent=2).decode() + "\n")
     else:
-        sys.stdout.write(machines_text(specs))
+        sys.stdout.write(machines_text(specs, statics_shown))
     return 0
 
 

@@ -132,7 +132,9 @@ def releases(args: argparse.Namespace) -> int:
     if not data:
         print(f"{app} has no releases yet; `taxiway up` or `taxiway deploy` makes the first")
         return 0
-    rows = [("VERSION", "STATUS", "STRATEGY", "CREATED", "CONFIG", "DESCRIPTION")]
+    rows = [
+        ("VERSION", "STATUS", "STRATEGY", "CREATED", "CONFIG", "RELEASE COMMAND", "DESCRIPTION")
+    ]
     for r in data:
         version = f"v{r['version']}" + (" (current)" if r["current"] else "")
         rows.append(
@@ -142,6 +144,7 @@ def releases(args: argparse.Namespace) -> int:
                 r["strategy"],
                 r["created_at"],
                 r["config_digest"][:12],
+                _release_command_cell(r.get("release_command")),
                 r["description"],
             )
         )
@@ -152,6 +155,14 @@ def releases(args: argparse.Namespace) -> int:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _release_command_cell(run: dict[str, Any] | None) -> str:
+    """``<machine> exit <code>`` for the one-off machine that ran the release command."""
+    if not run:
+        return "-"
+    code = run.get("exit_code")
+    return f"{run['machine']} exit {'-' if code is None else code}"
 
 
 def _run(client: Client, path: str, body: dict[str, Any], *, detach: bool) -> int:
@@ -167,18 +178,27 @@ def _run(client: Client, path: str, body: dict[str, Any], *, detach: bool) -> in
                 print(entry["progress"], flush=True)
             elif "error" in entry:
                 raise TaxiwayError(entry["error"])
-            elif "release" in entry:
-                release = entry["release"]
-                print(f"v{release['version']} is {release['status']}", flush=True)
+            elif "release" in entry:  # its progress lines said how it ended
                 return 0
     except KeyboardInterrupt:
+        return _interrupted(client, path)
+    raise TaxiwayError("the daemon ended the deploy stream without a result; see daemon.log")
+
+
+def _interrupted(client: Client, path: str) -> int:
+    """Ctrl-C: a release command that runs is stopped, and the deploy with it; past
+    that point the deploy goes on in the daemon (it is updating machines)."""
+    app_path = "/".join(path.split("/")[:4])  # /v1/apps/{app}
+    answer = client.request("POST", app_path + "/deploy/interrupt")
+    if answer.get("interrupted"):
+        print(f"\ntaxiway: error: {answer.get('error')}", file=sys.stderr)
+    else:
         print(
             "\nstopped watching; the deploy goes on in the daemon (`taxiway releases` shows "
             "how it went)",
             file=sys.stderr,
         )
-        return 130
-    raise TaxiwayError("the daemon ended the deploy stream without a result; see daemon.log")
+    return 130
 
 
 def _require_valid(loaded: Any) -> None:

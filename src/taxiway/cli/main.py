@@ -48,9 +48,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"taxiway {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, add in _COMMANDS.items():
-        if command is None or name == command:
+        if name == command or (command is None and name not in _HIDDEN):
             add(commands)
     return parser
+
+
+def _describe(text: str) -> str:
+    """A sub-command's description from its one-line help: what ``COMMAND --help`` says."""
+    return text[0].upper() + text[1:] + "."
+
+
+def _command(
+    commands: Commands, name: str, text: str, description: str | None = None
+) -> argparse.ArgumentParser:
+    """A (sub-)command with its one-line help, and a description for its own --help."""
+    return commands.add_parser(name, help=text, description=description or _describe(text))
 
 
 Commands = argparse._SubParsersAction
@@ -184,18 +196,29 @@ def _add_down(commands: Commands) -> None:
 
 
 def _add_status(commands: Commands) -> None:
-    status = commands.add_parser("status", help="the app's machines and their state")
+    status = _command(
+        commands,
+        "status",
+        "the app's machines and their state",
+        "Show the app's release and every machine: state, restarts, checks, address, ports, "
+        "and where the edge listens. Needs the daemon (`taxiway up`).",
+    )
     _add_config_option(status)
     status.add_argument("--json", action="store_true", help="print JSON (a stable shape)")
     status.set_defaults(handler=_APP + "status")
 
 
 def _add_scale(commands: Commands) -> None:
-    scale = commands.add_parser("scale", help="machines per process group")
+    scale = _command(
+        commands,
+        "scale",
+        "machines per process group",
+        "Show or set how many machines each process group runs (kept across `up`s).",
+    )
     scale_commands = scale.add_subparsers(dest="scale_command", metavar="COMMAND")
-    count = scale_commands.add_parser("count", help="set machine counts: web=3 worker=1")
+    count = _command(scale_commands, "count", "set machine counts: web=3 worker=1")
     count.add_argument("counts", nargs="+", metavar="GROUP=COUNT")
-    show = scale_commands.add_parser("show", help="counts and guest sizes")
+    show = _command(scale_commands, "show", "counts and guest sizes")
     for sub in (count, show):
         _add_config_option(sub)
         sub.add_argument("--json", action="store_true", help="print JSON")
@@ -204,9 +227,15 @@ def _add_scale(commands: Commands) -> None:
 
 
 def _add_machine(commands: Commands) -> None:
-    machine = commands.add_parser("machine", help="list and act on single machines")
+    machine = _command(
+        commands,
+        "machine",
+        "list and act on single machines",
+        "List the app's machines, or show, start, stop, restart, suspend, destroy one, or "
+        "run a command in it. A machine is named by its id or a unique start of it.",
+    )
     machine_commands = machine.add_subparsers(dest="machine_command", metavar="COMMAND")
-    listing = machine_commands.add_parser("list", help="every machine of the app")
+    listing = _command(machine_commands, "list", "every machine of the app")
     _add_config_option(listing)
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=_APP + "machine")
@@ -219,7 +248,7 @@ def _add_machine(commands: Commands) -> None:
         ("destroy", "stop and remove a machine"),
         ("exec", "run a command in a machine's environment"),
     ):
-        sub = machine_commands.add_parser(action, help=text)
+        sub = _command(machine_commands, action, text)
         _add_config_option(sub)
         sub.add_argument("id", metavar="ID", help="machine id (or a unique prefix)")
         if action == "exec":
@@ -231,7 +260,13 @@ def _add_machine(commands: Commands) -> None:
 
 
 def _add_logs(commands: Commands) -> None:
-    logs = commands.add_parser("logs", help="machines' output, with timestamps")
+    logs = _command(
+        commands,
+        "logs",
+        "machines' output, with timestamps",
+        "Print the machines' output (one-off machines' too, such as the release command's), "
+        "oldest first. Works without a daemon; -f follows new lines while it runs.",
+    )
     _add_config_option(logs)
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("--machine", metavar="ID", help="only this machine")
@@ -241,15 +276,21 @@ def _add_logs(commands: Commands) -> None:
 
 
 def _add_secrets(commands: Commands) -> None:
-    secrets = commands.add_parser("secrets", help="the app's secrets (values are never shown)")
+    secrets = _command(
+        commands,
+        "secrets",
+        "the app's secrets (values are never shown)",
+        "Set, unset, list or import the app's secrets. Every machine gets them as "
+        "environment variables; a change restarts the running machines and makes a release.",
+    )
     secret_commands = secrets.add_subparsers(dest="secrets_command", metavar="COMMAND")
-    set_ = secret_commands.add_parser("set", help="set NAME=VALUE ... (restarts machines)")
+    set_ = _command(secret_commands, "set", "set NAME=VALUE ... (restarts machines)")
     set_.add_argument("assignments", nargs="+", metavar="NAME=VALUE")
-    unset = secret_commands.add_parser("unset", help="remove secrets by name")
+    unset = _command(secret_commands, "unset", "remove secrets by name")
     unset.add_argument("names", nargs="+", metavar="NAME")
-    listing = secret_commands.add_parser("list", help="names and digests")
+    listing = _command(secret_commands, "list", "names and digests")
     listing.add_argument("--json", action="store_true", help="print JSON")
-    imported = secret_commands.add_parser("import", help="read NAME=VALUE lines from stdin")
+    imported = _command(secret_commands, "import", "read NAME=VALUE lines from stdin")
     for sub in (set_, unset, listing, imported):
         _add_config_option(sub)
         sub.set_defaults(handler="taxiway.cli.secrets_cmd:secrets")
@@ -257,8 +298,12 @@ def _add_secrets(commands: Commands) -> None:
 
 
 def _add_console(commands: Commands) -> None:
-    console = commands.add_parser(
-        "console", help="run console_command in a throwaway machine, interactively"
+    console = _command(
+        commands,
+        "console",
+        "run console_command in a throwaway machine, interactively",
+        "Run console_command (or --command) in a throwaway machine with the app's "
+        "environment and secrets, attached to this terminal; it is removed afterwards.",
     )
     _add_config_option(console)
     console.add_argument("--command", metavar="CMD", help="run this instead of console_command")
@@ -266,17 +311,23 @@ def _add_console(commands: Commands) -> None:
 
 
 def _add_volumes(commands: Commands) -> None:
-    volumes = commands.add_parser("volumes", help="the app's volumes (data outlives machines)")
+    volumes = _command(
+        commands,
+        "volumes",
+        "the app's volumes (data outlives machines)",
+        "List, create, extend or destroy the app's volumes: folders under .taxiway/volumes "
+        "that machines mount and that outlive them.",
+    )
     volume_commands = volumes.add_subparsers(dest="volumes_command", metavar="COMMAND")
-    vlist = volume_commands.add_parser("list", help="every volume of the app")
+    vlist = _command(volume_commands, "list", "every volume of the app")
     vlist.add_argument("--json", action="store_true", help="print JSON")
-    vcreate = volume_commands.add_parser("create", help="create an unattached volume")
+    vcreate = _command(volume_commands, "create", "create an unattached volume")
     vcreate.add_argument("name")
     vcreate.add_argument("--size", type=float, default=1.0, help="size in GB (default 1)")
-    vextend = volume_commands.add_parser("extend", help="grow a volume")
+    vextend = _command(volume_commands, "extend", "grow a volume")
     vextend.add_argument("id")
     vextend.add_argument("--size", type=float, required=True, help="new size in GB")
-    vdestroy = volume_commands.add_parser("destroy", help="delete a volume and its data")
+    vdestroy = _command(volume_commands, "destroy", "delete a volume and its data")
     vdestroy.add_argument("id")
     for sub in (vlist, vcreate, vextend, vdestroy):
         _add_config_option(sub)
@@ -285,11 +336,15 @@ def _add_volumes(commands: Commands) -> None:
 
 
 def _add_checks(commands: Commands) -> None:
-    checks = commands.add_parser("checks", help="the machines' health checks and their status")
-    check_commands = checks.add_subparsers(dest="checks_command", metavar="COMMAND")
-    clist = check_commands.add_parser(
-        "list", help="every check of every machine: status and last output"
+    checks = _command(
+        commands,
+        "checks",
+        "the machines' health checks and their status",
+        "List the health checks of every machine: service checks (they gate routing) and "
+        "top-level checks, with their status and last output.",
     )
+    check_commands = checks.add_subparsers(dest="checks_command", metavar="COMMAND")
+    clist = _command(check_commands, "list", "every check of every machine: status and last output")
     _add_config_option(clist)
     clist.add_argument("--json", action="store_true", help="print JSON")
     clist.set_defaults(handler="taxiway.cli.checks_cmd:checks")
@@ -380,14 +435,22 @@ def _add_deploy(commands: Commands) -> None:
 
 def _add_releases(commands: Commands) -> None:
     """`releases [rollback]`: look back, and go back."""
-    releases = commands.add_parser("releases", help="the app's releases, newest first")
+    releases = _command(
+        commands,
+        "releases",
+        "the app's releases, newest first",
+        "List the app's releases, newest first: status, strategy, config digest, the "
+        "one-off machine that ran the release command and its exit code. `releases "
+        "rollback` deploys an earlier one again.",
+    )
     _add_config_option(releases)
     releases.add_argument("--json", action="store_true", help="print JSON")
     releases.set_defaults(handler=_DEPLOY + "releases", releases_command=None)
     release_commands = releases.add_subparsers(dest="releases_command", metavar="COMMAND")
-    rollback = release_commands.add_parser(
+    rollback = _command(
+        release_commands,
         "rollback",
-        help="deploy an earlier release's config again (default: the previous complete one)",
+        "deploy an earlier release's config again (default: the previous complete one)",
     )
     rollback.add_argument(  # SUPPRESS: `releases -c F rollback` keeps the parent's -c
         "-c", "--config", metavar="PATH", default=argparse.SUPPRESS, help="as for releases"
@@ -416,6 +479,9 @@ _COMMANDS: dict[str, Callable[[Commands], None]] = {
     "releases": _add_releases,
     "daemon": _add_daemon,
 }
+#: Commands that are not for people (`up -d` starts the daemon): only parsed when used,
+#: so no usage message or --help lists them.
+_HIDDEN = frozenset({"daemon"})
 
 
 def main(

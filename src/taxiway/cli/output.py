@@ -42,6 +42,12 @@ class LogPrinter:
     def banner(self, text: str) -> None:
         print(f"\033[1m{text}\033[0m" if self.color else text, file=self.stream, flush=True)
 
+    def print_line(self, entry: dict[str, Any]) -> None:
+        """Print one log line (`taxiway.runtime.logs.log_record`) as it comes: a one-off
+        machine's, such as the release command's."""
+        color = self._color_for(str(entry.get("group", "")))
+        print(format_log_line(entry, color=color), file=self.stream, flush=True)
+
     def follow(self, machine: Any) -> None:
         """Print this machine's output from now on (called as each machine is set up)."""
         queue = machine.log.subscribe()

@@ -7,11 +7,25 @@ import shlex
 from taxiway.plan.machine import Check, MachineSpec, Port, ServiceSpec
 
 
-def machines_text(specs: dict[str, MachineSpec]) -> str:
-    return "\n".join(_group(spec) for spec in specs.values())
+def machines_text(specs: dict[str, MachineSpec], statics_shown: set[str]) -> str:
+    """The plan of each group; its [[statics]] under the groups in ``statics_shown``."""
+    return "\n".join(_group(spec, spec.group in statics_shown) for spec in specs.values())
 
 
-def _group(spec: MachineSpec) -> str:
+def statics_groups(specs: dict[str, MachineSpec], default: str) -> set[str]:
+    """The groups whose machines serve the app's [[statics]]: every machine config carries
+    them (flyctl's ToMachineConfig copies them into each group's), but the edge serves
+    them for HTTP requests, which reach only the groups behind an HTTP port; with none,
+    the default group."""
+    serving = {
+        group
+        for group, spec in specs.items()
+        if any("http" in p.handlers for svc in spec.services for p in svc.ports)
+    }
+    return serving or {default}
+
+
+def _group(spec: MachineSpec, show_statics: bool) -> str:
     g = spec.guest
     lines = [f"[{spec.group}]"]
     lines.append(f"  command   {_command(spec)}")
@@ -30,7 +44,7 @@ def _group(spec: MachineSpec) -> str:
     for f in spec.files:
         source = f"secret {f.secret_name}" if f.secret_name else "content"
         lines.append(f"  file      {f.guest_path} ({source})")
-    for s in spec.statics:
+    for s in spec.statics if show_statics else ():
         lines.append(f"  static    {s.url_prefix} -> {s.guest_path}")
     if spec.metrics:
         lines.append(f"  metrics   :{spec.metrics.port}{spec.metrics.path}")

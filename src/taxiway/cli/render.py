@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
-from taxiway.config.diagnostics import Diagnostic, Severity
+from taxiway.config.diagnostics import Diagnostic, Severity, in_file_order
 
 _COLORS = {Severity.ERROR: "31", Severity.WARNING: "33", Severity.INFO: "36"}
 
@@ -34,5 +34,5 @@ def print_diagnostics(
 ) -> None:
     out = stream or sys.stderr
     color = use_color(out)
-    for d in diagnostics:
+    for d in in_file_order(diagnostics):
         print(format_diagnostic(d, filename, color), file=out)

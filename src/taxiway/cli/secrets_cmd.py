@@ -20,12 +20,16 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def parse_assignments(items: list[str], where: str) -> dict[str, str]:
+    """NAME=VALUE items; ``where``: how to name item n in an error ("argument", "line")."""
     values: dict[str, str] = {}
     for n, item in enumerate(items, start=1):
         name, sep, value = item.partition("=")
         name = name.strip()
         if not sep:
-            raise TaxiwayError(f"{where} item {n} is not NAME=VALUE")
+            raise TaxiwayError(
+                f"{where} {n} ({item!r}) has no '=': write each secret as NAME=VALUE, "
+                "e.g. DATABASE_URL=postgres://db/app"
+            )
         _check_name(name)
         values[name] = value
     return values
@@ -48,9 +52,9 @@ def secrets(args: argparse.Namespace) -> int:
             for line in sys.stdin.read().splitlines()
             if line.strip() and not line.lstrip().startswith("#")
         ]
-        values, unset = parse_assignments(lines, "stdin"), []
+        values, unset = parse_assignments(lines, "stdin's non-comment line"), []
     elif command == "set":
-        values, unset = parse_assignments(args.assignments, "the command line"), []
+        values, unset = parse_assignments(args.assignments, "argument"), []
     else:
         for name in args.names:
             _check_name(name)

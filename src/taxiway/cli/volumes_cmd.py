@@ -58,9 +58,13 @@ def volumes(args: argparse.Namespace) -> int:
             from taxiway.config.loader import load_config
 
             region = region_for(load_config(args.config).config.primary_region)
-            volume = store.create_volume(
-                app, args.name, args.size, region, path, volume_id=volume_id
-            )
+            try:
+                volume = store.create_volume(
+                    app, args.name, args.size, region, path, volume_id=volume_id
+                )
+            except TaxiwayError:
+                path.rmdir()  # refused (its name or size): no folder without a volume
+                raise
             print(f"created volume {volume.id} ({volume.name}, {volume.size_gb:g}GB)")
             return 0
         volume = _find(store.list_volumes(app), args.id)

@@ -71,6 +71,12 @@ class Diagnostic(msgspec.Struct, frozen=True):
         }
 
 
+def in_file_order(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Diagnostics as a reader meets them: by line, then as found (a line has no column
+    here); those without a line (the file as a whole) last."""
+    return sorted(diagnostics, key=lambda d: (d.line is None, d.line or 0))
+
+
 class Diagnostics:
     """An ordered collection of diagnostics with helpers to add them."""
 

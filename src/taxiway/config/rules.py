@@ -259,9 +259,10 @@ class _Rules:
         if svc.internal_port is not None:
             self._port(svc.internal_port, (*path, "internal_port"))
         if self.c.processes and not svc.processes:
+            n = len(self.c.processes)
             self.d.error(
-                f"{label} has no processes set but the app has {len(self.c.processes)} process "
-                "groups defined; set processes for each service",
+                f"{label} has no processes set but the app has {n} process "
+                f"group{'s' if n != 1 else ''} defined; set processes for each service",
                 path,
             )
         self._groups_exist(svc.processes, path, "service")

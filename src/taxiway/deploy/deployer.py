@@ -32,7 +32,7 @@ from taxiway.errors import TaxiwayError
 from taxiway.plan.machine import MachineSpec, plan_machines
 from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.machine import SupervisedMachine
-from taxiway.runtime.oneoff import ReleaseCommandFailed, last_lines, run_release_command
+from taxiway.runtime.oneoff import ReleaseCommandInterrupted
 from taxiway.state.records import ReleaseRecord
 
 DEFAULT_WAIT_TIMEOUT = "5m"
@@ -72,6 +72,11 @@ class Deployment:
         self.rollback = rollback
         self.smoke_s = smoke_s
         self.max_unavailable = max_unavailable
+        #: Set (by `Deployer.interrupt`: a Ctrl-C of `taxiway deploy`), it stops the
+        #: release command, and with it the deploy, before any machine is touched.
+        self.interrupt = asyncio.Event()
+        #: True while the release command runs.
+        self.in_release_command = False
 
     @property
     def strategy(self) -> str:
@@ -125,6 +130,8 @@ class Deployment:
                 status = await self._fail(
                     r, created, applied, previous_loaded, previous_specs, previous_version, progress
                 )
+                if isinstance(exc, ReleaseCommandInterrupted):
+                    status = "interrupted"
                 store.set_release_status(app, version, status)
                 first = r.failure if isinstance(r.failure, TaxiwayError) else exc
                 if isinstance(first, TaxiwayError):
@@ -141,20 +148,16 @@ class Deployment:
             return
         runtime = self.deployer.runtime
         progress(f"running the release command: {deploy.release_command}")
+        self.in_release_command = True
         try:
-            machine_id = await run_release_command(
+            machine_id = await runtime.release_command(
                 self.loaded,
-                app=runtime.app,
-                scope=runtime.scope,
-                secrets=runtime.store.secret_values(runtime.app),
-                driver=runtime.driver,
-                logs_dir=runtime.state_dir / "logs",
+                self.release.version,
+                on_output=lambda entry: progress(f"  release_command | {entry['line']}"),
+                interrupt=self.interrupt,
             )
-        except ReleaseCommandFailed as exc:
-            if exc.machine_id:
-                for line in last_lines(runtime.state_dir / "logs", exc.machine_id):
-                    progress(f"  release_command | {line}")
-            raise
+        finally:
+            self.in_release_command = False
         progress(f"release command finished (machine {machine_id})")
 
     def _diff(
@@ -265,25 +268,38 @@ class Deployer:
         self.runtime = runtime
         #: The release being deployed, if any.
         self.current: ReleaseRecord | None = None
-        self._tasks: set[asyncio.Task[ReleaseRecord]] = set()
+        #: The deploys running, by their task.
+        self._running: dict[asyncio.Task[ReleaseRecord], Deployment] = {}
 
     def start(self, deployment: Deployment, progress: Progress) -> asyncio.Task[ReleaseRecord]:
         """Run the deployment in a task of its own (kept until it ends; its error is in the
         release's status and in what `Deployment.run` raised to whoever awaits the task)."""
         task = asyncio.get_running_loop().create_task(deployment.run(progress))
-        self._tasks.add(task)
+        self._running[task] = deployment
         task.add_done_callback(self._settled)
         return task
 
+    async def interrupt(self) -> str | None:
+        """Stop the release command of the deploy that runs it (a Ctrl-C of `taxiway
+        deploy` while it ran), and wait for that deploy to end; how it ended, in one
+        sentence, or None when no release command runs (a deploy past it goes on)."""
+        for task, deployment in list(self._running.items()):
+            if deployment.in_release_command:
+                deployment.interrupt.set()
+                await asyncio.gather(asyncio.shield(task), return_exceptions=True)
+                error = task.exception() if not task.cancelled() else None
+                return str(error) if error else f"release v{deployment.release.version} ended"
+        return None
+
     def _settled(self, task: asyncio.Task[ReleaseRecord]) -> None:
-        self._tasks.discard(task)
+        self._running.pop(task, None)
         if not task.cancelled():
             task.exception()  # taken: the release status says how it went
 
     async def cancel(self) -> None:
         """Stop running deploys (the daemon is stopping); their releases end
         ``interrupted`` and the machines are left for the daemon to stop."""
-        tasks = list(self._tasks)
+        tasks = list(self._running)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -156,4 +156,9 @@ def release_json(release: ReleaseRecord, current: int) -> dict[str, object]:
         "code_digest": m["code"] if m else "",
         "secrets_digest": m["secrets"] if m else "",
         "current": release.version == current,
+        "release_command": (
+            {"machine": release.release_command_machine, "exit_code": release.release_command_exit}
+            if release.release_command_machine
+            else None
+        ),
     }

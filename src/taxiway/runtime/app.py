@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -65,31 +66,58 @@ class AppRuntime(MachineRoster):
         self.notices: list[str] = []
         #: Called after `apply_config` (a deploy): the edge follows the new services.
         self.on_config: list[Callable[[], None]] = []
+        #: Called with each line of `up`'s release command as it comes (`taxiway.runtime.
+        #: logs.log_record`): `up` prints it, `up -d` sends it to its command.
+        self.on_release_output: Callable[[dict[str, Any]], None] | None = None
         #: Where the edge listens (`status` reports it); set by the daemon.
         self.edge_bindings: Callable[[], list[dict]] | None = None
 
     # -- start-up (after `taxiway.runtime.leftovers.reap`) -----------------------------------
 
-    async def up(self, early: Sequence[EarlyMachine] = ()) -> None:
+    async def up(
+        self, early: Sequence[EarlyMachine] = (), *, interrupt: asyncio.Event | None = None
+    ) -> None:
         """Run the release command, then create the machines each group needs and start
         them. ``early``: the machines `taxiway.runtime.early` launched before the loop
-        ran (instead of all that): supervise them."""
+        ran (instead of all that): supervise them. ``interrupt``: set, it stops the
+        release command (`run_release_command`)."""
         if early:
             await self._supervise_early(early)
             return
         self.load_release()
-        await run_release_command(
-            self.loaded,
+        await self.release_command(self.loaded, self.release, interrupt=interrupt)
+        for record in self.kept_machines():
+            self._adopt(record)
+        await self._reconcile()
+        self.ready = True
+
+    async def release_command(
+        self,
+        loaded: LoadedConfig,
+        version: int,
+        *,
+        on_output: Callable[[dict[str, Any]], None] | None = None,
+        interrupt: asyncio.Event | None = None,
+    ) -> str | None:
+        """Run ``loaded``'s release command for release ``version`` (`up`'s or a
+        deploy's), its output to ``on_output`` (default `on_release_output`), and record
+        on the release which one-off machine ran it and its exit code."""
+
+        def record(machine_id: str, code: int | None) -> None:
+            if version:
+                self.store.set_release_command(self.app, version, machine_id, code)
+
+        return await run_release_command(
+            loaded,
             app=self.app,
             scope=self.scope,
             secrets=self.store.secret_values(self.app),
             driver=self.driver,
             logs_dir=self.state_dir / "logs",
+            on_output=on_output or self.on_release_output,
+            on_exit=record,
+            interrupt=interrupt,
         )
-        for record in self.kept_machines():
-            self._adopt(record)
-        await self._reconcile()
-        self.ready = True
 
     async def _supervise_early(self, early: Sequence[EarlyMachine]) -> None:
         self.load_release()
@@ -156,7 +184,7 @@ class AppRuntime(MachineRoster):
     ) -> SupervisedMachine:
         """Supervise a machine; ``launch``: its launch spec when it was launched already."""
         if launch is None:
-            launch = self.launch_spec(info, spec, self.log_for(info.id))
+            launch = self.launch_spec(info, spec, self.log_for(info))
         machine = SupervisedMachine(info, spec, launch, self.driver, launch.log, self._changed)
         machine.before_stop = self._before_stop
         self.attach_checks(machine)

@@ -69,8 +69,7 @@ def launch_early(roster: MachineRoster, driver: ProcessDriver) -> list[EarlyMach
         for _ in range(counts[group] - sum(r.group == group for r in kept)):
             infos.append(roster.new_machine(spec, infos))
     launches = [
-        roster.launch_spec(info, roster.specs[info.group], roster.log_for(info.id))
-        for info in infos
+        roster.launch_spec(info, roster.specs[info.group], roster.log_for(info)) for info in infos
     ]
     return [
         _launch(roster, driver, info, launch) for info, launch in zip(infos, launches, strict=True)

@@ -12,6 +12,7 @@ importing (`taxiway.daemon_startup`), and `down` does it in a plain process.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -50,14 +51,52 @@ def kill_group(pid: int, pgid: int, start_time: float | None) -> bool:
     with that id can only be the leader's stragglers: Linux never hands out a pid that
     is still in use as a process group id.
     """
+    return _signal_left_group(pid, pgid, start_time, signal.SIGKILL)
+
+
+def _signal_left_group(pid: int, pgid: int, start_time: float | None, sig: int) -> bool:
+    """Send ``sig`` (0: only look) to a dead daemon's machine group, recognised as in
+    `kill_group`; True if it still ran."""
     current = process_start_time(pid)
     if current is not None and (start_time is None or abs(current - start_time) > 0.05):
         return False  # the pid now belongs to someone else
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def left_running(store: Store, app: str, state_dir: Path) -> list[str]:
+    """What a dead daemon left running, without touching it (`taxiway status` after a
+    ``kill -9``): the ids of its machines whose processes still run, and of its one-offs.
+    Empty while a daemon holds the app's lock (one starting has no socket yet)."""
+    try:
+        lock = os.open(state_dir / "daemon.lock", os.O_RDONLY)
+    except OSError:
+        lock = -1
+    if lock >= 0:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return []  # a daemon runs the app
+        finally:
+            os.close(lock)
+    found = [
+        record.id
+        for record in store.list_machines(app)
+        if record.pid
+        and record.pgid
+        and _signal_left_group(record.pid, record.pgid, record.pid_start_time, 0)
+    ]
+    for note in sorted((state_dir / ONEOFF_NOTES).glob("*.json")):
+        try:
+            noted = json.loads(note.read_text())
+            if _signal_left_group(noted["pid"], noted["pgid"], noted.get("start"), 0):
+                found.append(note.stem)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
 
 
 def release_namespaces(scope: str, *, way_out: bool = False) -> list[str]:

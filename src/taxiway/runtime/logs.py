@@ -3,18 +3,23 @@
 Every line a machine prints (and every note the runtime makes about it, stream
 ``system``) is appended to ``.taxiway/logs/<machine id>.log`` and handed to live
 subscribers (`up`'s foreground output, `logs -f`). Files are private (0600) and
-rotate at 10 MB, keeping one previous file, so a chatty app can't fill the disk.
+rotate at 10 MB, keeping one previous file, so a chatty app can't fill the disk. Each
+line carries its machine's process group, so the files alone answer `logs --group`
+once no daemon runs, one-off machines (the release command) included.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+from taxiway.errors import TaxiwayError
 
 if TYPE_CHECKING:
     import asyncio
@@ -26,6 +31,19 @@ class LogEntry(msgspec.Struct, frozen=True):
     ts: str
     stream: str
     line: str
+    #: The machine's process group ("" in lines written before taxiway recorded it).
+    group: str = ""
+
+
+def log_record(machine_id: str, group: str, entry: LogEntry) -> dict[str, Any]:
+    """One line as `taxiway logs --json` shows it (and as `up` and `deploy` print it)."""
+    return {
+        "ts": entry.ts,
+        "machine": machine_id,
+        "group": group,
+        "stream": entry.stream,
+        "line": entry.line,
+    }
 
 
 def _now() -> str:
@@ -33,12 +51,16 @@ def _now() -> str:
 
 
 class MachineLog:
-    def __init__(self, path: Path, *, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, path: Path, *, group: str = "", max_bytes: int = MAX_BYTES) -> None:
         self.path = path
+        self.group = group
         self.max_bytes = max_bytes
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._fd: int | None = None
         self._subscribers: set[asyncio.Queue[LogEntry]] = set()
+        #: Called with every line as it is written (`log_record`'s shape): a one-off's
+        #: output shown while it runs, where no event loop task reads a queue.
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     def _file(self) -> int:
         if self._fd is None:
@@ -48,14 +70,18 @@ class MachineLog:
     def write(self, stream: str, data: bytes) -> None:
         """Record one line of output (without its newline)."""
         text = data.decode("utf-8", errors="replace").rstrip("\r\n")
-        entry = LogEntry(_now(), stream, text)
-        record = json.dumps({"ts": entry.ts, "stream": stream, "line": text}) + "\n"
+        entry = LogEntry(_now(), stream, text, self.group)
+        fields = {"ts": entry.ts, "stream": stream, "line": text}
+        if self.group:
+            fields["group"] = self.group
         fd = self._file()
-        os.write(fd, record.encode())
+        os.write(fd, (json.dumps(fields) + "\n").encode())
         if os.fstat(fd).st_size > self.max_bytes:
             self._rotate()
         for queue in self._subscribers:
             queue.put_nowait(entry)
+        for listener in self.listeners:
+            listener(log_record(self.path.stem, self.group, entry))
 
     def system(self, message: str) -> None:
         """A note from the runtime about this machine (exits, restarts, stops)."""
@@ -97,7 +123,42 @@ def read_log(path: Path) -> list[LogEntry]:
         for raw in lines:
             try:
                 data = json.loads(raw)
-                entries.append(LogEntry(data["ts"], data["stream"], data["line"]))
+                entries.append(
+                    LogEntry(data["ts"], data["stream"], data["line"], data.get("group") or "")
+                )
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut by a crash: skip it, keep the rest
     return entries
+
+
+def logged_machines(
+    logs_dir: Path, app: str, prefix: str | None = None, live: Iterable[str] = ()
+) -> list[str]:
+    """The ids of every machine, one-offs included, with a log in ``logs_dir`` (those
+    starting with ``prefix``, when given: then one must, or one of the ``live`` ids,
+    else `TaxiwayError` says there is no such machine)."""
+    found = sorted(path.stem for path in logs_dir.glob("*.log"))
+    if not prefix:
+        return found
+    found = [i for i in found if i.startswith(prefix)]
+    if not found and not any(i.startswith(prefix) for i in live):
+        raise TaxiwayError(
+            f"app {app} has no machine {prefix}: no machine id (one-off machines' included) "
+            "starts with it"
+        )
+    return found
+
+
+def past_lines(
+    logs_dir: Path, machine_ids: list[str], groups: dict[str, str], group: str | None = None
+) -> list[dict[str, Any]]:
+    """What these machines' logs hold, oldest first, as `log_record`s (only ``group``'s
+    lines, when given); a line written before lines carried their group takes it from
+    ``groups`` (machine id → group)."""
+    lines = []
+    for machine_id in machine_ids:
+        for entry in read_log(logs_dir / f"{machine_id}.log"):
+            line_group = entry.group or groups.get(machine_id, "")
+            if not group or line_group == group:
+                lines.append(log_record(machine_id, line_group, entry))
+    return sorted(lines, key=lambda line: line["ts"])

@@ -115,7 +115,7 @@ class SupervisedMachine:
         if self.state is State.SUSPENDED:
             process.thaw()
         self._set(State.STOPPING, "stop")
-        stop_sig = sig if sig is not None else _signal_number(self.spec.stop_config.signal)
+        stop_sig = sig if sig is not None else signal_number(self.spec.stop_config.signal)
         timeout = (
             timeout_s if timeout_s is not None else duration_seconds(self.spec.stop_config.timeout)
         )
@@ -253,7 +253,7 @@ class SupervisedMachine:
                 pass
 
 
-def _signal_number(name: str) -> int:
+def signal_number(name: str) -> int:
     try:
         return int(signal.Signals[name])
     except KeyError:

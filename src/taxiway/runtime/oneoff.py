@@ -13,18 +13,25 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
+import signal
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
+import msgspec
+
+from taxiway.config.groups import default_group
 from taxiway.config.loader import LoadedConfig
 from taxiway.config.units import duration_seconds
 from taxiway.errors import TaxiwayError
-from taxiway.plan.machine import plan_group
+from taxiway.plan.machine import StopConfig, plan_group
 from taxiway.runtime import ids
 from taxiway.runtime.command import ImageConfig, image_config
 from taxiway.runtime.drivers.base import Driver, DriverError, LaunchSpec
 from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, region_for
 from taxiway.runtime.leftovers import ONEOFF_NOTES
 from taxiway.runtime.logs import MachineLog, read_log
+from taxiway.runtime.machine import signal_number
 
 RELEASE_GROUP = "fly_app_release_command"
 CONSOLE_GROUP = "fly_app_console"
@@ -50,8 +57,6 @@ def oneoff_env(
 ) -> dict[str, str]:
     """The env of a throwaway machine: the default group's env, secrets, runtime variables."""
     config = loaded.config
-    from taxiway.config.groups import default_group
-
     spec = plan_group(config, default_group(config), base_dir=loaded.base_dir)
     plan_env = {**spec.env, "FLY_PROCESS_GROUP": group}
     version = ids.ulid()
@@ -80,6 +85,19 @@ def oneoff_argv(command: str, loaded: LoadedConfig, image: ImageConfig, what: st
     return [*entrypoint, *cmd]
 
 
+class ReleaseCommandInterrupted(ReleaseCommandFailed):
+    """The release command was stopped (Ctrl-C of `up` or `deploy`): the release ends
+    ``interrupted``."""
+
+
+class OneoffExit(msgspec.Struct, kw_only=True):
+    """How a throwaway machine ended, filled in by `run_oneoff` (also when it is
+    interrupted, so the caller can record the exit code of what was stopped)."""
+
+    code: int | None = None
+    timed_out: bool = False
+
+
 async def run_release_command(
     loaded: LoadedConfig,
     *,
@@ -88,17 +106,26 @@ async def run_release_command(
     secrets: dict[str, str],
     driver: Driver,
     logs_dir: Path,
+    on_output: Callable[[dict[str, Any]], None] | None = None,
+    on_exit: Callable[[str, int | None], None] | None = None,
+    interrupt: asyncio.Event | None = None,
 ) -> str | None:
     """Run ``[deploy] release_command`` to completion; returns its machine id, or None.
 
-    A non-zero exit or a timeout raises `ReleaseCommandFailed`, after the output was
-    logged (`taxiway logs --machine ID` shows it) and echoed by the caller.
+    ``on_output`` gets each line of its output as it comes (`taxiway.runtime.logs.
+    log_record`), ``on_exit`` its machine id and exit code once it ended, however it
+    did. When ``interrupt`` is set, the command gets the app's kill_signal, then SIGKILL
+    after its kill_timeout, and `ReleaseCommandInterrupted` is raised. A non-zero exit
+    or a timeout raises `ReleaseCommandFailed`; the output stays in the machine's log
+    (`taxiway logs --group fly_app_release_command`).
     """
     deploy = loaded.config.deploy
     if deploy is None or not deploy.release_command:
         return None
     machine_id = ids.machine_id()
-    log = MachineLog(logs_dir / f"{machine_id}.log")
+    log = MachineLog(logs_dir / f"{machine_id}.log", group=RELEASE_GROUP)
+    if on_output is not None:
+        log.listeners.append(on_output)
     image = image_config(loaded.config, loaded.base_dir)
     spec = LaunchSpec(
         machine_id=machine_id,
@@ -117,37 +144,100 @@ async def run_release_command(
         scope=scope,
     )
     timeout = duration_seconds(deploy.release_command_timeout or DEFAULT_RELEASE_TIMEOUT)
+    stop = plan_group(
+        loaded.config, default_group(loaded.config), base_dir=loaded.base_dir
+    ).stop_config
     log.system(f"release command: {shlex.join(spec.argv)}")
     try:
-        code = await run_oneoff(driver, spec, timeout, logs_dir.parent)
+        return await _release_command_ran(
+            driver, spec, timeout, logs_dir.parent, stop, interrupt, on_exit
+        )
+    finally:
+        log.close()
+
+
+async def _release_command_ran(
+    driver: Driver,
+    spec: LaunchSpec,
+    timeout: float,
+    state_dir: Path,
+    stop: StopConfig,
+    interrupt: asyncio.Event | None,
+    on_exit: Callable[[str, int | None], None] | None,
+) -> str:
+    """`run_release_command` once its machine is set up: run it, record how it ended,
+    and raise if that was not a zero exit."""
+    machine_id, ended = spec.machine_id, OneoffExit()
+    try:
+        interrupted = await _interruptible(
+            run_oneoff(driver, spec, timeout, state_dir, stop=stop, ended=ended), interrupt
+        )
     except DriverError as exc:
         raise ReleaseCommandFailed(f"release command could not start: {exc}") from None
     finally:
-        log.close()
-    if code is None:
-        log.system(f"timed out after {deploy.release_command_timeout or DEFAULT_RELEASE_TIMEOUT}")
+        if on_exit is not None and ended.code is not None:
+            on_exit(machine_id, ended.code)
+    if interrupted:
+        raise ReleaseCommandInterrupted(
+            f"the release command was interrupted: its machine {machine_id} was stopped "
+            f"({stop.signal}, then SIGKILL after {stop.timeout}) and no machine was started "
+            "or replaced",
+            machine_id,
+        )
+    if ended.timed_out:
+        spec.log.system(f"timed out after {timeout:g}s")
         raise ReleaseCommandFailed(
             f"release command timed out after {timeout:g}s (release_command_timeout); "
             f"its output: `taxiway logs --machine {machine_id}`",
             machine_id,
         )
-    if code != 0:
+    if ended.code != 0:
         raise ReleaseCommandFailed(
-            f"release command failed with exit code {code}, so no machine was started or "
-            f"replaced; its output: `taxiway logs --machine {machine_id}`",
+            f"release command failed with exit code {ended.code}, so no machine was started "
+            f"or replaced; its output: `taxiway logs --machine {machine_id}`",
             machine_id,
         )
     return machine_id
 
 
+async def _interruptible(run: Coroutine[Any, Any, Any], interrupt: asyncio.Event | None) -> bool:
+    """Run ``run`` to its end, or until ``interrupt`` is set (then cancel it and wait for
+    it to clean up); True when it was interrupted. Cancelling the caller cancels it too."""
+    task = asyncio.ensure_future(run)
+    if interrupt is None:
+        await task
+        return False
+    waiter = asyncio.ensure_future(interrupt.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        return True
+    task.result()
+    return False
+
+
 async def run_oneoff(
-    driver: Driver, spec: LaunchSpec, timeout_s: float, state_dir: Path
+    driver: Driver,
+    spec: LaunchSpec,
+    timeout_s: float,
+    state_dir: Path,
+    *,
+    stop: StopConfig | None = None,
+    ended: OneoffExit | None = None,
 ) -> int | None:
     """Run a throwaway machine to its end: its exit code, or None when it ran out of time
     (then its whole tree is killed). While it runs, its process is noted under
     ``state_dir/oneoffs``, so a daemon killed meanwhile leaves nothing behind: the next
     one kills what the note names (`taxiway.runtime.leftovers.reap_oneoffs`). What the
-    driver made for it (namespace driver: cgroup, namespace) goes when it ends."""
+    driver made for it (namespace driver: cgroup, namespace) goes when it ends.
+    Cancelled, it stops the machine as ``stop`` says (kill_signal, then SIGKILL after
+    kill_timeout; at once without it). ``ended``: filled in with how it ended."""
+    ended = ended if ended is not None else OneoffExit()
     process = await driver.launch(spec)
     note = state_dir / ONEOFF_NOTES / f"{spec.machine_id}.json"
     note.parent.mkdir(mode=0o700, exist_ok=True)
@@ -155,11 +245,24 @@ async def run_oneoff(
         json.dumps({"pid": process.pid, "pgid": process.pgid, "start": process.start_time})
     )
     try:
-        return await asyncio.wait_for(process.wait(), timeout_s)
+        ended.code = await asyncio.wait_for(process.wait(), timeout_s)
+        return ended.code
     except TimeoutError:
         process.kill_tree()
-        await process.wait()
+        ended.code, ended.timed_out = await process.wait(), True
         return None
+    except asyncio.CancelledError:
+        if stop is not None:
+            sig = signal_number(stop.signal)
+            spec.log.system(f"stopping: sending {signal.Signals(sig).name}")
+            process.send_signal(sig)
+            try:
+                ended.code = await asyncio.wait_for(process.wait(), duration_seconds(stop.timeout))
+            except TimeoutError:
+                spec.log.system(f"still running after {stop.timeout}; sending SIGKILL")
+        process.kill_tree()
+        ended.code = await process.wait()
+        raise
     finally:
         process.kill_tree()
         release_machine = getattr(driver, "release_machine", None)

@@ -144,7 +144,9 @@ class MachineRoster:
 
     def taken_back(self, record: MachineRecord, live: Iterable[MachineInfo]) -> MachineInfo:
         """A machine the app had before this daemon (stopped: its processes were reaped),
-        with ports for its group's current services, clear of ``live`` machines' ports."""
+        with ports for its group's current services, clear of ``live`` machines' ports.
+        Its restart count starts again at 0: a new run of the app is a fresh start of its
+        machines, as a platform machine's count covers one start, not its whole life."""
         info = MachineInfo(
             id=record.id,
             group=record.group,
@@ -153,7 +155,6 @@ class MachineRoster:
             private_ip=record.private_ip,
             host=self.host_for(record.private_ip),
             version=record.instance_id,
-            restarts=record.restarts,
             exit_code=record.exit_code,
             ports={int(k): v for k, v in record.ports.items()},
         )
@@ -208,8 +209,8 @@ class MachineRoster:
             cpus=spec.guest.cpus,
         )
 
-    def log_for(self, machine_id: str) -> MachineLog:
-        return MachineLog(self.state_dir / "logs" / f"{machine_id}.log")
+    def log_for(self, info: MachineInfo) -> MachineLog:
+        return MachineLog(self.state_dir / "logs" / f"{info.id}.log", group=info.group)
 
     def _file_mounts(
         self, info: MachineInfo, spec: MachineSpec, log: MachineLog

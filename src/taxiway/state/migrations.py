@@ -105,6 +105,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             WHERE attached_machine_id IS NOT NULL""",
         "CREATE INDEX events_app ON events(app, id)",
     ),
+    # 3: which one-off machine ran a release's release command, and its exit code.
+    (
+        "ALTER TABLE releases ADD COLUMN release_command_machine TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE releases ADD COLUMN release_command_exit INTEGER",
+    ),
 )
 
 #: The schema version this taxiway writes.

@@ -167,6 +167,10 @@ class ReleaseRecord(msgspec.Struct, frozen=True, kw_only=True):
     image_ref: str = ""
     created_at: str = ""
     description: str = ""
+    #: The one-off machine that ran the release command ("" when it had none) and its
+    #: exit code (-N: stopped by signal N; None: it never ran to an exit).
+    release_command_machine: str = ""
+    release_command_exit: int | None = None
 
 
 class EventRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sqlite3
 import stat
 import threading
@@ -106,12 +107,35 @@ def _use_wal(conn: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
         )
 
 
+#: The platform's largest volume (https://fly.io/docs/volumes/overview/, "Volume size").
+MAX_VOLUME_GB = 500
+#: A volume's name on the platform: lowercase letters, digits and underscores, at most 30
+#: (the docs allow only alphanumerics and underscores, e.g.
+#: https://fly.io/docs/rails/advanced-guides/sqlite3/; the API refuses capitals and
+#: names over 30 characters).
+_VOLUME_NAME = re.compile(r"^[a-z0-9_]{1,30}$")
+
+
 def _size(value: float, volume: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise StateError(f"volume {volume}: the size must be a number of GB, not {value!r}")
     if value <= 0:
         raise StateError(f"volume {volume} needs a size above 0 GB, not {value:g} GB")
+    if value > MAX_VOLUME_GB:
+        raise StateError(
+            f"volume {volume} can't be {value:g} GB: the platform's volumes hold at most "
+            f"{MAX_VOLUME_GB} GB"
+        )
     return float(value)
+
+
+def _volume_name(name: str) -> str:
+    if not _VOLUME_NAME.match(name):
+        raise StateError(
+            f"{name!r} is not a volume name: use lowercase letters, digits and underscores, "
+            "at most 30 characters (e.g. app_data)"
+        )
+    return name
 
 
 class Store:
@@ -467,7 +491,7 @@ class Store:
         """
         record = VolumeRecord(
             id=volume_id or new_volume_id(),
-            name=name,
+            name=_volume_name(name),
             app=app,
             size_gb=_size(size_gb, name),
             region=region,
@@ -715,6 +739,18 @@ class Store:
                 (status, app, version),
             )
         return msgspec.structs.replace(self._release(row), status=status)  # type: ignore[arg-type]
+
+    def set_release_command(
+        self, app: str, version: int, machine_id: str, exit_code: int | None
+    ) -> None:
+        """Record which one-off machine ran release ``version``'s release command, and
+        how it exited."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE releases SET release_command_machine = ?, release_command_exit = ? "
+                "WHERE app = ? AND version = ?",
+                (machine_id, exit_code, app, version),
+            )
 
     def get_release(self, app: str, version: int) -> ReleaseRecord | None:
         """One release by its version number."""
