@@ -60,7 +60,10 @@ CHECKS = """
 def replace_file(path: Path, text: str) -> None:
     """Write ``path`` whole in one step (a rename), as a deploy tool does: a running
     machine's interpreter opening its program mid-rewrite would otherwise find it
-    empty, run nothing and exit 0."""
+    empty, run nothing and exit 0. The same text again leaves the file alone (a new
+    mtime would be a code change to the release)."""
+    if path.exists() and path.read_text() == text:
+        return
     staged = path.with_name(f".{path.name}.new")
     staged.write_text(text)
     staged.replace(path)

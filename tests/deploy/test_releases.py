@@ -28,7 +28,7 @@ def test_up_makes_a_release_only_when_something_changed(app: Path) -> None:
     ok(taxiway(app, "down"))
     write_app(app, v="2")
     up(app)
-    assert releases(app)[0]["description"] == "taxiway up (config and code changed)"
+    assert releases(app)[0]["description"] == "taxiway up (config changed)"
     assert status(app)["release"] == 3
     assert {m.release_version for m in machines(app)} == {3}
 
