@@ -40,6 +40,9 @@ class H(BaseHTTPRequestHandler):
         pass
 
 print("serving v" + os.environ.get("V", ""), flush=True)
+# a listen backlog like real servers' (http.server's is 5): requests the edge held while
+# the machine was replaced reach it together once it serves
+ThreadingHTTPServer.request_queue_size = 128
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 """
 
