@@ -332,7 +332,7 @@ class Balancer:
         m = self.find(machine_id)
         return (
             m is not None
-            and 0.0 < m.replaced_at
+            and m.replaced_at > 0.0
             and now < m.replaced_at + self.limits.start_timeout_s
         )
 
