@@ -84,16 +84,18 @@ def write_app(
     v: str = "1",
     env: str = "",
     checks: bool = True,
-    worker: bool = False,
+    worker: bool | str = False,
     extra: str = "",
 ) -> None:
     """fly.toml (and the programs) for an app with a web group (``http_service``, with a
-    1 s HTTP check unless ``checks`` is off) and, with ``worker``, a worker group."""
+    1 s HTTP check unless ``checks`` is off) and, with ``worker``, a worker group (running
+    ``worker`` when it is a command)."""
     write_programs(folder)
     python = sys.executable
     processes = f'web = "{python} web.py"\n'
     if worker:
-        processes += f'worker = "{python} worker.py"\n'
+        command = worker if isinstance(worker, str) else f"{python} worker.py"
+        processes += f'worker = "{command}"\n'
     replace_file(
         folder / "fly.toml",
         f"""

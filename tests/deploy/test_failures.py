@@ -19,7 +19,6 @@ from deploy_app import (
     up,
     wait_for,
     write_app,
-    write_programs,
 )
 
 from cli_runner import run_taxiway as taxiway
@@ -230,29 +229,6 @@ def get_v(app: Path) -> str | None:
     return get(int(port))
 
 
-TWO_GROUPS = """
-app = "deploytest"
-kill_signal = "SIGTERM"
-kill_timeout = 2
-
-[env]
-V = "{v}"
-STATUS = "500"
-
-[processes]
-web = "{python} web.py"
-worker = "{worker}"
-
-[http_service]
-internal_port = 8080
-processes = ["web"]
-  [[http_service.checks]]
-    interval = "1s"
-    timeout = "1s"
-    path = "/"
-"""
-
-
 def _web_checks_failing(app: Path) -> bool:
     web = [m for m in status(app)["machines"] if m["group"] == "web"]
     return bool(web) and all((m["checks"] or {}).get("critical") for m in web)
@@ -261,16 +237,11 @@ def _web_checks_failing(app: Path) -> bool:
 def test_rollback_does_not_wait_for_machines_unhealthy_before_the_deploy(app: Path) -> None:
     """web fails its check before and after; the deploy fails on worker. The rollback
     puts web back without waiting for a check that never passed, and says what it did."""
-    python = sys.executable
-    write_programs(app)
-    (app / "fly.toml").write_text(
-        TWO_GROUPS.format(v="1", python=python, worker=f"{python} worker.py")
-    )
+    write_app(app, env='STATUS = "500"', worker=True)
     ok(taxiway(app, "up", "-d", "--driver", "process"))
     ok(taxiway(app, "scale", "count", "web=2"))
     wait_for(lambda: _web_checks_failing(app), what="web's check to fail")
-    missing = str(app / "no-such-program")
-    (app / "fly.toml").write_text(TWO_GROUPS.format(v="2", python=python, worker=missing))
+    write_app(app, v="2", env='STATUS = "500"', worker=str(app / "no-such-program"))
 
     result = deploy(app, FAST, "--wait-timeout", "10s")
     _failed(result, "release v2 failed", "(worker) could not start")
