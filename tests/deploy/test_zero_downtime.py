@@ -15,12 +15,15 @@ from deploy_app import (
     all_passing,
     deploy,
     machines,
+    ok,
     releases,
     status,
     up,
     wait_for,
     write_app,
 )
+
+from cli_runner import run_taxiway as taxiway
 
 RATE = "200"
 SUMMARY = re.compile(r"load on \S+: (\d+) requests at [\d.]+/s, (\d+) failed, (\d+) non-2xx")
@@ -98,9 +101,11 @@ def _requests_while(port: int, stop: threading.Event) -> list[str]:
 def test_an_immediate_deploy_holds_requests_until_the_new_release_serves(app: Path) -> None:
     """Every machine is replaced at once: the edge holds requests while none is back
     (as the platform's proxy keeps looking for a machine) instead of answering 502/503."""
-    _up_with_edge(app)
+    write_app(app)
+    ok(taxiway(app, "up", "-d", "--driver", "process"))  # one machine: nothing else serves
+    wait_for(lambda: all_passing(app), what="the machine to pass its checks")
     port = _edge_port(app)
-    write_app(app, v="2", worker=True)
+    write_app(app, v="2")
     stop = threading.Event()
     answers: list[str] = []
     load = threading.Thread(target=lambda: answers.extend(_requests_while(port, stop)))

@@ -343,11 +343,13 @@ class Balancer:
         checked take traffic), unless a deploy just started it."""
         port = self.internal_port
         for m in self.members():
-            if m.id in exclude or m.id in self.draining:
+            if m.id in exclude:
                 continue
-            if m.state in COMING or m.id in self._starting or m.routable(port):
-                return True
-            if m.state == "started" and self.is_booting(m.id):
+            if m.state in COMING or m.id in self._starting:
+                return True  # draining included: a deploy drains a machine it replaces
+            if m.id in self.draining:
+                continue
+            if m.routable(port) or (m.state == "started" and self.is_booting(m.id)):
                 return True
         return False
 
