@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
 
@@ -333,7 +334,7 @@ class Balancer:
         return (
             m is not None
             and m.replaced_at > 0.0
-            and now < m.replaced_at + self.limits.start_timeout_s
+            and time.monotonic() < m.replaced_at + self.limits.start_timeout_s
         )
 
     def _worth_waiting(self, exclude: Collection[str]) -> bool:
