@@ -341,7 +341,9 @@ class Balancer:
         """Whether a machine may soon take traffic: at hard_limit, or booting (a deploy
         replacing it included). A started machine whose checks fail is not waited for
         (the client gets its 503 at once; the fleet already lets machines that were never
-        checked take traffic), unless a deploy just started it."""
+        checked take traffic), unless a deploy just started it: the platform's proxy, too,
+        keeps retrying to find a machine before it gives up with PR03/PR04
+        (https://fly.io/docs/reference/error-codes/)."""
         port = self.internal_port
         for m in self.members():
             if m.id in exclude:
