@@ -40,6 +40,9 @@ class H(BaseHTTPRequestHandler):
         pass
 
 print("serving v" + os.environ.get("V", ""), flush=True)
+# a listen backlog like real servers' (http.server's is 5): requests the edge held while
+# the machine was replaced reach it together once it serves
+ThreadingHTTPServer.request_queue_size = 128
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 """
 
@@ -60,7 +63,10 @@ CHECKS = """
 def replace_file(path: Path, text: str) -> None:
     """Write ``path`` whole in one step (a rename), as a deploy tool does: a running
     machine's interpreter opening its program mid-rewrite would otherwise find it
-    empty, run nothing and exit 0."""
+    empty, run nothing and exit 0. The same text again leaves the file alone (a new
+    mtime would be a code change to the release)."""
+    if path.exists() and path.read_text() == text:
+        return
     staged = path.with_name(f".{path.name}.new")
     staged.write_text(text)
     staged.replace(path)
@@ -78,16 +84,18 @@ def write_app(
     v: str = "1",
     env: str = "",
     checks: bool = True,
-    worker: bool = False,
+    worker: bool | str = False,
     extra: str = "",
 ) -> None:
     """fly.toml (and the programs) for an app with a web group (``http_service``, with a
-    1 s HTTP check unless ``checks`` is off) and, with ``worker``, a worker group."""
+    1 s HTTP check unless ``checks`` is off) and, with ``worker``, a worker group (running
+    ``worker`` when it is a command)."""
     write_programs(folder)
     python = sys.executable
     processes = f'web = "{python} web.py"\n'
     if worker:
-        processes += f'worker = "{python} worker.py"\n'
+        command = worker if isinstance(worker, str) else f"{python} worker.py"
+        processes += f'worker = "{command}"\n'
     replace_file(
         folder / "fly.toml",
         f"""

@@ -227,3 +227,37 @@ def _alive(pid: int) -> bool:
 def get_v(app: Path) -> str | None:
     port = next(b for b in status(app)["edge"] if b["port"] == 80)["address"].rsplit(":", 1)[1]
     return get(int(port))
+
+
+def _web_checks_failing(app: Path) -> bool:
+    web = [m for m in status(app)["machines"] if m["group"] == "web"]
+    return bool(web) and all((m["checks"] or {}).get("critical") for m in web)
+
+
+def test_rollback_does_not_wait_for_machines_unhealthy_before_the_deploy(app: Path) -> None:
+    """web fails its check before and after; the deploy fails on worker. The rollback
+    puts web back without waiting for a check that never passed, and says what it did."""
+    write_app(app, env='STATUS = "500"', worker=True)
+    ok(taxiway(app, "up", "-d", "--driver", "process"))
+    ok(taxiway(app, "scale", "count", "web=2"))
+    wait_for(lambda: _web_checks_failing(app), what="web's check to fail")
+    write_app(app, v="2", env='STATUS = "500"', worker=str(app / "no-such-program"))
+
+    result = deploy(app, FAST, "--wait-timeout", "10s")
+    _failed(result, "release v2 failed", "(worker) could not start")
+    assert "could not restore" not in result.stdout, result.stdout
+    assert "not healthy; it was not healthy before this deploy either" in result.stdout
+    assert "the previous release was put back on 2 machine(s)" in result.stderr
+    assert {m.release_version for m in machines(app)} == {1}
+    assert releases(app)[0]["status"] == "rolled_back"
+
+
+def test_a_rollback_says_when_it_could_not_put_the_old_code_back(app: Path) -> None:
+    write_app(app)
+    ok(taxiway(app, "up", "-d", "--driver", "process"))
+    (app / "notes.txt").write_text("a file the previous release did not have\n")
+    write_app(app, v="2", env='CRASH = "1"')
+    result = deploy(app, FAST)
+    _failed(result, "release v2 failed", "but not its code", "the process driver runs it")
+    assert "the previous release was put back" not in result.stderr
+    assert machines(app)[0].release_version == 1

@@ -28,7 +28,7 @@ def test_up_makes_a_release_only_when_something_changed(app: Path) -> None:
     ok(taxiway(app, "down"))
     write_app(app, v="2")
     up(app)
-    assert releases(app)[0]["description"] == "taxiway up (config and code changed)"
+    assert releases(app)[0]["description"] == "taxiway up (config changed)"
     assert status(app)["release"] == 3
     assert {m.release_version for m in machines(app)} == {3}
 
@@ -121,3 +121,19 @@ def test_up_detached_sees_a_code_only_change(app: Path) -> None:
     ok(taxiway(app, "down"))
     up(app)  # the same folder again
     assert len(releases(app)) == 2
+
+
+def test_up_makes_one_release_however_the_config_file_is_named(app: Path) -> None:
+    """fly.toml is config, never code, whether named ``fly.toml``, ``./fly.toml``, by
+    its folder or by an absolute path: alternating them makes no new release."""
+    write_app(app)
+    for config in ((), ("-c", "."), ("-c", "fly.toml"), ("-c", "./fly.toml"), ()):
+        ok(taxiway(app, "up", "-d", "--driver", "process", *config))
+        ok(taxiway(app, "down"))
+    ok(taxiway(app, "up", "-d", "--driver", "process", "-c", str(app / "fly.toml")))
+    ok(taxiway(app, "down"))
+    ok(taxiway(app.parent, "up", "-d", "--driver", "process", "-c", "app"))
+    ok(taxiway(app, "down"))
+    assert [(r["version"], r["description"]) for r in releases(app)] == [
+        (1, "taxiway up (first release)")
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -144,6 +145,31 @@ def test_failing_checks_keep_a_machine_out_until_they_pass() -> None:
         a.passing[8080] = True
         b.fleet.changed()  # type: ignore[attr-defined]
         assert (await b.acquire()).id == "a"
+
+    run(main())
+
+
+def test_a_machine_a_deploy_replaces_holds_requests_until_it_serves() -> None:
+    """Draining, stopped and started again by a deploy (its first check not passed yet):
+    the request waits rather than get a 503, and the machine is never autostarted."""
+
+    async def main() -> None:
+        a = machine("a", state="replacing")
+        b = balancer([a], limits=Limits(queue_timeout_s=10))
+        b.draining.add("a")
+        b.changed()
+        held = asyncio.ensure_future(b.acquire())
+        await asyncio.sleep(0.05)
+        assert not held.done()
+        b.draining.discard("a")
+        a.state, a.passing, a.replaced_at = "started", {8080: False}, time.monotonic()
+        b.fleet.changed()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.05)
+        assert not held.done()  # booting after the update: its check fails at first
+        a.passing[8080] = True
+        b.fleet.changed()  # type: ignore[attr-defined]
+        assert (await asyncio.wait_for(held, 5.0)).id == "a"
+        assert b.fleet.starts == []  # type: ignore[attr-defined]
 
     run(main())
 

@@ -147,6 +147,11 @@ class MachineChecks:
             counts[state.status.value] += 1
         return {"total": len(states), **counts, "checks": [s.as_dict() for s in states]}
 
+    def second_run_within_s(self) -> float:
+        """How long after a start every check has run twice at the latest (grace period,
+        two intervals, a timeout): enough for a machine that is going to pass to show it."""
+        return max((e.grace_s + 2 * e.interval_s + e.timeout_s for e in self._entries), default=0.0)
+
     async def wait_passing(self, timeout_s: float) -> bool:
         """Wait until `all_passing` (True), or ``timeout_s`` seconds (False)."""
         loop = asyncio.get_running_loop()

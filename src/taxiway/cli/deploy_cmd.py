@@ -18,6 +18,10 @@ from taxiway.api.paths import AppPaths
 from taxiway.config.names import app_name_for
 from taxiway.errors import TaxiwayError
 
+#: How long `--under-load` goes on after a deploy for machines that still boot (the
+#: edge holds a request about as long, `taxiway.edge.limits.Limits.start_timeout_s`).
+SETTLE_S = 30.0
+
 
 def deploy(args: argparse.Namespace) -> int:
     from taxiway.cli.app_cmd import up
@@ -64,6 +68,8 @@ def _run_under_load(client: Client, app: str, path: str, body: dict[str, Any], r
     load.start()
     try:
         code = _run(client, path, body, detach=False)
+        if code == 0 and _wait_settled(client, app):
+            print("(the load went on until every started machine passed its checks)")
     finally:
         result = load.finish()
         print(result.summary(), flush=True)
@@ -74,6 +80,32 @@ def _run_under_load(client: Client, app: str, path: str, body: dict[str, Any], r
             f"{result.failed + result.non_2xx} of {result.sent} requests failed during the deploy"
         )
     return code
+
+
+def _wait_settled(client: Client, app: str) -> bool:
+    """Wait until every started machine passes its checks, at most `SETTLE_S`: an
+    immediate deploy ends while its machines still boot, and the load must cover that
+    too. Returns whether there was anything to wait for."""
+    import time
+
+    deadline = time.monotonic() + SETTLE_S
+    waited = False
+    while time.monotonic() < deadline:
+        machines = client.request("GET", f"/v1/apps/{app}/status").get("machines") or []
+        if all(_settled(m) for m in machines):
+            return waited
+        waited = True
+        time.sleep(0.1)
+    return waited
+
+
+def _settled(machine: dict[str, Any]) -> bool:
+    """Started and passing every check, or not meant to run (stopped, suspended)."""
+    state = machine.get("state")
+    if state in ("starting", "replacing"):
+        return False
+    checks = machine.get("checks") or {}
+    return state != "started" or checks.get("passing", 0) == checks.get("total", 0)
 
 
 def _http_listener(status: dict[str, Any]) -> tuple[str, int]:

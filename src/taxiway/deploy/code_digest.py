@@ -21,7 +21,12 @@ def code_digest(folder: Path, *, config_file: Path | None = None) -> str:
     config file's (the config has a digest of its own).
 
     Content is not read (a large folder would cost seconds); an edit changes the mtime.
+    The folder and the config file are compared as resolved paths: ``fly.toml``,
+    ``./fly.toml``, ``-c .`` and an absolute path name the same file, and the same folder
+    gives the same digest whichever way `up` was pointed at it.
     """
+    folder = Path(os.path.realpath(folder))
+    skipped = _resolved_file(config_file) if config_file is not None else None
     digest = hashlib.sha256()
     seen = 0
     stack = [folder]
@@ -41,9 +46,15 @@ def code_digest(folder: Path, *, config_file: Path | None = None) -> str:
                 stat = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if config_file is not None and entry.path == str(config_file):
+            if entry.path == skipped:
                 continue
             rel = os.path.relpath(entry.path, folder)
             digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
             seen += 1
     return digest.hexdigest()[:16]
+
+
+def _resolved_file(path: Path) -> str:
+    """``path`` with its folder resolved (symlinks, ``.``, relative to the working
+    directory) but not its last part: how the walk from a resolved folder spells it."""
+    return os.path.join(os.path.realpath(os.path.dirname(path) or "."), os.path.basename(path))

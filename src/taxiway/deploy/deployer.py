@@ -27,7 +27,13 @@ from taxiway.config.units import UnitError, duration_seconds
 from taxiway.deploy import strategies
 from taxiway.deploy.health import SMOKE_WINDOW_S, DeployFailed, label, wait_healthy
 from taxiway.deploy.machine_checks import test_group
-from taxiway.deploy.releases import differences, loaded_from_release, new_release, take_snapshot
+from taxiway.deploy.releases import (
+    code_of,
+    differences,
+    loaded_from_release,
+    new_release,
+    take_snapshot,
+)
 from taxiway.errors import TaxiwayError
 from taxiway.plan.machine import MachineSpec, plan_machines
 from taxiway.runtime.app import AppRuntime
@@ -127,7 +133,7 @@ class Deployment:
                 store.set_release_status(app, version, "interrupted")  # the daemon stops
                 raise
             except BaseException as exc:
-                status = await self._fail(
+                status, outcome = await self._fail(
                     r, created, applied, previous_loaded, previous_specs, previous_version, progress
                 )
                 if isinstance(exc, ReleaseCommandInterrupted):
@@ -135,7 +141,10 @@ class Deployment:
                 store.set_release_status(app, version, status)
                 first = r.failure if isinstance(r.failure, TaxiwayError) else exc
                 if isinstance(first, TaxiwayError):
-                    raise DeployFailed(_failure_sentence(version, first, status, r)) from None
+                    reason = str(first).rstrip(".")
+                    raise DeployFailed(
+                        f"release v{version} failed: {reason}" + (f"; {outcome}" if outcome else "")
+                    ) from None
                 raise
         runtime.release = version
         release = store.set_release_status(app, version, "complete")
@@ -236,8 +245,9 @@ class Deployment:
         previous_specs: dict[str, MachineSpec],
         previous_version: int,
         progress: Progress,
-    ) -> str:
-        """Leave the app as the deploy's options say; returns the release's status."""
+    ) -> tuple[str, str]:
+        """Leave the app as the deploy's options say; returns the release's status and
+        what was done about the machines (a clause of the failure sentence, or "")."""
         runtime = self.deployer.runtime
         touched = [*r.updated, *created]
         if touched and not self.rollback:
@@ -246,19 +256,51 @@ class Deployment:
                 f"{len(touched)} machine(s) keep v{r.version} (--no-rollback or "
                 "[experimental] auto_rollback = false)"
             )
-            return "failed"
+            return "failed", ""
         if applied:
             runtime.apply_config(previous_loaded)
         if not touched:
-            return "failed"
+            return "failed", ""
         progress(f"putting v{previous_version} back on {len(r.updated)} machine(s)")
-        problems = await strategies.restore(r, previous_specs, previous_version)
+        done = await strategies.restore(r, previous_specs, previous_version)
         for machine in created:
             progress(f"destroying {label(machine)}: its group is not in v{previous_version}")
             await runtime.remove_machine(machine)
-        for problem in problems:
+        for problem in done.problems:
             progress(f"  could not restore: {problem}")
-        return "rolled_back"
+        for machine in done.unhealthy:
+            progress(
+                f"  {label(machine)} is back on v{previous_version} but not healthy; it "
+                "was not healthy before this deploy either"
+            )
+        return self._rollback_outcome(done, len(r.updated), previous_version)
+
+    def _rollback_outcome(
+        self, done: strategies.Restored, updated: int, previous_version: int
+    ) -> tuple[str, str]:
+        """The release's status and the sentence's clause after a rollback, saying only
+        what happened: how many machines are back, and whether the code is (a host
+        driver runs the app's folder as it is now, so old code files can't come back)."""
+        if not updated:
+            return "rolled_back", "the machines it created were destroyed; no other was touched"
+        back = len(done.restored)
+        if not back:
+            return (
+                "failed",
+                f"v{previous_version} could not be put back on any of the {updated} machine(s) "
+                "it updated",
+            )
+        count = f"{back} machine(s)" if back == updated else f"{back} of {updated} machine(s)"
+        runtime = self.deployer.runtime
+        previous = runtime.store.get_release(runtime.app, previous_version)
+        previous_code = code_of(previous) if previous is not None else None
+        if previous_code is not None and previous_code != code_of(self.release):
+            return "rolled_back", (
+                f"v{previous_version}'s config, env and command were put back on {count}, "
+                f"but not its code: the app's folder changed since v{previous_version} and "
+                f"the {runtime.driver.name} driver runs it as it is"
+            )
+        return "rolled_back", f"the previous release was put back on {count}"
 
 
 class Deployer:
@@ -417,13 +459,3 @@ def _seconds(text: str) -> float:
         return duration_seconds(text)
     except UnitError as exc:
         raise TaxiwayError(f"[deploy] wait_timeout: {exc}") from None
-
-
-def _failure_sentence(version: int, exc: TaxiwayError, status: str, r: strategies.Rollout) -> str:
-    reason = str(exc).rstrip(".")
-    if status == "rolled_back":
-        return (
-            f"release v{version} failed: {reason}; the previous release was put back on "
-            f"{len(r.updated)} machine(s)"
-        )
-    return f"release v{version} failed: {reason}"

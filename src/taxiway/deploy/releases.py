@@ -45,6 +45,12 @@ class Snapshot(msgspec.Struct, frozen=True):
         return f"local:code-{self.code_digest}.secrets-{self.secrets_digest}"
 
 
+def code_of(release: ReleaseRecord) -> str | None:
+    """The code digest a release was made with (None for a ref taxiway didn't write)."""
+    m = _REF.match(release.image_ref)
+    return m["code"] if m else None
+
+
 def config_json(loaded: LoadedConfig) -> str:
     """The config as the file says it (keys sorted): what a rollback loads again."""
     return msgspec.json.encode(loaded.source.data, order="sorted").decode()
@@ -121,8 +127,9 @@ def release_for_secrets(
     code (release ``current``'s, not whatever the folder holds now) with the new secrets.
     Recorded complete: the caller has restarted the machines with them."""
     running = store.get_release(app, current) if current else None
-    m = _REF.match(running.image_ref) if running is not None else None
-    code = m["code"] if m else code_digest(loaded.base_dir, config_file=loaded.source.path)
+    code = (code_of(running) if running is not None else None) or code_digest(
+        loaded.base_dir, config_file=loaded.source.path
+    )
     snapshot = Snapshot(
         config_json=config_json(loaded),
         code_digest=code,

@@ -58,6 +58,9 @@ class Rollout:
     healthy: set[str] = field(default_factory=set)
     #: Whether each updated machine ran before its update (a rollback restores that).
     was_running: dict[str, bool] = field(default_factory=dict)
+    #: Updated machines that were started and passing every check before their update:
+    #: a rollback waits the full wait timeout for these only.
+    healthy_before: set[str] = field(default_factory=set)
     #: The first failure: no new update starts after it.
     failure: BaseException | None = None
     #: Set with the first failure: waits in progress stop (the platform cancels them too).
@@ -105,6 +108,8 @@ async def update_one(r: Rollout, machine: SupervisedMachine, *, wait: bool = Tru
         return
     run = machine.runs_after_update()
     r.was_running[machine.id] = run
+    if machine.state is State.STARTED and (machine.checks is None or machine.checks.all_passing()):
+        r.healthy_before.add(machine.id)
     r.updated.append(machine)
     r.progress(f"updating {label(machine)}" + ("" if run else " (stays stopped)"))
     since = now()
@@ -289,18 +294,36 @@ RUN: dict[str, Callable[[Rollout, dict[str, list[SupervisedMachine]]], Awaitable
 # -- rollback -------------------------------------------------------------------------------
 
 
+@dataclass
+class Restored:
+    """What a rollback (`restore`) did."""
+
+    #: Machines that run the previous release again.
+    restored: list[SupervisedMachine] = field(default_factory=list)
+    #: Of those, the ones back but not healthy: they were not healthy before the deploy
+    #: either (failing, or not checked yet), and did not pass within two check runs.
+    unhealthy: list[SupervisedMachine] = field(default_factory=list)
+    #: Sentences of the restores that failed.
+    problems: list[str] = field(default_factory=list)
+
+
 async def restore(
     r: Rollout, previous_specs: dict[str, MachineSpec], previous_version: int
-) -> list[str]:
+) -> Restored:
     """Put the previous release back on every machine the deploy updated, as a rolling
     update: first the ones not serving (crashed, unhealthy, stopped) all at once, then the
     healthy ones ``max_unavailable`` at a time, so capacity dips no more than the deploy
     allowed. The runtime must already carry the previous config (`apply_config`).
-    Returns the sentences of restores that failed (the rest went through)."""
-    problems: list[str] = []
+
+    A machine healthy before the deploy is waited for up to the wait timeout, and counts
+    as not restored if it doesn't get healthy. One that wasn't (failing its checks, or
+    not checked yet) gets until its checks ran twice: one that was going to pass does,
+    one that was failing before is back as it was, without the wait timeout spent on it."""
+    done = Restored()
 
     async def back(machine: SupervisedMachine) -> None:
         run = r.was_running.get(machine.id, False)
+        proven = machine.id in r.healthy_before
         try:
             await r.runtime.update_machine(
                 machine,
@@ -309,11 +332,21 @@ async def restore(
                 start=run,
             )
             if run:
+                timeout_s = r.wait_timeout_s
+                if not proven and machine.checks is not None:
+                    timeout_s = min(timeout_s, machine.checks.second_run_within_s())
                 await wait_healthy(
-                    r.runtime, machine, timeout_s=r.wait_timeout_s, smoke_s=0.0, progress=None
+                    r.runtime, machine, timeout_s=timeout_s, smoke_s=0.0, progress=None
                 )
+        except DeployFailed as exc:
+            if proven or machine.state is State.FAILED:
+                done.problems.append(str(exc))
+                return
+            done.unhealthy.append(machine)
         except TaxiwayError as exc:
-            problems.append(str(exc))
+            done.problems.append(str(exc))
+            return
+        done.restored.append(machine)
 
     broken = [m for m in r.updated if m.id not in r.healthy and m.state is not State.DESTROYED]
     working = [m for m in r.updated if m.id in r.healthy and m.state is not State.DESTROYED]
@@ -322,4 +355,4 @@ async def restore(
     for machine in working:
         by_group.setdefault(machine.info.group, []).append(machine)
     await _all(_lane(ms, pool_size(r.max_unavailable, len(ms)), back) for ms in by_group.values())
-    return problems
+    return done

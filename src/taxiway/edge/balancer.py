@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
 
@@ -321,23 +322,37 @@ class Balancer:
         self.changed()
 
     def is_booting(self, machine_id: str) -> bool:
+        """Whether the machine was just started (by autostart, or again by a deploy's
+        update) and may not listen yet: a refused connection is tried again."""
+        now = asyncio.get_running_loop().time()
         until = self.booting.get(machine_id)
-        if until is None:
-            return False
-        if asyncio.get_running_loop().time() < until:
-            return True
-        del self.booting[machine_id]
-        return False
+        if until is not None:
+            if now < until:
+                return True
+            del self.booting[machine_id]
+        m = self.find(machine_id)
+        return (
+            m is not None
+            and m.replaced_at > 0.0
+            and time.monotonic() < m.replaced_at + self.limits.start_timeout_s
+        )
 
     def _worth_waiting(self, exclude: Collection[str]) -> bool:
-        """Whether a machine may soon take traffic: at hard_limit, or booting. A started
-        machine whose checks fail is not waited for (the client gets its 503 at once; the
-        fleet already lets machines that were never checked take traffic)."""
+        """Whether a machine may soon take traffic: at hard_limit, or booting (a deploy
+        replacing it included). A started machine whose checks fail is not waited for
+        (the client gets its 503 at once; the fleet already lets machines that were never
+        checked take traffic), unless a deploy just started it: the platform's proxy, too,
+        keeps retrying to find a machine before it gives up with PR03/PR04
+        (https://fly.io/docs/reference/error-codes/)."""
         port = self.internal_port
         for m in self.members():
-            if m.id in exclude or m.id in self.draining:
+            if m.id in exclude:
                 continue
-            if m.state in COMING or m.id in self._starting or m.routable(port):
+            if m.state in COMING or m.id in self._starting:
+                return True  # draining included: a deploy drains a machine it replaces
+            if m.id in self.draining:
+                continue
+            if m.routable(port) or (m.state == "started" and self.is_booting(m.id)):
                 return True
         return False
 

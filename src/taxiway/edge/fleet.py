@@ -30,6 +30,10 @@ class Member:
     passing: dict[int, bool] = field(default_factory=dict)
     #: Seconds the edge gives in-flight requests when the machine is stopped (kill_timeout).
     kill_timeout_s: float = 5.0
+    #: When (time.monotonic) a deploy's update started the machine again, 0.0 if never:
+    #: for `Limits.start_timeout_s` after that it is booting, like a machine autostart
+    #: started (requests wait for it; a refused connection is tried again).
+    replaced_at: float = 0.0
 
     def address(self, internal_port: int) -> tuple[str, int]:
         return self.host, self.ports.get(internal_port, internal_port)

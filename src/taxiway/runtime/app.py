@@ -20,7 +20,7 @@ from taxiway.plan.machine import Check, MachineSpec
 from taxiway.runtime import ids
 from taxiway.runtime.drivers.base import Driver, LaunchSpec, spawn
 from taxiway.runtime.early import EarlyMachine
-from taxiway.runtime.lifecycle import State
+from taxiway.runtime.lifecycle import RUNNING, State
 from taxiway.runtime.machine import SupervisedMachine
 from taxiway.runtime.oneoff import run_release_command
 from taxiway.runtime.portcheck import port_advice
@@ -136,11 +136,9 @@ class AppRuntime(MachineRoster):
         counts = self.desired_counts()
         starts = []
         for group, spec in self.specs.items():
-            mine = sorted(
-                (m for m in self.machines.values() if m.info.group == group),
-                key=lambda m: m.id,
-            )
-            for machine in mine[counts[group] :]:
+            mine = [m for m in self.machines.values() if m.info.group == group]
+            surplus = len(mine) - counts[group]
+            for machine in scale_down_order(mine, self._created_at)[: max(surplus, 0)]:
                 await self._destroy(machine)
             for _ in range(counts[group] - len(mine)):
                 self._create(spec)
@@ -151,6 +149,10 @@ class AppRuntime(MachineRoster):
         for machine in starts:
             if machine.state is State.STARTED:
                 self._watch_port(machine)
+
+    def _created_at(self, machine: SupervisedMachine) -> str:
+        record = self.store.get_machine(machine.id)
+        return record.created_at if record is not None else ""
 
     def _watch_port(self, machine: SupervisedMachine) -> None:
         """Log advice when the machine doesn't listen on its PORT (see `portcheck`)."""
@@ -417,3 +419,35 @@ class AppRuntime(MachineRoster):
             ),
             self.edge_bindings() if self.edge_bindings is not None else [],
         )
+
+
+def scale_down_order(
+    machines: Sequence[SupervisedMachine], created_at: Callable[[SupervisedMachine], str]
+) -> list[SupervisedMachine]:
+    """One group's machines in the order scaling down destroys them: those that don't
+    run (stopped, failed, created), then those that run but fail (a check critical, or
+    restarted after a crash since they last stayed up), then the healthy ones; newest
+    first within each.
+
+    Scaling down should never cost the machine that serves. flyctl's `fly scale count`
+    (internal/command/scale/count_machines.go in superfly/flyctl) destroys a region's
+    machines in the order the Machines API lists them, and https://fly.io/docs/apps/scale-count/
+    only speaks of "internal rules"; taxiway makes the choice explicit instead.
+    """
+    by_age = sorted(machines, key=lambda m: (created_at(m), m.id), reverse=True)
+    return sorted(by_age, key=_health_rank)
+
+
+def _health_rank(machine: SupervisedMachine) -> int:
+    """0: not running; 1: running but failing; 2: healthy (what scale-down keeps)."""
+    if machine.state not in RUNNING:
+        return 0
+    checks = machine.checks
+    failing_check = False
+    if checks is not None:
+        from taxiway.checks.state import CheckStatus  # with the checks, not at start-up
+
+        failing_check = any(state.status is CheckStatus.CRITICAL for state in checks.states())
+    if failing_check or machine.restart_state.restarts > 0:
+        return 1
+    return 2

@@ -105,12 +105,16 @@ def _port_statuses(machine: SupervisedMachine) -> dict[int, CheckStatus]:
 
 def member_of(machine: SupervisedMachine, passing: dict[int, bool]) -> Member:
     info = machine.info
+    state = info.state
+    if machine.replacing and state in (State.STOPPING, State.STOPPED):
+        state = State.REPLACING  # it comes back: the edge waits for it, never autostarts it
     return Member(
         id=info.id,
         group=info.group,
-        state=info.state.value,
+        state=state.value,
         host=info.host,
         ports=dict(info.ports),
         passing=passing,
         kill_timeout_s=duration_seconds(machine.spec.stop_config.timeout),
+        replaced_at=machine.replaced_at,
     )

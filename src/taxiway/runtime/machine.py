@@ -159,6 +159,10 @@ class SupervisedMachine:
     #: A cordoned machine runs but the edge sends it no new requests: a bluegreen green
     #: before the switch, a machine-check test machine.
     cordoned: bool = False
+    #: An update is stopping the machine to start it again with a new spec.
+    replacing: bool = False
+    #: When (time.monotonic) an update last started the machine again; 0.0 if never.
+    replaced_at: float = 0.0
 
     def set_cordoned(self, cordoned: bool) -> None:
         if cordoned != self.cordoned:
@@ -186,8 +190,16 @@ class SupervisedMachine:
         """The platform's in-place update: same id, a new version. A running machine is
         stopped (drained, kill_signal, kill_timeout), gets the new spec, and is started
         when ``start``. ``make_launch`` runs once the old process is gone (volumes and
-        files are handed over then); ``on_swap`` once the new spec is in place."""
-        await self.stop()
+        files are handed over then); ``on_swap`` once the new spec is in place.
+
+        While the old process stops the machine is `replacing` (the edge holds requests
+        for it rather than answer that nothing runs), and once started again it is
+        `replaced_at` (the edge treats it as booting, as one autostart started)."""
+        self.replacing = True
+        try:
+            await self.stop()
+        finally:
+            self.replacing = False  # the state change just below tells the edge
         self.spec = spec
         self.launch_spec = make_launch()
         self.restart_state = RestartState(total_restarts=self.info.restarts)
@@ -199,6 +211,7 @@ class SupervisedMachine:
         if on_swap is not None:
             on_swap()
         if start:
+            self.replaced_at = time.monotonic()
             await self.start()
         elif self.state is State.REPLACING:
             self._set(State.STOPPED, "update")
