@@ -101,7 +101,7 @@ def test_kill_timeout_up_to_300_seconds_is_fine(tmp_path: Path, value: str) -> N
     assert problems(load(tmp_path, f'app = "a"\nkill_timeout = {value}\n')) == []
 
 
-def test_env_names_starting_with_fly_are_errors(tmp_path: Path) -> None:
+def test_env_names_starting_with_fly_are_warnings(tmp_path: Path) -> None:
     loaded = load(
         tmp_path,
         'app = "a"\n'  # 1
@@ -110,7 +110,14 @@ def test_env_names_starting_with_fly_are_errors(tmp_path: Path) -> None:
         '  FLY_REGION = "ams"\n'  # 4
         '  fly_lower = "ok"\n',  # 5
     )
-    d = check(loaded, "env.FLY_REGION", ERROR, 4, "cannot begin with FLY_")
+    d = check(
+        loaded,
+        "env.FLY_REGION",
+        WARNING,
+        4,
+        "cannot begin with FLY_ (as this could clash with the runtime environment)",
+        "the platform accepts it",
+    )
     assert d.path == ("env", "FLY_REGION")
     # Names are case-sensitive: only FLY_ is reserved.
     assert [x.path_str for x in problems(loaded)] == ["env.FLY_REGION"]

@@ -14,6 +14,7 @@ import sys
 
 from taxiway.api.client import DaemonNotRunning
 from taxiway.cli.app_cmd import client_for, print_table
+from taxiway.config.names import PLATFORM_ENV_PREFIX, platform_prefix_warning
 from taxiway.errors import TaxiwayError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -27,6 +28,8 @@ def parse_assignments(items: list[str], where: str) -> dict[str, str]:
         if not sep:
             raise TaxiwayError(f"{where} item {n} is not NAME=VALUE")
         _check_name(name)
+        if name.startswith(PLATFORM_ENV_PREFIX):
+            print(f"warning: {platform_prefix_warning(f'secret {name}')}", file=sys.stderr)
         values[name] = value
     return values
 
@@ -34,8 +37,6 @@ def parse_assignments(items: list[str], where: str) -> dict[str, str]:
 def _check_name(name: str) -> None:
     if not _NAME.match(name):
         raise TaxiwayError(f"'{name}' is not a valid secret name (letters, digits and _)")
-    if name.startswith("FLY_"):
-        raise TaxiwayError(f"secret {name}: names starting with FLY_ belong to the platform")
 
 
 def secrets(args: argparse.Namespace) -> int:

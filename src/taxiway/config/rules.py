@@ -31,7 +31,11 @@ from taxiway.config.model import (
     TLSOptions,
     TopLevelCheck,
 )
-from taxiway.config.names import volume_name_for
+from taxiway.config.names import (
+    PLATFORM_ENV_PREFIX,
+    platform_prefix_warning,
+    volume_name_for,
+)
 from taxiway.config.presets import CPU_COUNTS, GPU_COUNTS, GPU_KINDS, PRESETS
 from taxiway.config.units import (
     KNOWN_SIGNALS,
@@ -131,12 +135,8 @@ class _Rules:
 
     def env(self) -> None:
         for name in self.c.env or {}:
-            if name.startswith("FLY_"):
-                self.d.error(
-                    f"env.{name}: env variable names cannot begin with FLY_ (as this could clash "
-                    "with the runtime environment)",
-                    ("env", name),
-                )
+            if name.startswith(PLATFORM_ENV_PREFIX):
+                self.d.warning(platform_prefix_warning(f"env.{name}"), ("env", name))
             if name == "PRIMARY_REGION" and self.c.primary_region:
                 self.d.info(
                     "env.PRIMARY_REGION is overridden by primary_region, which sets it in every "

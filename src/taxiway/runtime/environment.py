@@ -3,7 +3,8 @@
 Layers, later ones winning: the few host variables a process needs to run at all
 (PATH, HOME, locale; the platform's image has its own), the plan's env (``[env]``
 plus ``FLY_PROCESS_GROUP`` and ``PRIMARY_REGION``), the app's secrets (which win
-over ``[env]``, FLY-SEMANTICS.md §1), then the runtime variables the platform sets.
+over ``[env]``), then the runtime variables the platform sets, which win over a
+``FLY_*`` name the user gave in ``[env]`` or as a secret.
 """
 
 from __future__ import annotations
