@@ -192,6 +192,36 @@ def test_a_second_up_leaves_the_running_daemon_alone(tmp_path: Path) -> None:
         taxiway(tmp_path, "down")
 
 
+def test_the_state_folder_keeps_itself_out_of_git(tmp_path: Path) -> None:
+    """.taxiway holds the secrets' store, volumes and logs: git must not offer to commit
+    it, whether taxiway made the folder or finds one made before it wrote .gitignore."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
+    (tmp_path / "fly.toml").write_text(
+        f'app = "gitapp"\n[processes]\nworker = "{sys.executable} worker.py"\n'
+    )
+
+    def untracked() -> list[str]:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return sorted(line[3:] for line in out.splitlines())
+
+    assert taxiway(tmp_path, "secrets", "set", "TOKEN=x").returncode == 0
+    assert untracked() == ["fly.toml", "worker.py"]
+    (tmp_path / ".taxiway" / ".gitignore").unlink()  # a folder from before taxiway wrote it
+    assert ".taxiway/taxiway.db" in untracked()
+    try:
+        assert taxiway(tmp_path, "up", "-d").returncode == 0
+        assert untracked() == ["fly.toml", "worker.py"]
+    finally:
+        taxiway(tmp_path, "down")
+
+
 def test_up_detached_with_config_errors_leaves_no_trace(tmp_path: Path) -> None:
     (tmp_path / "fly.toml").write_text('app = "bad"\n[processes]\nweb = 3\n')
     result = taxiway(tmp_path, "up", "-d")
