@@ -928,3 +928,21 @@ def test_commands_run_with_the_garbage_collector_on(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "on\n"
+
+
+def test_volume_sizes_stop_at_the_platforms_500_gb(tmp_path: Path) -> None:
+    (tmp_path / "fly.toml").write_text('app = "sizes"\n')
+    created = run_taxiway(tmp_path, "volumes", "create", "data", "--size", "10")
+    assert created.returncode == 0, created.stderr
+    volume = json.loads(run_taxiway(tmp_path, "volumes", "list", "--json").stdout)[0]
+    for size in ("1e30", "501", "inf"):
+        refused = run_taxiway(tmp_path, "volumes", "extend", volume["id"], "--size", size)
+        assert refused.returncode == 1, refused
+        assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    too_big = run_taxiway(tmp_path, "volumes", "extend", volume["id"], "--size", "1e30")
+    assert "can't be 1e+30 GB: the platform's largest volume is 500 GB" in too_big.stderr
+    big = run_taxiway(tmp_path, "volumes", "create", "big", "--size", "600")
+    assert big.returncode == 1 and "largest volume is 500 GB" in big.stderr
+    assert run_taxiway(tmp_path, "volumes", "extend", volume["id"], "--size", "500").returncode == 0
+    listed = json.loads(run_taxiway(tmp_path, "volumes", "list", "--json").stdout)
+    assert [v["size_gb"] for v in listed] == [500.0]

@@ -861,7 +861,16 @@ def test_initial_size_under_1gb_is_an_error(tmp_path: Path, size: str) -> None:
     check(loaded, "mounts[0].initial_size", ERROR, 5, "smaller than 1GB")
 
 
-@pytest.mark.parametrize("size", ['"1gb"', '"1024mb"', "1", '"30GB"'])
+@pytest.mark.parametrize("size", ['"501gb"', '"1tb"', "1000"])
+def test_initial_size_over_500gb_is_an_error(tmp_path: Path, size: str) -> None:
+    loaded = load(
+        tmp_path,
+        f'app = "a"\n[[mounts]]\n  source = "d"\n  destination = "/d"\n  initial_size = {size}\n',
+    )
+    check(loaded, "mounts[0].initial_size", ERROR, 5, "larger than 500GB")
+
+
+@pytest.mark.parametrize("size", ['"1gb"', '"1024mb"', "1", '"30GB"', '"500gb"'])
 def test_initial_size_of_at_least_1gb_is_fine(tmp_path: Path, size: str) -> None:
     loaded = load(
         tmp_path,

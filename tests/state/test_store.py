@@ -486,6 +486,19 @@ def test_extend_never_shrinks(store: Store) -> None:
         store.extend_volume(volume.id, 20)
 
 
+@pytest.mark.parametrize("size", [501, 1e30])
+def test_a_volume_is_at_most_500_gb(store: Store, size: float) -> None:
+    volume = store.create_volume("hello", "data", 500, "ams", "/v/1")
+    with pytest.raises(StateError) as too_big:
+        store.extend_volume(volume.id, size)
+    assert str(too_big.value) == (
+        f"volume {volume.id} (data) can't be {size:g} GB: the platform's largest volume is 500 GB"
+    )
+    with pytest.raises(StateError, match="the platform's largest volume is 500 GB"):
+        store.create_volume("hello", "big", size, "ams", "/v/2")
+    assert store.get_volume(volume.id).size_gb == 500.0  # type: ignore[union-attr]
+
+
 def test_destroy_refuses_while_attached(store: Store) -> None:
     store.add_machine(machine())
     volume = store.create_volume("hello", "data", 1, "ams", "/v/1")

@@ -39,6 +39,7 @@ from taxiway.config.names import (
 from taxiway.config.presets import CPU_COUNTS, GPU_COUNTS, GPU_KINDS, PRESETS
 from taxiway.config.units import (
     KNOWN_SIGNALS,
+    MAX_VOLUME_GB,
     duration_seconds,
     normalize_signal,
     parse_size_gb,
@@ -581,6 +582,12 @@ class _Rules:
                     "than 1GB",
                     (*path, "initial_size"),
                 )
+            elif m.initial_size is not None and parse_size_gb(m.initial_size) > MAX_VOLUME_GB:
+                self.d.error(
+                    f"{label} has an initial_size '{m.initial_size}' value which is larger "
+                    f"than {MAX_VOLUME_GB}GB, the platform's largest volume",
+                    (*path, "initial_size"),
+                )
             if m.snapshot_retention is not None and not 1 <= m.snapshot_retention <= 60:
                 self.d.error(
                     f"{label} has a snapshot_retention value which is not between 1 and 60 days "
@@ -629,9 +636,9 @@ class _Rules:
                 f"{label}: auto_extend_size_increment must be between 1GB and 100GB",
                 (*path, "auto_extend_size_increment"),
             )
-        if limit and not 1 <= limit <= 500:
+        if limit and not 1 <= limit <= MAX_VOLUME_GB:
             self.d.error(
-                f"{label}: auto_extend_size_limit must be between 1GB and 500GB",
+                f"{label}: auto_extend_size_limit must be between 1GB and {MAX_VOLUME_GB}GB",
                 (*path, "auto_extend_size_limit"),
             )
 

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from taxiway.config.units import MAX_VOLUME_GB
 from taxiway.state.migrations import migrate, user_version
 from taxiway.state.records import (
     RELEASE_STATUSES,
@@ -106,11 +107,16 @@ def _use_wal(conn: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
         )
 
 
-def _size(value: float, volume: str) -> float:
+def _size(value: float, label: str) -> float:
+    """A volume size in GB, within what the platform makes; ``label``: "volume NAME"."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise StateError(f"volume {volume}: the size must be a number of GB, not {value!r}")
+        raise StateError(f"{label}: the size must be a number of GB, not {value!r}")
     if value <= 0:
-        raise StateError(f"volume {volume} needs a size above 0 GB, not {value:g} GB")
+        raise StateError(f"{label} needs a size above 0 GB, not {value:g} GB")
+    if value > MAX_VOLUME_GB:
+        raise StateError(
+            f"{label} can't be {value:g} GB: the platform's largest volume is {MAX_VOLUME_GB} GB"
+        )
     return float(value)
 
 
@@ -469,7 +475,7 @@ class Store:
             id=volume_id or new_volume_id(),
             name=name,
             app=app,
-            size_gb=_size(size_gb, name),
+            size_gb=_size(size_gb, f"volume {name}"),
             region=region,
             path=os.fspath(path),
             snapshot_retention=snapshot_retention,
