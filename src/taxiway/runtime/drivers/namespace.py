@@ -53,7 +53,7 @@ class NamespaceHandle(ProcessHandle):
         cgroup: cgroups.Cgroup,
         address: str | None,
     ) -> None:
-        super().__init__(popen, log)
+        super().__init__(popen, log, cgroup.machine_id)
         self.cgroup = cgroup
         #: The machine's IPv4 (None for a one-off on the host's network).
         self.address = address
