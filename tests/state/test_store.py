@@ -109,7 +109,7 @@ def test_open_refuses_a_file_that_is_not_a_database_and_leaves_it(state_dir: Pat
     state_dir.mkdir()
     junk = b"this is not SQLite, but someone's notes" * 100
     (state_dir / "taxiway.db").write_bytes(junk)
-    with pytest.raises(StateError, match=r"taxiway\.db is not a usable taxiway state store"):
+    with pytest.raises(StateError, match=r"taxiway\.db is damaged .*taxiway state recover"):
         Store.open(state_dir)
     assert (state_dir / "taxiway.db").read_bytes() == junk
 
@@ -767,3 +767,24 @@ def test_only_machine_states_and_events_skip_the_commit_fsync(tmp_path: Path) ->
         assert synchronous() == 2  # restored after a non-durable write
         s.set_secrets("hello", {"A": "x"})
         assert synchronous() == 2
+
+
+def test_an_empty_database_beside_an_earlier_states_files_is_refused(state_dir: Path) -> None:
+    (state_dir / "volumes" / "vol_0123456789abcdef").mkdir(parents=True)
+    (state_dir / "logs").mkdir()
+    (state_dir / "logs" / "d8d4017a0d1438.log").write_text("")
+    with pytest.raises(StateError) as missing:
+        Store.open(state_dir)
+    assert str(missing.value) == (
+        f"{state_dir / 'taxiway.db'} is missing, but {state_dir} holds 1 volume folder "
+        "(vol_0123456789abcdef) and 1 machine log from an earlier state; the app's secrets, "
+        "releases and volumes would be lost: restore taxiway.db from a backup, or run "
+        "`taxiway state recover` to start from an empty state that keeps the volume folders "
+        "as unattached volumes"
+    )
+    assert not (state_dir / "taxiway.db").exists()
+    with Store.open(state_dir, fresh_ok=True) as first:
+        first.ensure_app("hello", "/app/fly.toml")
+        # A new file in WAL mode may stay empty while its data is in -wal: not refused.
+        with Store.open(state_dir) as second:
+            assert second.get_app("hello") is not None

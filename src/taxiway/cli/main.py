@@ -283,6 +283,19 @@ def _add_volumes(commands: Commands) -> None:
     volumes.set_defaults(usage_of=volumes)
 
 
+def _add_state(commands: Commands) -> None:
+    state = commands.add_parser("state", help="the app's state folder (.taxiway)")
+    state_commands = state.add_subparsers(dest="state_command", metavar="COMMAND")
+    recover = state_commands.add_parser(
+        "recover",
+        help="start again from a lost or damaged taxiway.db, keeping the volume folders "
+        "as unattached volumes",
+    )
+    _add_config_option(recover)
+    recover.set_defaults(handler="taxiway.cli.state_cmd:state")
+    state.set_defaults(usage_of=state)
+
+
 def _add_checks(commands: Commands) -> None:
     checks = commands.add_parser("checks", help="the machines' health checks and their status")
     check_commands = checks.add_subparsers(dest="checks_command", metavar="COMMAND")
@@ -409,6 +422,7 @@ _COMMANDS: dict[str, Callable[[Commands], None]] = {
     "secrets": _add_secrets,
     "console": _add_console,
     "volumes": _add_volumes,
+    "state": _add_state,
     "checks": _add_checks,
     "certs": _add_certs,
     "deploy": _add_deploy,
