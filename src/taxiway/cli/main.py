@@ -462,7 +462,9 @@ def main(
     except BrokenPipeError:
         return EXIT_OK
     except OSError as exc:  # the environment: a full disk, a name too long, …
-        print(f"taxiway: error: {exc.strerror or exc}", file=sys.stderr)
+        from taxiway.errors import os_error_sentence
+
+        print(f"taxiway: error: {os_error_sentence(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as exc:  # a bug: say so plainly, with where to look
         import traceback
