@@ -803,8 +803,10 @@ def test_machines_for_a_group_that_does_not_exist(app: Path) -> None:
 def test_commands_that_need_a_valid_config_list_its_errors(
     app: Path, command: tuple[str, ...]
 ) -> None:
-    broken = APP.replace('kill_signal = "SIGTERM"', 'kill_signal = "SIGFOO"').replace(
-        'LOG_LEVEL = "debug"', 'FLY_REGION = "xyz"'
+    broken = (
+        APP.replace('kill_signal = "SIGTERM"', 'kill_signal = "SIGFOO"')
+        .replace("kill_timeout = 5 ", "kill_timeout = 400 ")
+        .replace('LOG_LEVEL = "debug"', 'FLY_REGION = "xyz"')  # a warning: not listed
     )
     write(app, "fly.toml", broken)
     result = taxiway(app, "config", *command)
@@ -814,7 +816,7 @@ def test_commands_that_need_a_valid_config_list_its_errors(
     assert len(errors) == 2, lines
     assert all(": error: " in line for line in errors), "only errors, not warnings"
     assert f"fly.toml:{line_of(broken, 'kill_signal')}: error: kill_signal" in lines[0] + lines[1]
-    assert any(f"fly.toml:{line_of(broken, 'FLY_REGION')}: error: " in e for e in errors)
+    assert any(f"fly.toml:{line_of(broken, 'kill_timeout')}: error: " in e for e in errors)
     assert ONE_SENTENCE.match(lines[-1])
     assert "fly.toml is not valid" in lines[-1]
     assert lines[-1].endswith("(`taxiway config validate` lists all)")
