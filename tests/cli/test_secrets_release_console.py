@@ -203,3 +203,32 @@ def test_console_without_a_command_says_what_to_add(tmp_path: Path) -> None:
     result = taxiway(tmp_path, "console")
     assert result.returncode == 1
     assert "has no console_command; add one" in result.stderr
+
+
+def test_the_images_env_is_below_env_secrets_and_the_platforms(tmp_path: Path) -> None:
+    """The Dockerfile's ENV (of the stage built) reaches the machines as the platform's
+    image would give it, under [env], secrets and the platform's variables."""
+    (tmp_path / "show_env.py").write_text(SHOW_ENV)
+    (tmp_path / "Dockerfile").write_text(
+        "FROM python:3.12 AS base\n"
+        "ENV PYTHONUNBUFFERED=1 \\\n    TOKEN=from-image\n"
+        "FROM base\n"
+        'ENV NODE_ENV production\nENV PATH="/app/.venv/bin:$PATH" PLAIN=from-image\n'
+        "ENV FLY_REGION=image\n"
+    )
+    write_app(tmp_path)
+    try:
+        assert taxiway(tmp_path, "secrets", "set", "TOKEN=from-secret").returncode == 0
+        shown = json.loads(taxiway(tmp_path, "config", "machines", "--json").stdout)
+        assert shown["web"]["image_env"]["PATH"] == "/app/.venv/bin:${PATH}"
+        assert "NODE_ENV=production" in taxiway(tmp_path, "config", "machines").stdout
+        assert taxiway(tmp_path, "up", "-d", "--driver", "process").returncode == 0
+        env = machine_env(tmp_path)
+        assert env["PYTHONUNBUFFERED"] == "1"
+        assert env["NODE_ENV"] == "production"
+        assert env["PLAIN"] == "plain"  # [env] wins over the image
+        assert env["TOKEN"] == "from-secret"  # and secrets over both
+        assert env["PATH"] == "/app/.venv/bin:" + os.environ["PATH"]
+        assert env["FLY_REGION"] == "local"
+    finally:
+        taxiway(tmp_path, "down")

@@ -111,8 +111,8 @@ def console(args: argparse.Namespace) -> int:
     from taxiway.api.paths import AppPaths
     from taxiway.cli.config_cmd import load_valid
     from taxiway.config.names import app_name_for
+    from taxiway.plan.dockerfile import image_config
     from taxiway.runtime import ids
-    from taxiway.runtime.command import image_config
     from taxiway.runtime.oneoff import CONSOLE_GROUP, oneoff_argv, oneoff_env
     from taxiway.state.store import Store
 

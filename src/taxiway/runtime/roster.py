@@ -20,9 +20,10 @@ import msgspec
 
 from taxiway.config.loader import LoadedConfig
 from taxiway.errors import TaxiwayError
+from taxiway.plan.dockerfile import image_config
 from taxiway.plan.machine import MachineSpec, plan_machines
 from taxiway.runtime import ids
-from taxiway.runtime.command import image_config, resolve_argv
+from taxiway.runtime.command import resolve_argv
 from taxiway.runtime.drivers.base import Driver, LaunchSpec
 from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, region_for
 from taxiway.runtime.lifecycle import State
@@ -192,7 +193,13 @@ class MachineRoster:
         internal = internal_ports(spec)
         if internal:
             extra["PORT"] = str(info.ports.get(internal[0], internal[0]))
-        env = machine_env(spec.env, self.store.secret_values(self.app), runtime, extra=extra)
+        env = machine_env(
+            spec.env,
+            self.store.secret_values(self.app),
+            runtime,
+            image=spec.image_env,
+            extra=extra,
+        )
         return LaunchSpec(
             machine_id=info.id,
             group=spec.group,
