@@ -852,22 +852,25 @@ def test_snapshot_retention_1_to_60_is_fine(tmp_path: Path, days: int) -> None:
     assert problems(loaded) == []
 
 
-@pytest.mark.parametrize("size", ['"500mb"', '"15Mb"', "0"])
-def test_initial_size_under_1gb_is_an_error(tmp_path: Path, size: str) -> None:
+@pytest.mark.parametrize(
+    ("size", "phrase"),
+    [
+        ('"500mb"', "smaller than 1GB"),
+        ('"15Mb"', "smaller than 1GB"),
+        ("0", "smaller than 1GB"),
+        ('"501gb"', "larger than 500GB"),
+        ('"1tb"', "larger than 500GB"),
+        ("1000", "larger than 500GB"),
+    ],
+)
+def test_initial_size_outside_1gb_to_500gb_is_an_error(
+    tmp_path: Path, size: str, phrase: str
+) -> None:
     loaded = load(
         tmp_path,
         f'app = "a"\n[[mounts]]\n  source = "d"\n  destination = "/d"\n  initial_size = {size}\n',
     )
-    check(loaded, "mounts[0].initial_size", ERROR, 5, "smaller than 1GB")
-
-
-@pytest.mark.parametrize("size", ['"501gb"', '"1tb"', "1000"])
-def test_initial_size_over_500gb_is_an_error(tmp_path: Path, size: str) -> None:
-    loaded = load(
-        tmp_path,
-        f'app = "a"\n[[mounts]]\n  source = "d"\n  destination = "/d"\n  initial_size = {size}\n',
-    )
-    check(loaded, "mounts[0].initial_size", ERROR, 5, "larger than 500GB")
+    check(loaded, "mounts[0].initial_size", ERROR, 5, phrase)
 
 
 @pytest.mark.parametrize("size", ['"1gb"', '"1024mb"', "1", '"30GB"', '"500gb"'])
