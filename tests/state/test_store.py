@@ -788,3 +788,17 @@ def test_an_empty_database_beside_an_earlier_states_files_is_refused(state_dir: 
         # A new file in WAL mode may stay empty while its data is in -wal: not refused.
         with Store.open(state_dir) as second:
             assert second.get_app("hello") is not None
+
+
+def test_a_database_emptied_of_its_rows_is_refused_too(state_dir: Path) -> None:
+    with Store.open(state_dir) as store:
+        store.ensure_app("hello", "/app/fly.toml")
+        store.create_volume("hello", "data", 1, "ams", state_dir / "volumes" / "v")
+    (state_dir / "volumes" / "vol_0123456789abcdef").mkdir(parents=True)
+    with Store.open(state_dir) as store:
+        store._db.execute("DELETE FROM volumes")
+        store._db.execute("DELETE FROM apps")
+    with pytest.raises(StateError, match=r"taxiway\.db holds no app, but .* 1 volume folder"):
+        Store.open(state_dir)
+    with Store.open(state_dir, fresh_ok=True) as store:
+        assert store.get_app("hello") is None

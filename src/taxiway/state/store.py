@@ -138,6 +138,19 @@ def _is_empty(path: Path) -> bool:
     return not wal.exists() or wal.stat().st_size == 0
 
 
+def _refuse_if_orphaning(state_dir: Path, what: str) -> None:
+    """Refuse a database that holds nothing (``what`` it is) while the folder holds what
+    an earlier state knew about: starting afresh would orphan it silently."""
+    found = earlier_state(state_dir)
+    if found:
+        raise StateError(
+            f"{state_dir / DB_NAME} {what}, but {state_dir} holds {_and(found)} from an "
+            "earlier state; the app's secrets, releases and volumes would be lost: restore "
+            f"{DB_NAME} from a backup, or run `{RECOVER_COMMAND}` to start from an empty "
+            "state that keeps the volume folders as unattached volumes"
+        )
+
+
 def _and(phrases: list[str]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
@@ -207,15 +220,7 @@ class Store:
         state_dir = Path(state_dir)
         path = state_dir / DB_NAME
         if not fresh_ok and _is_empty(path):
-            found = earlier_state(state_dir)
-            if found:
-                raise StateError(
-                    f"{path} is {'empty' if path.exists() else 'missing'}, but {state_dir} "
-                    f"holds {_and(found)} from an earlier state; the app's secrets, releases "
-                    f"and volumes would be lost: restore {DB_NAME} from a backup, or run "
-                    f"`{RECOVER_COMMAND}` to start from an empty state that keeps the volume "
-                    "folders as unattached volumes"
-                )
+            _refuse_if_orphaning(state_dir, "is empty" if path.exists() else "is missing")
         try:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             _chmod(state_dir, 0o700)
@@ -251,7 +256,14 @@ class Store:
             extra = path.with_name(path.name + suffix)
             with suppress(FileNotFoundError):
                 _chmod(extra, 0o600)
-        return cls(conn, path)
+        store = cls(conn, path)
+        if not fresh_ok and not store._rows("SELECT 1 FROM apps LIMIT 1"):
+            try:  # a store emptied of its rows: as lost as an empty file
+                _refuse_if_orphaning(state_dir, "holds no app")
+            except StateError:
+                store.close()
+                raise
+        return store
 
     def damage(self) -> str | None:
         """What SQLite's quick check finds wrong with the file (None: nothing)."""
