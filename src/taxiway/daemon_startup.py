@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -47,27 +48,58 @@ class StartUp(msgspec.Struct, kw_only=True):
     notices: list[str]
 
 
-def acquire_lock(paths: AppPaths) -> int:
-    """Take the app's daemon lock, or raise `AlreadyRunning` naming the running daemon."""
+#: How long a second `up` waits for a daemon that has just taken the lock to write its pid.
+_HOLDER_WAIT_S = 1.0
+
+
+def acquire_lock(paths: AppPaths, holder: int | None = None) -> int:
+    """Take the app's daemon lock, or raise `AlreadyRunning` naming the running daemon.
+    ``holder``: the pid of the daemon that will hold the lock (`up -d`'s command takes
+    it for the daemon it forked), else this process."""
     paths.ensure()
     fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 32).decode().strip() or "?"
+        running = _lock_holder(fd)
         os.close(fd)
         raise AlreadyRunning(
-            f"taxiway is already running this app (daemon pid {holder}); "
+            f"taxiway is already running this app (daemon pid {running or '?'}); "
             "see `taxiway status`, or stop it with `taxiway down`"
         ) from None
-    write_lock_holder(fd)
+    write_lock_holder(fd, holder)
     return fd
 
 
-def write_lock_holder(lock_fd: int) -> None:
-    """Record this process as the lock's holder (a forked daemon, once it owns the lock)."""
-    os.ftruncate(lock_fd, 0)
-    os.pwrite(lock_fd, str(os.getpid()).encode(), 0)
+def write_lock_holder(lock_fd: int, holder: int | None = None) -> None:
+    """Record the lock's holder (this process unless ``holder`` says which): written
+    over the old pid, then cut to length, so a reader never sees an empty file."""
+    text = f"{holder or os.getpid()}\n".encode()
+    os.pwrite(lock_fd, text, 0)
+    os.ftruncate(lock_fd, len(text))
+
+
+def _lock_holder(lock_fd: int) -> int | None:
+    """The pid of the daemon holding the lock. Until a daemon that has just taken the
+    lock writes its own pid, the file names the previous one (no longer running): wait
+    a moment for a live one."""
+    deadline = time.monotonic() + _HOLDER_WAIT_S
+    while True:
+        words = os.pread(lock_fd, 32, 0).split()
+        pid = int(words[0]) if words and words[0].isdigit() else None
+        if (pid is not None and _alive(pid)) or time.monotonic() >= deadline:
+            return pid
+        time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def prepare(
@@ -76,20 +108,23 @@ def prepare(
     driver: str,
     code_digest: str | None = None,
     store: Store | None = None,
+    holder: int | None = None,
     *,
     asked_by: str = "--driver",
 ) -> StartUp:
     """Lock the app (or raise `AlreadyRunning`), pick the driver, clean up what a dead
     daemon left, and make the release `up` deploys (`taxiway.deploy.releases`).
     ``code_digest``: the app folder's, when the caller took it already; ``store``: the
-    state store, when the caller keeps it open (else it is opened for this); ``asked_by``:
-    where an explicit driver came from (`taxiway.runtime.drivers.choose_driver`)."""
+    state store, when the caller keeps it open (else it is opened for this); ``holder``:
+    the pid of the daemon that will hold the lock, when it is not this process;
+    ``asked_by``: where an explicit driver came from
+    (`taxiway.runtime.drivers.choose_driver`)."""
     from taxiway.deploy.releases import release_for_up
     from taxiway.runtime.drivers import choose_driver
     from taxiway.runtime.leftovers import reap
     from taxiway.state.store import Store
 
-    lock = acquire_lock(paths)
+    lock = acquire_lock(paths, holder)
     db = store
     try:
         chosen = choose_driver(driver, asked_by)

@@ -803,8 +803,10 @@ def test_machines_for_a_group_that_does_not_exist(app: Path) -> None:
 def test_commands_that_need_a_valid_config_list_its_errors(
     app: Path, command: tuple[str, ...]
 ) -> None:
-    broken = APP.replace('kill_signal = "SIGTERM"', 'kill_signal = "SIGFOO"').replace(
-        'LOG_LEVEL = "debug"', 'FLY_REGION = "xyz"'
+    broken = (
+        APP.replace('kill_signal = "SIGTERM"', 'kill_signal = "SIGFOO"')
+        .replace("kill_timeout = 5 ", "kill_timeout = 400 ")
+        .replace('LOG_LEVEL = "debug"', 'FLY_REGION = "xyz"')  # a warning: not listed
     )
     write(app, "fly.toml", broken)
     result = taxiway(app, "config", *command)
@@ -814,7 +816,7 @@ def test_commands_that_need_a_valid_config_list_its_errors(
     assert len(errors) == 2, lines
     assert all(": error: " in line for line in errors), "only errors, not warnings"
     assert f"fly.toml:{line_of(broken, 'kill_signal')}: error: kill_signal" in lines[0] + lines[1]
-    assert any(f"fly.toml:{line_of(broken, 'FLY_REGION')}: error: " in e for e in errors)
+    assert any(f"fly.toml:{line_of(broken, 'kill_timeout')}: error: " in e for e in errors)
     assert ONE_SENTENCE.match(lines[-1])
     assert "fly.toml is not valid" in lines[-1]
     assert lines[-1].endswith("(`taxiway config validate` lists all)")
@@ -928,3 +930,21 @@ def test_commands_run_with_the_garbage_collector_on(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "on\n"
+
+
+def test_volume_sizes_stop_at_the_platforms_500_gb(tmp_path: Path) -> None:
+    (tmp_path / "fly.toml").write_text('app = "sizes"\n')
+    created = run_taxiway(tmp_path, "volumes", "create", "data", "--size", "10")
+    assert created.returncode == 0, created.stderr
+    volume = json.loads(run_taxiway(tmp_path, "volumes", "list", "--json").stdout)[0]
+    for size in ("1e30", "501", "inf"):
+        refused = run_taxiway(tmp_path, "volumes", "extend", volume["id"], "--size", size)
+        assert refused.returncode == 1, refused
+        assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    too_big = run_taxiway(tmp_path, "volumes", "extend", volume["id"], "--size", "1e30")
+    assert "can't be 1e+30 GB: the platform's largest volume is 500 GB" in too_big.stderr
+    big = run_taxiway(tmp_path, "volumes", "create", "big", "--size", "600")
+    assert big.returncode == 1 and "largest volume is 500 GB" in big.stderr
+    assert run_taxiway(tmp_path, "volumes", "extend", volume["id"], "--size", "500").returncode == 0
+    listed = json.loads(run_taxiway(tmp_path, "volumes", "list", "--json").stdout)
+    assert [v["size_gb"] for v in listed] == [500.0]

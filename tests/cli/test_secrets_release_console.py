@@ -95,10 +95,41 @@ def test_secrets_are_never_printed_and_stored_privately(app: Path) -> None:
     assert stat.S_IMODE((app / ".taxiway" / "taxiway.db").stat().st_mode) == 0o600
     gone = taxiway(app, "secrets", "unset", "A", "NOPE")
     assert gone.stdout.startswith("unset A;")
-    bad = taxiway(app, "secrets", "set", "FLY_X=1")
-    assert bad.returncode == 1
-    assert "names starting with FLY_ belong to the platform" in bad.stderr
     assert taxiway(app, "secrets", "set", "novalue").returncode == 1
+
+
+def test_fly_names_in_env_and_secrets_warn_and_the_platform_wins(tmp_path: Path) -> None:
+    """The reference forbids FLY_ names, the platform accepts them: `up` runs, with a
+    warning, and the values the platform sets itself win over the user's."""
+    (tmp_path / "show_env.py").write_text(SHOW_ENV)
+    (tmp_path / "fly.toml").write_text(
+        'app = "flyenv"\n'
+        'kill_signal = "SIGTERM"\n'
+        '[env]\nFLY_API_HOSTNAME = "https://api.example"\nFLY_REGION = "mine"\n'
+        f'[processes]\nweb = "{sys.executable} show_env.py"\n'
+    )
+    try:
+        staged = taxiway(tmp_path, "secrets", "set", "FLY_MACHINE_ID=bogus", "FLY_TOKEN=t")
+        assert staged.returncode == 0, staged.stderr
+        assert (
+            "warning: secret FLY_MACHINE_ID: the reference says env variable names cannot "
+            "begin with FLY_"
+        ) in staged.stderr
+        assert "secret FLY_TOKEN" in staged.stderr
+        validated = taxiway(tmp_path, "config", "validate")
+        assert validated.returncode == 0, validated.stdout
+        assert "env.FLY_API_HOSTNAME" in validated.stdout + validated.stderr
+        started = taxiway(tmp_path, "up", "-d")
+        assert started.returncode == 0, started.stderr
+        env = machine_env(tmp_path)
+        machine = json.loads(taxiway(tmp_path, "status", "--json").stdout)["machines"][0]
+        assert env["FLY_API_HOSTNAME"] == "https://api.example"
+        assert env["FLY_TOKEN"] == "t"
+        assert env["FLY_REGION"] == "local"
+        assert env["FLY_MACHINE_ID"] == machine["id"]
+        assert taxiway(tmp_path, "secrets", "unset", "FLY_TOKEN").returncode == 0
+    finally:
+        taxiway(tmp_path, "down")
 
 
 def test_release_command_runs_first_with_its_own_environment(tmp_path: Path) -> None:
@@ -173,3 +204,32 @@ def test_console_without_a_command_says_what_to_add(tmp_path: Path) -> None:
     result = taxiway(tmp_path, "console")
     assert result.returncode == 1
     assert "has no console_command; add one" in result.stderr
+
+
+def test_the_images_env_is_below_env_secrets_and_the_platforms(tmp_path: Path) -> None:
+    """The Dockerfile's ENV (of the stage built) reaches the machines as the platform's
+    image would give it, under [env], secrets and the platform's variables."""
+    (tmp_path / "show_env.py").write_text(SHOW_ENV)
+    (tmp_path / "Dockerfile").write_text(
+        "FROM python:3.12 AS base\n"
+        "ENV PYTHONUNBUFFERED=1 \\\n    TOKEN=from-image\n"
+        "FROM base\n"
+        'ENV NODE_ENV production\nENV PATH="/app/.venv/bin:$PATH" PLAIN=from-image\n'
+        "ENV FLY_REGION=image\n"
+    )
+    write_app(tmp_path)
+    try:
+        assert taxiway(tmp_path, "secrets", "set", "TOKEN=from-secret").returncode == 0
+        shown = json.loads(taxiway(tmp_path, "config", "machines", "--json").stdout)
+        assert shown["web"]["image_env"]["PATH"] == "/app/.venv/bin:${PATH}"
+        assert "NODE_ENV=production" in taxiway(tmp_path, "config", "machines").stdout
+        assert taxiway(tmp_path, "up", "-d", "--driver", "process").returncode == 0
+        env = machine_env(tmp_path)
+        assert env["PYTHONUNBUFFERED"] == "1"
+        assert env["NODE_ENV"] == "production"
+        assert env["PLAIN"] == "plain"  # [env] wins over the image
+        assert env["TOKEN"] == "from-secret"  # and secrets over both
+        assert env["PATH"] == "/app/.venv/bin:" + os.environ["PATH"]
+        assert env["FLY_REGION"] == "local"
+    finally:
+        taxiway(tmp_path, "down")

@@ -192,6 +192,69 @@ def test_a_second_up_leaves_the_running_daemon_alone(tmp_path: Path) -> None:
         taxiway(tmp_path, "down")
 
 
+def test_two_ups_at_once_name_the_daemon_that_won(tmp_path: Path) -> None:
+    """The losing `up -d` names the winner's daemon, not the command that forked it (an
+    app with a release command settles its start-up in the command) nor a daemon that
+    ran before."""
+    (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
+    (tmp_path / "fly.toml").write_text(
+        'app = "race"\n[deploy]\nrelease_command = "true"\n'
+        f'[processes]\nworker = "{sys.executable} worker.py"\n'
+    )
+    command = [sys.executable, "-m", "taxiway", "up", "-d"]
+    try:
+        for _ in range(4):
+            ups = [
+                subprocess.Popen(
+                    command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                )
+                for _ in range(2)
+            ]
+            outputs = [up.communicate(timeout=60)[0].decode() for up in ups]
+            won = [re.search(r"^daemon pid (\d+);", out, re.M) for out in outputs]
+            winners = [m.group(1) for m in won if m]
+            assert len(winners) == 1, outputs
+            daemon = json.loads(taxiway(tmp_path, "status", "--json").stdout)
+            assert daemon["machines"], outputs
+            for out in outputs:
+                named = re.search(r"already running this app \(daemon pid (\S+)\)", out)
+                if named:
+                    assert named.group(1) == winners[0], outputs
+            assert taxiway(tmp_path, "down").returncode == 0
+    finally:
+        taxiway(tmp_path, "down")
+
+
+def test_the_state_folder_keeps_itself_out_of_git(tmp_path: Path) -> None:
+    """.taxiway holds the secrets' store, volumes and logs: git must not offer to commit
+    it, whether taxiway made the folder or finds one made before it wrote .gitignore."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "worker.py").write_text(textwrap.dedent(WORKER))
+    (tmp_path / "fly.toml").write_text(
+        f'app = "gitapp"\n[processes]\nworker = "{sys.executable} worker.py"\n'
+    )
+
+    def untracked() -> list[str]:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return sorted(line[3:] for line in out.splitlines())
+
+    assert taxiway(tmp_path, "secrets", "set", "TOKEN=x").returncode == 0
+    assert untracked() == ["fly.toml", "worker.py"]
+    (tmp_path / ".taxiway" / ".gitignore").unlink()  # a folder from before taxiway wrote it
+    assert ".taxiway/taxiway.db" in untracked()
+    try:
+        assert taxiway(tmp_path, "up", "-d").returncode == 0
+        assert untracked() == ["fly.toml", "worker.py"]
+    finally:
+        taxiway(tmp_path, "down")
+
+
 def test_up_detached_with_config_errors_leaves_no_trace(tmp_path: Path) -> None:
     (tmp_path / "fly.toml").write_text('app = "bad"\n[processes]\nweb = 3\n')
     result = taxiway(tmp_path, "up", "-d")

@@ -143,3 +143,48 @@ def test_files_appear_at_their_guest_path_with_the_platforms_content(tmp_path: P
         for folder in (where / "sub", where):
             if folder.exists():
                 folder.rmdir()
+
+
+def test_mount_points_taxiway_made_on_the_host_go_when_the_machines_stop(
+    tmp_path: Path,
+) -> None:
+    """A [[files]] guest_path or a volume destination that didn't exist is made on the
+    host as a mount point; once no machine mounts anything there it is removed, while
+    what existed before stays."""
+    host = Path(f"/tmp/taxiway-mount-points-{uuid.uuid4().hex[:8]}")  # stands for /etc
+    host.mkdir()
+    (host / "kept.conf").write_text("the host's own\n")
+    guest_file, guest_dir = host / "app.conf", host / "new" / "data"
+    (tmp_path / "show.py").write_text(
+        "import sys, time\n"
+        f"print('conf', repr(open({str(guest_file)!r}).read()), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    (tmp_path / "fly.toml").write_text(
+        'app = "mountpoints"\nkill_signal = "SIGTERM"\n'
+        f'[processes]\napp = "{sys.executable} show.py"\n'
+        f'[[files]]\nguest_path = "{guest_file}"\nraw_value = "made for the machine"\n'
+        f'[[files]]\nguest_path = "{host / "kept.conf"}"\nraw_value = "shown over the host\'s"\n'
+        f'[[mounts]]\nsource = "data"\ndestination = "{guest_dir}"\n'
+    )
+    try:
+        assert taxiway(tmp_path, "up", "-d").returncode == 0
+        assert taxiway(tmp_path, "scale", "count", "app=2").returncode == 0
+        deadline = time.monotonic() + 10
+        while (out := taxiway(tmp_path, "logs").stdout).count("made for the machine") < 2:
+            assert time.monotonic() < deadline, out
+            time.sleep(0.1)
+        assert guest_file.exists() and guest_dir.is_dir()
+        first = json.loads(taxiway(tmp_path, "status", "--json").stdout)["machines"][0]
+        assert taxiway(tmp_path, "machine", "stop", first["id"]).returncode == 0
+        assert guest_file.exists() and guest_dir.is_dir()  # the other machine mounts them
+        assert taxiway(tmp_path, "down").returncode == 0
+        assert sorted(p.name for p in host.iterdir()) == ["kept.conf"]
+        assert (host / "kept.conf").read_text() == "the host's own\n"
+    finally:
+        taxiway(tmp_path, "down")
+        for path in (guest_file, host / "kept.conf"):
+            path.unlink(missing_ok=True)
+        for folder in (guest_dir, guest_dir.parent, host):
+            if folder.is_dir():
+                folder.rmdir()

@@ -853,7 +853,7 @@ def test_env_list_errors_point_into_the_right_table(tmp_path: Path) -> None:
     )
     assert diag(loaded, "env").line == 2
     fly = diag(loaded, "env.FLY_B")
-    assert (fly.severity, fly.line) == (ERROR, 5)
+    assert (fly.severity, fly.line) == (WARNING, 5)
     coerced = diag(loaded, "env.N")
     assert (coerced.severity, coerced.line) == (WARNING, 6)
     assert loaded.config.env == {"A": "1", "FLY_B": "2", "N": "7"}

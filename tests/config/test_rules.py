@@ -101,7 +101,7 @@ def test_kill_timeout_up_to_300_seconds_is_fine(tmp_path: Path, value: str) -> N
     assert problems(load(tmp_path, f'app = "a"\nkill_timeout = {value}\n')) == []
 
 
-def test_env_names_starting_with_fly_are_errors(tmp_path: Path) -> None:
+def test_env_names_starting_with_fly_are_warnings(tmp_path: Path) -> None:
     loaded = load(
         tmp_path,
         'app = "a"\n'  # 1
@@ -110,7 +110,14 @@ def test_env_names_starting_with_fly_are_errors(tmp_path: Path) -> None:
         '  FLY_REGION = "ams"\n'  # 4
         '  fly_lower = "ok"\n',  # 5
     )
-    d = check(loaded, "env.FLY_REGION", ERROR, 4, "cannot begin with FLY_")
+    d = check(
+        loaded,
+        "env.FLY_REGION",
+        WARNING,
+        4,
+        "cannot begin with FLY_ (as this could clash with the runtime environment)",
+        "the platform accepts it",
+    )
     assert d.path == ("env", "FLY_REGION")
     # Names are case-sensitive: only FLY_ is reserved.
     assert [x.path_str for x in problems(loaded)] == ["env.FLY_REGION"]
@@ -845,16 +852,28 @@ def test_snapshot_retention_1_to_60_is_fine(tmp_path: Path, days: int) -> None:
     assert problems(loaded) == []
 
 
-@pytest.mark.parametrize("size", ['"500mb"', '"15Mb"', "0"])
-def test_initial_size_under_1gb_is_an_error(tmp_path: Path, size: str) -> None:
+@pytest.mark.parametrize(
+    ("size", "phrase"),
+    [
+        ('"500mb"', "smaller than 1GB"),
+        ('"15Mb"', "smaller than 1GB"),
+        ("0", "smaller than 1GB"),
+        ('"501gb"', "larger than 500GB"),
+        ('"1tb"', "larger than 500GB"),
+        ("1000", "larger than 500GB"),
+    ],
+)
+def test_initial_size_outside_1gb_to_500gb_is_an_error(
+    tmp_path: Path, size: str, phrase: str
+) -> None:
     loaded = load(
         tmp_path,
         f'app = "a"\n[[mounts]]\n  source = "d"\n  destination = "/d"\n  initial_size = {size}\n',
     )
-    check(loaded, "mounts[0].initial_size", ERROR, 5, "smaller than 1GB")
+    check(loaded, "mounts[0].initial_size", ERROR, 5, phrase)
 
 
-@pytest.mark.parametrize("size", ['"1gb"', '"1024mb"', "1", '"30GB"'])
+@pytest.mark.parametrize("size", ['"1gb"', '"1024mb"', "1", '"30GB"', '"500gb"'])
 def test_initial_size_of_at_least_1gb_is_fine(tmp_path: Path, size: str) -> None:
     loaded = load(
         tmp_path,

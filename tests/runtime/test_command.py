@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from taxiway.config.loader import load_config
+from taxiway.plan.dockerfile import image_config, read_dockerfile
 from taxiway.plan.machine import plan_machines
-from taxiway.runtime.command import CommandError, image_config, read_dockerfile, resolve_argv
+from taxiway.runtime.command import CommandError, resolve_argv
 
 
 def plan(tmp_path: Path, toml: str) -> tuple[dict, object]:

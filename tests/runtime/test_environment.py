@@ -65,3 +65,26 @@ def test_region_is_primary_region_or_local() -> None:
 
 def test_private_addresses_are_unique_per_machine() -> None:
     assert len({private_ip(3, i) for i in range(500)}) == 500
+
+
+def test_the_image_env_is_below_env_and_takes_base_image_values_from_the_host() -> None:
+    env = machine_env(
+        {"NODE_ENV": "from-env", "FLY_PROCESS_GROUP": "web"},
+        {"TOKEN": "secret"},
+        runtime(),
+        image={
+            "NODE_ENV": "production",
+            "PYTHONUNBUFFERED": "1",
+            "TOKEN": "image",
+            "PATH": "/app/bin:${PATH}",
+            "MISSING": "x${NOT_ON_THE_HOST}y",
+            "FLY_REGION": "image",
+        },
+        host={"PATH": "/usr/bin", "NOT_ON_THE_HOST": "no"},
+    )
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["NODE_ENV"] == "from-env"  # [env] wins over the image
+    assert env["TOKEN"] == "secret"
+    assert env["PATH"] == "/app/bin:/usr/bin"
+    assert env["MISSING"] == "xy"  # only the host variables a machine gets stand in
+    assert env["FLY_REGION"] == "ams"

@@ -109,7 +109,7 @@ def test_open_refuses_a_file_that_is_not_a_database_and_leaves_it(state_dir: Pat
     state_dir.mkdir()
     junk = b"this is not SQLite, but someone's notes" * 100
     (state_dir / "taxiway.db").write_bytes(junk)
-    with pytest.raises(StateError, match=r"taxiway\.db is not a usable taxiway state store"):
+    with pytest.raises(StateError, match=r"taxiway\.db is damaged .*taxiway state recover"):
         Store.open(state_dir)
     assert (state_dir / "taxiway.db").read_bytes() == junk
 
@@ -512,6 +512,19 @@ def test_extend_never_shrinks(store: Store) -> None:
         store.extend_volume(volume.id, 20)
 
 
+@pytest.mark.parametrize("size", [501, 1e30])
+def test_a_volume_is_at_most_500_gb(store: Store, size: float) -> None:
+    volume = store.create_volume("hello", "data", 500, "ams", "/v/1")
+    with pytest.raises(StateError) as too_big:
+        store.extend_volume(volume.id, size)
+    assert str(too_big.value) == (
+        f"volume {volume.id} (data) can't be {size:g} GB: the platform's largest volume is 500 GB"
+    )
+    with pytest.raises(StateError, match="the platform's largest volume is 500 GB"):
+        store.create_volume("hello", "big", size, "ams", "/v/2")
+    assert store.get_volume(volume.id).size_gb == 500.0  # type: ignore[union-attr]
+
+
 def test_destroy_refuses_while_attached(store: Store) -> None:
     store.add_machine(machine())
     volume = store.create_volume("hello", "data", 1, "ams", "/v/1")
@@ -780,3 +793,38 @@ def test_only_machine_states_and_events_skip_the_commit_fsync(tmp_path: Path) ->
         assert synchronous() == 2  # restored after a non-durable write
         s.set_secrets("hello", {"A": "x"})
         assert synchronous() == 2
+
+
+def test_an_empty_database_beside_an_earlier_states_files_is_refused(state_dir: Path) -> None:
+    (state_dir / "volumes" / "vol_0123456789abcdef").mkdir(parents=True)
+    (state_dir / "logs").mkdir()
+    (state_dir / "logs" / "d8d4017a0d1438.log").write_text("")
+    with pytest.raises(StateError) as missing:
+        Store.open(state_dir)
+    assert str(missing.value) == (
+        f"{state_dir / 'taxiway.db'} is missing, but {state_dir} holds 1 volume folder "
+        "(vol_0123456789abcdef) and 1 machine log from an earlier state; the app's secrets, "
+        "releases and volumes would be lost: restore taxiway.db from a backup, or run "
+        "`taxiway state recover` to start from an empty state that keeps the volume folders "
+        "as unattached volumes"
+    )
+    assert not (state_dir / "taxiway.db").exists()
+    with Store.open(state_dir, fresh_ok=True) as first:
+        first.ensure_app("hello", "/app/fly.toml")
+        # A new file in WAL mode may stay empty while its data is in -wal: not refused.
+        with Store.open(state_dir) as second:
+            assert second.get_app("hello") is not None
+
+
+def test_a_database_emptied_of_its_rows_is_refused_too(state_dir: Path) -> None:
+    with Store.open(state_dir) as store:
+        store.ensure_app("hello", "/app/fly.toml")
+        store.create_volume("hello", "data", 1, "ams", state_dir / "volumes" / "v")
+    (state_dir / "volumes" / "vol_0123456789abcdef").mkdir(parents=True)
+    with Store.open(state_dir) as store:
+        store._db.execute("DELETE FROM volumes")
+        store._db.execute("DELETE FROM apps")
+    with pytest.raises(StateError, match=r"taxiway\.db holds no app, but .* 1 volume folder"):
+        Store.open(state_dir)
+    with Store.open(state_dir, fresh_ok=True) as store:
+        assert store.get_app("hello") is None

@@ -13,7 +13,7 @@ import json
 import h11
 
 from taxiway.api.routing import HTTPError, Request, Router
-from taxiway.errors import TaxiwayError
+from taxiway.errors import TaxiwayError, os_error_sentence
 from taxiway.runtime.lifecycle import TransitionError
 
 MAX_BODY = 1024 * 1024
@@ -76,6 +76,8 @@ async def _answer(
         status, result = 409, {"error": str(exc)}
     except TaxiwayError as exc:
         status, result = 400, {"error": str(exc)}
+    except OSError as exc:  # the host's doing (a full disk), not a bug
+        status, result = 500, {"error": os_error_sentence(exc)}
     except Exception as exc:  # a bug: answer with a sentence, keep the daemon up
         status = 500
         result = {"error": f"internal error (a bug, please report it): {type(exc).__name__}: {exc}"}

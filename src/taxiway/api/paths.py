@@ -13,6 +13,8 @@ import msgspec
 STATE_DIR_NAME = ".taxiway"
 #: sun_path holds 108 bytes; longer socket paths go to a short runtime directory.
 _MAX_SOCKET_PATH = 100
+#: Written into the state folder: git ignores everything in it, this file included.
+GITIGNORE = "# written by taxiway: this folder holds secrets, volumes and logs\n*\n"
 
 
 class AppPaths(msgspec.Struct, frozen=True):
@@ -47,7 +49,15 @@ class AppPaths(msgspec.Struct, frozen=True):
         return self.state_dir / "certs"
 
     def ensure(self) -> None:
-        """Create the state folder, private to its owner (it holds secrets)."""
+        """Create the state folder, private to its owner (it holds secrets), and keep it
+        out of git: it holds the store with secret values, volumes and logs, and a
+        `git add .` beside fly.toml must not commit them."""
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)
         self.logs.mkdir(mode=0o700, exist_ok=True)
+        ignore = self.state_dir / ".gitignore"
+        if not ignore.exists():
+            try:
+                ignore.write_text(GITIGNORE)
+            except OSError:  # e.g. a full disk: not worth failing the command for
+                ignore.unlink(missing_ok=True)

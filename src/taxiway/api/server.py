@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from taxiway.api.routing import HTTPError, Request, Result, Router
-from taxiway.errors import TaxiwayError
+from taxiway.errors import TaxiwayError, os_error_sentence
 from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.machine import SupervisedMachine
 
@@ -299,6 +299,8 @@ async def _progress_stream(
         yield _ndjson({"release": release_json(task.result(), runtime.release)})
     elif isinstance(exc, TaxiwayError):
         yield _ndjson({"error": str(exc)})
+    elif isinstance(exc, OSError):  # the host's doing (a full disk), not a bug
+        yield _ndjson({"error": os_error_sentence(exc)})
     else:
         yield _ndjson({"error": f"internal error (a bug, please report it): {exc!r}"})
 

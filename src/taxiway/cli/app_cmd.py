@@ -151,7 +151,9 @@ def _up_detached(config: str | None, options: DaemonOptions) -> int:
             # the release's code digest walks the app's folder (tens of ms for thousands
             # of files): taken here, it costs nothing, the daemon is still importing
             code = code_digest(loaded.base_dir, config_file=loaded.source.path)
-            startup = prepare(loaded, paths, options.driver, code, asked_by=options.driver_asked_by)
+            startup = prepare(
+                loaded, paths, options.driver, code, holder=pid, asked_by=options.driver_asked_by
+            )
             try:
                 hand_over(channel, pickle.dumps(startup), startup.lock_fd)
             finally:

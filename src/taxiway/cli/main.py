@@ -335,6 +335,19 @@ def _add_volumes(commands: Commands) -> None:
     volumes.set_defaults(usage_of=volumes)
 
 
+def _add_state(commands: Commands) -> None:
+    state = commands.add_parser("state", help="the app's state folder (.taxiway)")
+    state_commands = state.add_subparsers(dest="state_command", metavar="COMMAND")
+    recover = state_commands.add_parser(
+        "recover",
+        help="start again from a lost or damaged taxiway.db, keeping the volume folders "
+        "as unattached volumes",
+    )
+    _add_config_option(recover)
+    recover.set_defaults(handler="taxiway.cli.state_cmd:state")
+    state.set_defaults(usage_of=state)
+
+
 def _add_checks(commands: Commands) -> None:
     checks = _command(
         commands,
@@ -473,6 +486,7 @@ _COMMANDS: dict[str, Callable[[Commands], None]] = {
     "secrets": _add_secrets,
     "console": _add_console,
     "volumes": _add_volumes,
+    "state": _add_state,
     "checks": _add_checks,
     "certs": _add_certs,
     "deploy": _add_deploy,
@@ -515,7 +529,9 @@ def main(
     except BrokenPipeError:
         return EXIT_OK
     except OSError as exc:  # the environment: a full disk, a name too long, …
-        print(f"taxiway: error: {exc.strerror or exc}", file=sys.stderr)
+        from taxiway.errors import os_error_sentence
+
+        print(f"taxiway: error: {os_error_sentence(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as exc:  # a bug: say so plainly, with where to look
         import traceback

@@ -54,6 +54,9 @@ def _group(spec: MachineSpec, show_statics: bool) -> str:
     lines.append(f"  stop      {spec.stop_config.signal}, then {spec.stop_config.timeout}")
     env = ", ".join(f"{k}={v}" for k, v in spec.env.items())
     lines.append(f"  env       {env}")
+    if spec.image_env:
+        image_env = ", ".join(f"{k}={v}" for k, v in spec.image_env.items())
+        lines.append(f"  image env {image_env} (the Dockerfile's ENV, below env)")
     return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,7 @@ import sys
 
 from taxiway.api.client import DaemonNotRunning
 from taxiway.cli.app_cmd import client_for, print_table
+from taxiway.config.names import PLATFORM_ENV_PREFIX, platform_prefix_warning
 from taxiway.errors import TaxiwayError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -31,6 +32,8 @@ def parse_assignments(items: list[str], where: str) -> dict[str, str]:
                 "e.g. DATABASE_URL=postgres://db/app"
             )
         _check_name(name)
+        if name.startswith(PLATFORM_ENV_PREFIX):
+            print(f"warning: {platform_prefix_warning(f'secret {name}')}", file=sys.stderr)
         values[name] = value
     return values
 
@@ -38,8 +41,6 @@ def parse_assignments(items: list[str], where: str) -> dict[str, str]:
 def _check_name(name: str) -> None:
     if not _NAME.match(name):
         raise TaxiwayError(f"'{name}' is not a valid secret name (letters, digits and _)")
-    if name.startswith("FLY_"):
-        raise TaxiwayError(f"secret {name}: names starting with FLY_ belong to the platform")
 
 
 def secrets(args: argparse.Namespace) -> int:
@@ -114,8 +115,8 @@ def console(args: argparse.Namespace) -> int:
     from taxiway.api.paths import AppPaths
     from taxiway.cli.config_cmd import load_valid
     from taxiway.config.names import app_name_for
+    from taxiway.plan.dockerfile import image_config
     from taxiway.runtime import ids
-    from taxiway.runtime.command import image_config
     from taxiway.runtime.oneoff import CONSOLE_GROUP, oneoff_argv, oneoff_env
     from taxiway.state.store import Store
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 from taxiway.cli.app_cmd import client_for, print_table
 from taxiway.errors import TaxiwayError
+from taxiway.state.records import VolumeRecord
+from taxiway.state.store import RECOVER_COMMAND
+from taxiway.state.volume_folders import remove_folder, unlisted_folders
 
 
 def volumes(args: argparse.Namespace) -> int:
@@ -48,6 +50,7 @@ def volumes(args: argparse.Namespace) -> int:
                         for v in records
                     ]
                 )
+            _note_unlisted(paths.state_dir, store.list_volumes(app, include_destroyed=True))
             return 0
         if command == "create":
             if args.size <= 0:
@@ -73,9 +76,21 @@ def volumes(args: argparse.Namespace) -> int:
             print(f"volume {volume.id} is now {volume.size_gb:g}GB")
             return 0
         store.destroy_volume(volume.id)
-        shutil.rmtree(Path(volume.path), ignore_errors=True)
+        remove_folder(volume)
         print(f"destroyed volume {volume.id} ({volume.name}) and its data")
         return 0
+
+
+def _note_unlisted(state_dir: Path, listed: list[VolumeRecord]) -> None:
+    """Volume folders the store doesn't know (a lost database) are never hidden."""
+    unlisted = unlisted_folders(state_dir, listed)
+    if unlisted:
+        print(
+            f"note: {len(unlisted)} volume folder(s) in {state_dir / 'volumes'} are not in the "
+            f"state store ({', '.join(f.name for f in unlisted)}); `{RECOVER_COMMAND}` "
+            "records them as unattached volumes",
+            file=sys.stderr,
+        )
 
 
 def _find(records: list, prefix: str):

@@ -536,7 +536,7 @@ class AppConfig(Section):
     env: Annotated[
         dict[str, str] | None,
         Meta(
-            description="Environment variables of every machine; names may not start with FLY_.",
+            description="Environment variables of every machine; FLY_ names get a warning.",
             extra_json_schema={
                 "x-input": {
                     "type": "object",

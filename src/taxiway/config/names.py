@@ -22,3 +22,22 @@ def app_name_for(config_path: Path, app: str | None) -> str:
     folder = config_path.resolve().parent.name.lower()
     cleaned = "".join(ch if ch.isalnum() else "-" for ch in folder).strip("-")
     return cleaned or "app"
+
+
+#: The prefix of the variables the platform sets in every machine.
+PLATFORM_ENV_PREFIX = "FLY_"
+
+
+def platform_prefix_warning(what: str) -> str:
+    """The warning for an ``[env]`` name or a secret starting with FLY_.
+
+    The reference (https://fly.io/docs/reference/configuration/#the-env-variables-section)
+    says such names are not allowed, yet the platform accepts them (production apps deploy
+    with ``FLY_API_HOSTNAME`` in ``[env]``); on a machine the platform's own values are set
+    last, so they win where a name collides.
+    """
+    return (
+        f"{what}: the reference says env variable names cannot begin with FLY_ (as this could "
+        "clash with the runtime environment); the platform accepts it, and a FLY_ variable "
+        "the platform sets itself keeps the platform's value"
+    )

@@ -31,10 +31,15 @@ from taxiway.config.model import (
     TLSOptions,
     TopLevelCheck,
 )
-from taxiway.config.names import volume_name_for
+from taxiway.config.names import (
+    PLATFORM_ENV_PREFIX,
+    platform_prefix_warning,
+    volume_name_for,
+)
 from taxiway.config.presets import CPU_COUNTS, GPU_COUNTS, GPU_KINDS, PRESETS
 from taxiway.config.units import (
     KNOWN_SIGNALS,
+    MAX_VOLUME_GB,
     duration_seconds,
     normalize_signal,
     parse_size_gb,
@@ -131,12 +136,8 @@ class _Rules:
 
     def env(self) -> None:
         for name in self.c.env or {}:
-            if name.startswith("FLY_"):
-                self.d.error(
-                    f"env.{name}: env variable names cannot begin with FLY_ (as this could clash "
-                    "with the runtime environment)",
-                    ("env", name),
-                )
+            if name.startswith(PLATFORM_ENV_PREFIX):
+                self.d.warning(platform_prefix_warning(f"env.{name}"), ("env", name))
             if name == "PRIMARY_REGION" and self.c.primary_region:
                 self.d.info(
                     "env.PRIMARY_REGION is overridden by primary_region, which sets it in every "
@@ -582,6 +583,12 @@ class _Rules:
                     "than 1GB",
                     (*path, "initial_size"),
                 )
+            elif m.initial_size is not None and parse_size_gb(m.initial_size) > MAX_VOLUME_GB:
+                self.d.error(
+                    f"{label} has an initial_size '{m.initial_size}' value which is larger "
+                    f"than {MAX_VOLUME_GB}GB, the platform's largest volume",
+                    (*path, "initial_size"),
+                )
             if m.snapshot_retention is not None and not 1 <= m.snapshot_retention <= 60:
                 self.d.error(
                     f"{label} has a snapshot_retention value which is not between 1 and 60 days "
@@ -630,9 +637,9 @@ class _Rules:
                 f"{label}: auto_extend_size_increment must be between 1GB and 100GB",
                 (*path, "auto_extend_size_increment"),
             )
-        if limit and not 1 <= limit <= 500:
+        if limit and not 1 <= limit <= MAX_VOLUME_GB:
             self.d.error(
-                f"{label}: auto_extend_size_limit must be between 1GB and 500GB",
+                f"{label}: auto_extend_size_limit must be between 1GB and {MAX_VOLUME_GB}GB",
                 (*path, "auto_extend_size_limit"),
             )
 

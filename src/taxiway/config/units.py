@@ -120,6 +120,12 @@ def parse_size_mb(value: str | int | float) -> int:
     return parse_size_bytes(value, MB) // MB
 
 
+#: The largest volume the platform makes, in GB: "The maximum volume size is 500GB"
+#: (https://fly.io/docs/volumes/overview/#volume-size); it is also the ceiling of
+#: ``auto_extend_size_limit``.
+MAX_VOLUME_GB = 500
+
+
 def parse_size_gb(value: str | int | float) -> float:
     """Volume-style size in decimal gigabytes: bare numbers are gigabytes, ``"500mb"`` is 0.5.
     May be fractional (``"15mb"`` → 0.015)."""

@@ -48,8 +48,8 @@ from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 from taxiway.config.model import AppConfig
+from taxiway.plan.dockerfile import image_config
 from taxiway.plan.machine import StaticSpec
-from taxiway.runtime.command import image_config
 
 #: The WORKDIR the platform's images commonly use, and the one assumed without a Dockerfile.
 DEFAULT_WORKDIR = "/app"

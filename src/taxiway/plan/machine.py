@@ -32,6 +32,7 @@ from taxiway.config.model import (
 from taxiway.config.names import volume_name_for
 from taxiway.config.presets import DEFAULT_GPU_PRESET, DEFAULT_PRESET, PRESETS
 from taxiway.config.units import duration_seconds, format_duration_ns, parse_size_gb, parse_size_mb
+from taxiway.plan.dockerfile import image_config
 
 # Platform defaults (FLY-SEMANTICS.md, Appendix C).
 DEFAULT_INTERNAL_PORT = 8080
@@ -174,6 +175,9 @@ class MachineSpec(Spec):
     group: str
     init: Init
     env: dict[str, str]
+    #: The image's ENV (the Dockerfile's built stage): machines get it below ``env``;
+    #: ``${VAR}`` where the base image would supply VAR (`taxiway.plan.dockerfile`).
+    image_env: dict[str, str]
     services: list[ServiceSpec]
     checks: list[Check]
     machine_checks: list[MachineCheckSpec]
@@ -203,6 +207,7 @@ def plan_group(config: AppConfig, group: str, *, base_dir: Path | None = None) -
         group=group,
         init=_init(config, group),
         env=_env(config, group),
+        image_env=image_config(config, base_dir or Path.cwd()).env,
         services=services,
         checks=_top_level_checks(config, group, default),
         machine_checks=_machine_checks(config, group, default),

@@ -46,7 +46,9 @@ class EarlyMachine(msgspec.Struct, kw_only=True):
         supervise (the loop must run by now)."""
         from taxiway.runtime.drivers.handle import ProcessHandle
 
-        return None if self.process is None else ProcessHandle(self.process, self.launch.log)
+        if self.process is None:
+            return None
+        return ProcessHandle(self.process, self.launch.log, self.launch.machine_id)
 
 
 def launch_early(roster: MachineRoster, driver: ProcessDriver) -> list[EarlyMachine] | None:

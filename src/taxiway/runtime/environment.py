@@ -1,14 +1,17 @@
 """A machine's environment, built as the platform builds it.
 
 Layers, later ones winning: the few host variables a process needs to run at all
-(PATH, HOME, locale; the platform's image has its own), the plan's env (``[env]``
-plus ``FLY_PROCESS_GROUP`` and ``PRIMARY_REGION``), the app's secrets (which win
-over ``[env]``, FLY-SEMANTICS.md §1), then the runtime variables the platform sets.
+(PATH, HOME, locale; the platform's image has its own), the image's ENV (from the
+Dockerfile; a ``${VAR}`` the base image would fill takes the host's value), the plan's
+env (``[env]`` plus ``FLY_PROCESS_GROUP`` and ``PRIMARY_REGION``), the app's secrets
+(which win over ``[env]``), then the runtime variables the platform sets, which win
+over a ``FLY_*`` name the user gave in ``[env]`` or as a secret.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 import msgspec
@@ -16,6 +19,8 @@ import msgspec
 #: Host variables passed through so commands resolve and print text as the user expects.
 HOST_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TERM", "USER", "LOGNAME")
 LOCAL_REGION = "local"
+#: What the plan leaves in the image's ENV where the base image would supply a value.
+_BASE_IMAGE_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class RuntimeVars(msgspec.Struct, kw_only=True):
@@ -53,12 +58,17 @@ def machine_env(
     secrets: Mapping[str, str],
     runtime: RuntimeVars,
     *,
+    image: Mapping[str, str] | None = None,
     extra: Mapping[str, str] | None = None,
     host: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The complete environment of one machine (``extra``: e.g. PORT, RELEASE_COMMAND)."""
+    """The complete environment of one machine (``image``: the image's ENV, the plan's
+    ``image_env``; ``extra``: e.g. PORT, RELEASE_COMMAND)."""
     host_env = os.environ if host is None else host
     env = {k: host_env[k] for k in HOST_PASSTHROUGH if k in host_env}
+    base = dict(env)  # the host stands in for the base image the Dockerfile builds on
+    for name, value in (image or {}).items():
+        env[name] = _BASE_IMAGE_REFERENCE.sub(lambda m: base.get(m.group(1), ""), value)
     env.update(plan_env)
     env.update(secrets)
     env.update(runtime.as_env())

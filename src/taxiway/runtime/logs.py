@@ -6,10 +6,15 @@ subscribers (`up`'s foreground output, `logs -f`). Files are private (0600) and
 rotate at 10 MB, keeping one previous file, so a chatty app can't fill the disk. Each
 line carries its machine's process group, so the files alone answer `logs --group`
 once no daemon runs, one-off machines (the release command) included.
+
+A line that can't be written (a full disk) is still handed to the live subscribers and
+never stops the machine or its output pump; once writing works again, the log says how
+many lines it could not keep.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -61,6 +66,11 @@ class MachineLog:
         #: Called with every line as it is written (`log_record`'s shape): a one-off's
         #: output shown while it runs, where no event loop task reads a queue.
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        #: Lines not written since the last one that was, and why (a full disk).
+        self._lost = 0
+        self._lost_reason = ""
+        #: A write stopped mid-line: the next record starts on a line of its own.
+        self._torn = False
 
     def _file(self) -> int:
         if self._fd is None:
@@ -71,17 +81,40 @@ class MachineLog:
         """Record one line of output (without its newline)."""
         text = data.decode("utf-8", errors="replace").rstrip("\r\n")
         entry = LogEntry(_now(), stream, text, self.group)
-        fields = {"ts": entry.ts, "stream": stream, "line": text}
-        if self.group:
-            fields["group"] = self.group
-        fd = self._file()
-        os.write(fd, (json.dumps(fields) + "\n").encode())
-        if os.fstat(fd).st_size > self.max_bytes:
-            self._rotate()
+        if self._lost:
+            note = (
+                f"[taxiway] {self._lost} line(s) of output could not be written to "
+                f"{self.path} ({self._lost_reason}) and are missing here"
+            )
+            if self._append(LogEntry(entry.ts, "system", note, self.group)):
+                self._lost = 0
+        if not self._append(entry):
+            self._lost += 1
         for queue in self._subscribers:
             queue.put_nowait(entry)
         for listener in self.listeners:
             listener(log_record(self.path.stem, self.group, entry))
+
+    def _append(self, entry: LogEntry) -> bool:
+        """Append one record to the file; False when it can't be (kept for live readers)."""
+        fields = {"ts": entry.ts, "stream": entry.stream, "line": entry.line}
+        if entry.group:
+            fields["group"] = entry.group
+        record = json.dumps(fields) + "\n"
+        data = ("\n" + record if self._torn else record).encode()
+        try:
+            fd = self._file()
+            written = os.write(fd, data)
+            if written < len(data):
+                self._torn = True
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self._torn = False
+            if os.fstat(fd).st_size > self.max_bytes:
+                self._rotate()
+        except OSError as exc:
+            self._lost_reason = (exc.strerror or str(exc)).lower()
+            return False
+        return True
 
     def system(self, message: str) -> None:
         """A note from the runtime about this machine (exits, restarts, stops)."""

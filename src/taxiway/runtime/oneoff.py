@@ -71,7 +71,7 @@ def oneoff_env(
         memory_mb=spec.guest.memory_mb,
         primary_region=config.primary_region,
     )
-    return machine_env(plan_env, secrets, runtime, extra=extra)
+    return machine_env(plan_env, secrets, runtime, image=spec.image_env, extra=extra)
 
 
 def oneoff_argv(command: str, loaded: LoadedConfig, image: ImageConfig, what: str) -> list[str]:

@@ -9,7 +9,9 @@ creates and launches its machines with it before it has imported asyncio
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,9 +19,10 @@ import msgspec
 
 from taxiway.config.loader import LoadedConfig
 from taxiway.errors import TaxiwayError
+from taxiway.plan.dockerfile import image_config
 from taxiway.plan.machine import MachineSpec, plan_machines
 from taxiway.runtime import ids
-from taxiway.runtime.command import image_config, resolve_argv
+from taxiway.runtime.command import resolve_argv
 from taxiway.runtime.drivers.base import Driver, LaunchSpec
 from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, region_for
 from taxiway.runtime.lifecycle import State
@@ -27,7 +30,7 @@ from taxiway.runtime.logs import MachineLog
 from taxiway.runtime.ports import allocate
 from taxiway.runtime.scope import scope_for, seed
 from taxiway.state import new_volume_id
-from taxiway.state.records import MachineRecord
+from taxiway.state.records import MachineRecord, StateError
 from taxiway.state.store import Store
 
 
@@ -76,6 +79,8 @@ class MachineRoster:
         #: What names this state folder's machines on the host (`taxiway.runtime.scope`).
         self.scope = scope_for(app, state_dir)
         self._seed = seed(self.scope)
+        #: Machines whose latest state the store could not take (see `record_change`).
+        self._unrecorded: set[str] = set()
         self.use_config(loaded)
 
     def use_config(self, loaded: LoadedConfig) -> None:
@@ -194,7 +199,13 @@ class MachineRoster:
         internal = internal_ports(spec)
         if internal:
             extra["PORT"] = str(info.ports.get(internal[0], internal[0]))
-        env = machine_env(spec.env, self.store.secret_values(self.app), runtime, extra=extra)
+        env = machine_env(
+            spec.env,
+            self.store.secret_values(self.app),
+            runtime,
+            image=spec.image_env,
+            extra=extra,
+        )
         return LaunchSpec(
             machine_id=info.id,
             group=spec.group,
@@ -305,15 +316,29 @@ class MachineRoster:
         )
 
     def record_change(self, info: MachineInfo, event: str) -> None:
-        """Keep a machine's new state (and the event that changed it) in the store."""
-        self.store.update_machine(info.id, **live_fields(info))
-        self.store.add_event(
-            self.app,
-            event,
-            machine_id=info.id,
-            status=info.state.value,
-            data={"exit_code": info.exit_code} if info.exit_code is not None else None,
-        )
+        """Keep a machine's new state (and the event that changed it) in the store.
+
+        A store that can't be written (a full disk) doesn't stop supervision: the
+        machine runs on, the daemon's log says so once, and the next change that can be
+        written stores the machine's whole current state again."""
+        try:
+            self.store.update_machine(info.id, **live_fields(info))
+            self.store.add_event(
+                self.app,
+                event,
+                machine_id=info.id,
+                status=info.state.value,
+                data={"exit_code": info.exit_code} if info.exit_code is not None else None,
+            )
+        except StateError as exc:
+            if not self._unrecorded:
+                _say(f"machine states are not being saved: {exc}")
+            self._unrecorded.add(info.id)
+            return
+        if info.id in self._unrecorded:
+            self._unrecorded.discard(info.id)
+            if not self._unrecorded:
+                _say("machine states are saved again")
 
     def status_document(
         self, machines: Iterable[tuple[MachineInfo, dict]], edge: list[dict]
@@ -368,3 +393,9 @@ def _now() -> str:
     from datetime import UTC, datetime
 
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _say(line: str) -> None:
+    """A line in the daemon's own output (its terminal, or daemon.log), if it can be written."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"taxiway: {line}", file=sys.stderr, flush=True)

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from taxiway.config.units import MAX_VOLUME_GB
 from taxiway.state.migrations import migrate, user_version
 from taxiway.state.records import (
     RELEASE_STATUSES,
@@ -46,10 +47,13 @@ from taxiway.state.records import (
     sha256_hex,
     validate,
 )
+from taxiway.state.volume_folders import earlier_state, write_label
 
-__all__ = ["DB_NAME", "Store"]
+__all__ = ["DB_NAME", "RECOVER_COMMAND", "DamagedStoreError", "Store"]
 
 DB_NAME = "taxiway.db"
+#: What a user runs when the database is lost or damaged (`taxiway.cli.state_cmd`).
+RECOVER_COMMAND = "taxiway state recover"
 #: Events kept per app (older ones are pruned).
 MAX_EVENTS = 10_000
 
@@ -85,6 +89,73 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
+def _failure(exc: sqlite3.DatabaseError, path: Path) -> Exception:
+    """The sentence for what the user's machine did to the store (a busy lock, a full
+    disk, a damaged file) as a `StateError`; anything else (a bug) as it is."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+        return StateError(
+            f"the state store {path} is busy: another process has held its write lock too "
+            "long; try again"
+        )
+    if code == sqlite3.SQLITE_FULL:
+        return StateError(
+            f"the disk holding {path} is full, so nothing was changed; free some space and "
+            "try again"
+        )
+    if code == sqlite3.SQLITE_IOERR:
+        return StateError(
+            f"the state store {path} could not be read or written ({exc}), so nothing was "
+            "changed; check the disk it is on and try again"
+        )
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return DamagedStoreError(_damaged(path, exc))
+    return exc
+
+
+class DamagedStoreError(StateError):
+    """The database file is not SQLite, or SQLite found it corrupt."""
+
+
+def _damaged(path: Path, exc: Exception) -> str:
+    return (
+        f"{path} is damaged ({exc}); restore it from a backup, or run `{RECOVER_COMMAND}` to "
+        "move it aside and start from an empty state that keeps the volume folders as "
+        "unattached volumes"
+    )
+
+
+def _is_empty(path: Path) -> bool:
+    """A database that holds nothing yet: missing, or empty with no write-ahead log (a
+    new file in WAL mode stays empty until its first checkpoint, its data in ``-wal``)."""
+    try:
+        if path.stat().st_size > 0:
+            return False
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # opening it says why
+    wal = path.with_name(path.name + "-wal")
+    return not wal.exists() or wal.stat().st_size == 0
+
+
+def _refuse_if_orphaning(state_dir: Path, what: str) -> None:
+    """Refuse a database that holds nothing (``what`` it is) while the folder holds what
+    an earlier state knew about: starting afresh would orphan it silently."""
+    found = earlier_state(state_dir)
+    if found:
+        raise StateError(
+            f"{state_dir / DB_NAME} {what}, but {state_dir} holds {_and(found)} from an "
+            "earlier state; the app's secrets, releases and volumes would be lost: restore "
+            f"{DB_NAME} from a backup, or run `{RECOVER_COMMAND}` to start from an empty "
+            "state that keeps the volume folders as unattached volumes"
+        )
+
+
+def _and(phrases: list[str]) -> str:
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
 def _use_wal(conn: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
     """Switch the file to WAL mode (a no-op once it is).
 
@@ -107,8 +178,6 @@ def _use_wal(conn: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
         )
 
 
-#: The platform's largest volume (https://fly.io/docs/volumes/overview/, "Volume size").
-MAX_VOLUME_GB = 500
 #: A volume's name on the platform: lowercase letters, digits and underscores, at most 30
 #: (the docs allow only alphanumerics and underscores, e.g.
 #: https://fly.io/docs/rails/advanced-guides/sqlite3/; the API refuses capitals and
@@ -116,15 +185,15 @@ MAX_VOLUME_GB = 500
 _VOLUME_NAME = re.compile(r"^[a-z0-9_]{1,30}$")
 
 
-def _size(value: float, volume: str) -> float:
+def _size(value: float, label: str) -> float:
+    """A volume size in GB, within what the platform makes; ``label``: "volume NAME"."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise StateError(f"volume {volume}: the size must be a number of GB, not {value!r}")
+        raise StateError(f"{label}: the size must be a number of GB, not {value!r}")
     if value <= 0:
-        raise StateError(f"volume {volume} needs a size above 0 GB, not {value:g} GB")
+        raise StateError(f"{label} needs a size above 0 GB, not {value:g} GB")
     if value > MAX_VOLUME_GB:
         raise StateError(
-            f"volume {volume} can't be {value:g} GB: the platform's volumes hold at most "
-            f"{MAX_VOLUME_GB} GB"
+            f"{label} can't be {value:g} GB: the platform's largest volume is {MAX_VOLUME_GB} GB"
         )
     return float(value)
 
@@ -156,15 +225,19 @@ class Store:
     # -- opening and closing ----------------------------------------------------------------
 
     @classmethod
-    def open(cls, state_dir: Path, *, busy_timeout: float = 5.0) -> Store:
+    def open(cls, state_dir: Path, *, busy_timeout: float = 5.0, fresh_ok: bool = False) -> Store:
         """Open (creating it if needed) the store in `state_dir` and bring its schema
         up to date.
 
         `busy_timeout` is how long a write waits for another process's write to finish
-        before giving up with a `StateError`.
+        before giving up with a `StateError`. A missing or empty database in a folder
+        that holds volumes, logs or certificates from an earlier state is refused (they
+        would be orphaned silently), unless `fresh_ok` (`taxiway state recover`).
         """
         state_dir = Path(state_dir)
         path = state_dir / DB_NAME
+        if not fresh_ok and _is_empty(path):
+            _refuse_if_orphaning(state_dir, "is empty" if path.exists() else "is missing")
         try:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             _chmod(state_dir, 0o700)
@@ -185,19 +258,14 @@ class Store:
             _use_wal(conn, path, busy_timeout)
             conn.execute("PRAGMA foreign_keys = ON")
             migrate(conn, f"the state store {path}")
-        except sqlite3.OperationalError as exc:
-            conn.close()
-            if _is_busy(exc):
-                raise StateError(
-                    f"the state store {path} is busy: another process has held its lock "
-                    "too long; try again"
-                ) from None
-            raise StateError(f"cannot open the state store {path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise StateError(
-                f"{path} is not a usable taxiway state store ({exc}); it was left as it is"
-            ) from None
+            failure = _failure(exc, path)
+            if failure is not exc:
+                raise failure from None
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StateError(f"cannot open the state store {path}: {exc}") from None
+            raise DamagedStoreError(_damaged(path, exc)) from None
         except BaseException:
             conn.close()
             raise
@@ -205,7 +273,23 @@ class Store:
             extra = path.with_name(path.name + suffix)
             with suppress(FileNotFoundError):
                 _chmod(extra, 0o600)
-        return cls(conn, path)
+        store = cls(conn, path)
+        if not fresh_ok and not store._rows("SELECT 1 FROM apps LIMIT 1"):
+            try:  # a store emptied of its rows: as lost as an empty file
+                _refuse_if_orphaning(state_dir, "holds no app")
+            except StateError:
+                store.close()
+                raise
+        return store
+
+    def damage(self) -> str | None:
+        """What SQLite's quick check finds wrong with the file (None: nothing)."""
+        try:
+            rows = self._rows("PRAGMA quick_check")
+        except StateError as exc:
+            return str(exc)
+        found = [str(row[0]) for row in rows]
+        return None if found == ["ok"] else "; ".join(found[:3])
 
     @property
     def schema_version(self) -> int:
@@ -248,35 +332,27 @@ class Store:
             try:
                 try:
                     self._db.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
-                    raise self._busy(exc) from None
+                except sqlite3.DatabaseError as exc:
+                    raise _failure(exc, self.path) from None
                 try:
                     yield self._db
                     self._db.execute("COMMIT")
                 except BaseException as exc:
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
-                    if isinstance(exc, sqlite3.OperationalError):
-                        raise self._busy(exc) from None
+                    if isinstance(exc, sqlite3.DatabaseError):
+                        raise _failure(exc, self.path) from None
                     raise
             finally:
                 if not durable:
                     self._db.execute("PRAGMA synchronous=FULL")
 
-    def _busy(self, exc: sqlite3.OperationalError) -> Exception:
-        if _is_busy(exc):
-            return StateError(
-                f"the state store {self.path} is busy: another process has held its write "
-                "lock too long; try again"
-            )
-        return exc
-
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
                 return self._db.execute(sql, tuple(params)).fetchall()
-            except sqlite3.OperationalError as exc:
-                raise self._busy(exc) from None
+            except sqlite3.DatabaseError as exc:
+                raise _failure(exc, self.path) from None
 
     def _one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         rows = self._rows(sql, params)
@@ -493,7 +569,7 @@ class Store:
             id=volume_id or new_volume_id(),
             name=_volume_name(name),
             app=app,
-            size_gb=_size(size_gb, name),
+            size_gb=_size(size_gb, f"volume {name}"),
             region=region,
             path=os.fspath(path),
             snapshot_retention=snapshot_retention,
@@ -513,6 +589,7 @@ class Store:
                 f"INSERT INTO volumes({columns}) VALUES ({marks})",
                 [getattr(record, c) for c in _VOLUME_FIELDS],
             )
+        write_label(record)
         return record
 
     def get_volume(self, volume_id: str) -> VolumeRecord | None:
@@ -592,7 +669,9 @@ class Store:
                 )
             if size == volume.size_gb:
                 return volume
-            return self._set_volume(db, volume, size_gb=size)
+            volume = self._set_volume(db, volume, size_gb=size)
+        write_label(volume)
+        return volume
 
     def destroy_volume(self, volume_id: str) -> VolumeRecord:
         """Mark the volume destroyed (the caller deletes its directory); refused while a

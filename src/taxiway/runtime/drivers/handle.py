@@ -16,6 +16,7 @@ import signal
 import subprocess
 from typing import IO
 
+from taxiway.runtime.drivers import mount_points
 from taxiway.runtime.leftovers import process_start_time
 from taxiway.runtime.logs import MachineLog
 
@@ -26,8 +27,12 @@ MAX_LINE = 64 * 1024
 class ProcessHandle:
     """A machine's main process and its process group (the process driver's machine)."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], log: MachineLog) -> None:
+    def __init__(
+        self, popen: subprocess.Popen[bytes], log: MachineLog, machine_id: str | None = None
+    ) -> None:
         self._popen = popen
+        #: Whose mount points (`mount_points`) go when the machine ends.
+        self._machine_id = machine_id
         self.pid = popen.pid
         self.pgid = popen.pid  # start_new_session: the leader's pid is the group's id
         self.start_time = process_start_time(popen.pid)
@@ -59,6 +64,8 @@ class ProcessHandle:
         self.send_signal(signal.SIGKILL)
         for pump in self._pumps:
             pump.close()
+        if self._machine_id is not None:
+            mount_points.release(self._machine_id)
 
     def alive(self) -> bool:
         try:

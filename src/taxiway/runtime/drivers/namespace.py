@@ -61,7 +61,7 @@ class NamespaceHandle(ProcessHandle):
         cgroup: cgroups.Cgroup,
         address: str,
     ) -> None:
-        super().__init__(popen, log)
+        super().__init__(popen, log, cgroup.machine_id)
         self.cgroup = cgroup
         #: The machine's IPv4 on the app's bridge.
         self.address = address

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from typing import TYPE_CHECKING
 
+from taxiway.runtime.drivers import mount_points
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec, start_process
 
 if TYPE_CHECKING:
@@ -38,8 +39,9 @@ def mounts_supported() -> bool:
 def with_mounts(spec: LaunchSpec) -> list[str]:
     """The machine's argv, run in its own mount namespace where each volume is bind-mounted
     at its destination. Only that namespace sees the mounts; on the host a missing
-    destination is created as an empty directory (as a container runtime creates mount
-    points). Without root the volume stays at its host path and the log says so."""
+    destination is made empty (as a container runtime makes mount points) and removed
+    again when the machine stops (`mount_points`). Without root the volume stays at its
+    host path and the log says so."""
     if not mounts_supported():
         for source, destination in spec.mounts:
             spec.log.system(
@@ -47,6 +49,13 @@ def with_mounts(spec: LaunchSpec) -> list[str]:
                 "private mount namespace (run taxiway as root), so the app doesn't see it there"
             )
         return spec.argv
+    try:
+        mount_points.claim(spec.machine_id, spec.mounts)
+    except OSError as exc:
+        raise DriverError(
+            f"machine {spec.machine_id} ({spec.group}): cannot make the mount point "
+            f"{exc.filename}: {exc.strerror}"
+        ) from None
     pairs = [str(part) for source, destination in spec.mounts for part in (source, destination)]
     return [
         "unshare",
@@ -72,20 +81,26 @@ class ProcessDriver:
 
     def start(self, spec: LaunchSpec) -> subprocess.Popen[bytes]:
         """Start the machine's process, or raise `DriverError` saying why it can't."""
-        who = f"machine {spec.machine_id} ({spec.group})"
         argv = with_mounts(spec) if spec.mounts else spec.argv
         try:
             return start_process(argv, cwd=spec.cwd, env=spec.env)
-        except FileNotFoundError:
-            if not spec.cwd.is_dir():
-                raise DriverError(f"{who}: folder {spec.cwd} does not exist") from None
-            raise DriverError(f"{who}: command not found: {spec.argv[0]}") from None
-        except PermissionError:
-            raise DriverError(f"{who}: {spec.argv[0]} is not executable") from None
         except OSError as exc:
-            raise DriverError(f"{who}: cannot start {spec.argv[0]}: {exc.strerror}") from None
+            mount_points.release(spec.machine_id)  # it never ran: nothing is mounted there
+            raise _start_error(spec, exc) from None
 
     async def launch(self, spec: LaunchSpec) -> ProcessHandle:
         from taxiway.runtime.drivers.handle import ProcessHandle
 
-        return ProcessHandle(self.start(spec), spec.log)
+        return ProcessHandle(self.start(spec), spec.log, spec.machine_id)
+
+
+def _start_error(spec: LaunchSpec, exc: OSError) -> DriverError:
+    """Why the machine's process could not start, in one sentence."""
+    who = f"machine {spec.machine_id} ({spec.group})"
+    if isinstance(exc, FileNotFoundError):
+        if not spec.cwd.is_dir():
+            return DriverError(f"{who}: folder {spec.cwd} does not exist")
+        return DriverError(f"{who}: command not found: {spec.argv[0]}")
+    if isinstance(exc, PermissionError):
+        return DriverError(f"{who}: {spec.argv[0]} is not executable")
+    return DriverError(f"{who}: cannot start {spec.argv[0]}: {exc.strerror}")
