@@ -231,8 +231,8 @@ class Store:
 
         `busy_timeout` is how long a write waits for another process's write to finish
         before giving up with a `StateError`. A missing or empty database in a folder
-        that holds volumes, logs or certificates from an earlier state is refused (they
-        would be orphaned silently), unless `fresh_ok` (`taxiway state recover`).
+        that holds volumes or logs from an earlier state is refused (they would be
+        orphaned silently), unless `fresh_ok` (`taxiway state recover`).
         """
         state_dir = Path(state_dir)
         path = state_dir / DB_NAME

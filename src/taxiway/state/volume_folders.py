@@ -1,13 +1,13 @@
 """What a state folder holds beside its database, so a lost database orphans nothing.
 
 The store is the record of an app's volumes, secrets and releases; the data of each
-volume is a folder, ``.taxiway/volumes/<id>``, and machine logs and the edge's
-certificates are files. When the database is empty or damaged while such things exist,
-starting afresh would silently hide them (a new empty volume attached, the old one
-unlisted): the store refuses instead, naming what it found (`earlier_state`), and
-`taxiway state recover` records each volume folder again as an unattached volume, with
-the name, size and region its label (``<id>.json`` beside the folder, written whenever
-the store creates or extends a volume) remembers, so the next `up` attaches it again.
+volume is a folder, ``.taxiway/volumes/<id>``, and machine logs are files. When the
+database is empty or damaged while such things exist, starting afresh would silently
+hide them (a new empty volume attached, the old one unlisted): the store refuses
+instead, naming what it found (`earlier_state`), and `taxiway state recover` records
+each volume folder again as an unattached volume, with the name, size and region its
+label (``<id>.json`` beside the folder, written whenever the store creates or extends
+a volume) remembers, so the next `up` attaches it again.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from taxiway.state.records import VolumeRecord
 
 VOLUMES_DIR = "volumes"
 LOGS_DIR = "logs"
-CERTS_DIR = "certs"
 
 
 class VolumeLabel(msgspec.Struct, kw_only=True):
@@ -79,7 +78,9 @@ def volume_folders(state_dir: Path) -> list[Path]:
 
 
 def earlier_state(state_dir: Path) -> list[str]:
-    """What the folder holds from an earlier state (phrases; empty: nothing)."""
+    """What the folder holds from an earlier state (phrases; empty: nothing). The edge's
+    certificates alone don't count: `taxiway certs` makes them before any `up` (to trust
+    the CA first), and a state that ran has machine logs anyway."""
     found = []
     folders = volume_folders(state_dir)
     if folders:
@@ -91,9 +92,6 @@ def earlier_state(state_dir: Path) -> list[str]:
         logs = []
     if logs:
         found.append(_count(len(logs), "machine log"))
-    with contextlib.suppress(OSError):
-        if any((state_dir / CERTS_DIR).iterdir()):
-            found.append("the edge's certificates")
     return found
 
 
