@@ -505,6 +505,70 @@ def test_idle_keep_alive_connections_are_closed(tmp_path: Path, backends: list[B
         et.close()
 
 
+class SilentMachine:
+    """A machine that accepts connections and reads requests but never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_a_machine_that_never_answers_gets_the_timeout_error(tmp_path: Path) -> None:
+    """The wait for a response head is bounded by http_options.idle_timeout (1 s here):
+    the client gets a 504 naming the machine, and the connection goes on."""
+    machine = SilentMachine()
+    toml = HTTP_SERVICE.format(
+        force="false", ctype="requests", extra="http_options = { idle_timeout = 1 }"
+    )
+    et = EdgeThread(StaticFleet("demo", [member("m1", machine.port)]), plan(tmp_path, toml))
+    try:
+        with socket.create_connection(("127.0.0.1", et.port(80)), timeout=30) as sock:
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, body = read_response(sock)
+            assert status == 504
+            assert b"machine m1 sent no response within 1 s (PC05)" in body
+        assert et.settle()["load"] == {}
+    finally:
+        et.close()
+        machine.close()
+
+
+def test_a_stream_is_not_cut_by_the_response_timeout(
+    tmp_path: Path, backends: list[Backend]
+) -> None:
+    """Once the head came, a quiet stream outlives idle_timeout (the SSE waits 2.5 s)."""
+    toml = HTTP_SERVICE.format(
+        force="false", ctype="requests", extra="http_options = { idle_timeout = 1 }"
+    )
+    et = start(tmp_path, backends[:1], toml)
+    try:
+        with socket.create_connection(("127.0.0.1", et.port(80)), timeout=30) as sock:
+            sock.sendall(b"GET /sse?n=2&wait=2.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+            buf = b""
+            while not buf.endswith(b"0\r\n\r\n"):
+                chunk = sock.recv(4096)
+                assert chunk, f"the edge cut the stream after {buf!r}"
+                buf += chunk
+            assert b"data: 1" in buf
+    finally:
+        et.close()
+
+
 class FakeStatics:
     """The statics hook: answers /static/hello.txt, passes everything else on."""
 

@@ -587,7 +587,18 @@ class HttpClientConnection(asyncio.Protocol):
             self._refuse(408, "the request headers did not arrive in time")
             return
         if ex is not None and ex.body_done and self.parsing is None:
-            deadline = now + site.idle_timeout  # waiting for the machine: not idle
+            if ex.up is not None and not ex.head_written and ex.sent_at:
+                # Waiting for the machine's response head: bounded by the idle timeout of
+                # the connection to the machine. Once the head came, a slow body, SSE or
+                # a WebSocket is never cut here.
+                deadline = ex.sent_at + site.idle_timeout
+                if now >= deadline:
+                    ex.response_timed_out(site.idle_timeout)
+                    if not self.closed:  # a pipelined request may go on
+                        self.timer = self.loop.call_later(site.idle_timeout, self._tick)
+                    return
+            else:
+                deadline = now + site.idle_timeout  # routing (bounded on its own) or streaming
         else:
             deadline = self.last_activity + site.idle_timeout
         if now >= deadline:

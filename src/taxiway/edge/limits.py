@@ -11,6 +11,12 @@ them and nginx is the peer the edge is measured against:
 - 60 s to send a request's headers (nginx ``client_header_timeout``) → **408**;
 - 60 s idle keep-alive client connections (``http_options.idle_timeout`` overrides it;
   the platform's default is unconfirmed, nginx's is 75 s, the platform's old TCP one 60 s);
+- the same idle timeout bounds the wait for a machine's response head once the request
+  was sent (the platform's reference calls ``idle_timeout`` the timeout "for connections
+  to your app": https://fly.io/docs/reference/configuration/#http_service-http_options):
+  then **504** with PC05 ("connection timed out",
+  https://fly.io/docs/monitoring/error-codes/); a response whose head came (SSE, a slow
+  download, a WebSocket) is never cut by it;
 - request bodies up to **1 MB** are kept for ``fly-replay``; upstream keep-alive
   connections are reused for about **4 s** (the platform's pooling window).
 """
