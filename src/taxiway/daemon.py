@@ -158,6 +158,8 @@ class EdgeSlot:
         )
         await edge.start()
         self.edge = edge
+        if edge.statics is not None:  # e.g. a guest_path it won't serve: `up` says so
+            runtime.notices.extend(f"statics: {m}" for m in edge.statics.diagnostics)
         runtime.before_stop = edge.drain
         runtime.edge_bindings = edge.bindings
 
