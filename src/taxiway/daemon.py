@@ -142,8 +142,11 @@ class EdgeSlot:
             spec.services or spec.statics for spec in self.runtime.specs.values()
         ):
             return
+        from taxiway.edge.admission import raise_file_limit
         from taxiway.edge.app import AppEdge
         from taxiway.runtime.fleet import RuntimeFleet
+
+        raise_file_limit()  # the edge's connection cap is a share of it
 
         runtime = self.runtime
         edge = AppEdge(
