@@ -14,24 +14,8 @@ import time
 from pathlib import Path
 
 from cli_runner import run_taxiway as taxiway
-
-#: /health answers how many times it was asked, so a check's output changes every run.
-APP = """
-import itertools, os, signal, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-hits = itertools.count(1)
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = (f"health {next(hits)}" if self.path == "/health" else "hello").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-"""
+from machine_apps import ECHO_ID_APP
+from process_watch import wait_for
 
 NOFILE = 400
 FLOOD = 450  # more than the daemon's every descriptor
@@ -51,13 +35,13 @@ def check_output(app: Path) -> tuple[str, str]:
 
 def test_a_connection_flood_is_shed_and_the_daemon_keeps_working(tmp_path: Path) -> None:
     port = free_port()
-    (tmp_path / "web.py").write_text(APP)
+    (tmp_path / "web.py").write_text(ECHO_ID_APP)
     (tmp_path / "fly.toml").write_text(
         f'app = "flood"\n[processes]\nweb = "{sys.executable} web.py"\n'
         '[[services]]\ninternal_port = 8080\nprocesses = ["web"]\n'
         f'[[services.ports]]\nport = {port}\nhandlers = ["http"]\n'
         '[[services.http_checks]]\ninterval = "1s"\ntimeout = "1s"\ngrace_period = "1s"\n'
-        'path = "/health"\n'
+        'path = "/hits"\n'
     )
 
     def few_descriptors() -> None:
@@ -76,10 +60,7 @@ def test_a_connection_flood_is_shed_and_the_daemon_keeps_working(tmp_path: Path)
             check=False,
         )
         assert up.returncode == 0, up.stderr
-        deadline = time.monotonic() + 20
-        while check_output(tmp_path)[0] != "passing":
-            assert time.monotonic() < deadline, check_output(tmp_path)
-            time.sleep(0.2)
+        wait_for(lambda: check_output(tmp_path)[0] == "passing", "the health check to pass")
 
         for _ in range(FLOOD):
             flood.append(socket.create_connection(("127.0.0.1", port), timeout=10))
@@ -88,10 +69,7 @@ def test_a_connection_flood_is_shed_and_the_daemon_keeps_working(tmp_path: Path)
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["machines"][0]["state"] == "started"
         first = check_output(tmp_path)
-        deadline = time.monotonic() + 10
-        while check_output(tmp_path) == first:
-            assert time.monotonic() < deadline, f"no health check ran during the flood: {first}"
-            time.sleep(0.2)
+        wait_for(lambda: check_output(tmp_path) != first, "a health check during the flood")
         assert check_output(tmp_path)[0] == "passing"
         # The shed connections are answered (503) and closed at once; the others idle.
         shed = 0
