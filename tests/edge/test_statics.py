@@ -418,9 +418,11 @@ def test_the_state_folder_and_hidden_names_are_never_served(
     ):
         (app / name).parent.mkdir(parents=True, exist_ok=True)
         (app / name).write_text("secret" if "ok" not in name else "ok")
+    (app / "public" / "state").symlink_to(app / ".taxiway")
     s = statics(app, StaticSpec(guest_path=guest, url_prefix="/x"))
     assert s.diagnostics == []
     assert get(s, path) is None
+    assert get(s, b"/x/public/state/daemon.log") is None  # nor through a symlink
     assert get(s, b"/x/public/ok.txt").body == b"ok"  # the folder itself is served
 
 
