@@ -172,10 +172,12 @@ class TlsAcceptor:
     async def _handshake(self, conn: socket.socket) -> None:
         admission = self.admission
         factory = self.factory
+        made: list[asyncio.Protocol] = []
 
         def admitted() -> asyncio.Protocol:
             proto = factory()
             proto.admission = admission  # type: ignore[attr-defined]
+            made.append(proto)
             return proto
 
         try:
@@ -185,9 +187,10 @@ class TlsAcceptor:
                 admitted, conn, ssl=self.context, ssl_handshake_timeout=self.timeout_s
             )
         except (Exception, asyncio.CancelledError):
-            # Failed, timed out, cancelled, or the client left: the protocol was never
-            # made, so the slot is given back here.
-            admission.give_back()
+            # Failed, timed out, cancelled, or the client left. A protocol that was never
+            # connected won't give its slot back itself: it is given back here.
+            if not made or getattr(made[0], "transport", None) is None:
+                admission.give_back()
             conn.close()
 
     def close(self) -> None:
