@@ -15,7 +15,7 @@ runs out of descriptors and all of those fail. So:
   local edge is bounded by this host instead;
 - a connection beyond the cap is accepted and closed at once, never left in the listen
   backlog holding the kernel's queue: a plain http listener first answers **503** (as the
-  platform does under overload, https://fly.io/docs/reference/concurrency/), raw TCP gets
+  platform answers sustained overload, https://fly.io/docs/apps/concurrency/), raw TCP gets
   closed, and a ``tls`` listener closes it before the handshake, which would cost the CPU
   and the descriptor being protected.
 
