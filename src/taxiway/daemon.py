@@ -149,8 +149,11 @@ class EdgeSlot:
             spec.services or spec.statics for spec in self.runtime.specs.values()
         ):
             return
+        from taxiway.edge.admission import raise_file_limit
         from taxiway.edge.app import AppEdge
         from taxiway.runtime.fleet import RuntimeFleet
+
+        raise_file_limit()  # the edge's connection cap is a share of it
 
         runtime = self.runtime
         edge = AppEdge(
@@ -165,6 +168,8 @@ class EdgeSlot:
         )
         await edge.start()
         self.edge = edge
+        if edge.statics is not None:  # e.g. a guest_path it won't serve: `up` says so
+            runtime.notices.extend(f"statics: {m}" for m in edge.statics.diagnostics)
         runtime.before_stop = edge.drain
         runtime.edge_bindings = edge.bindings
 

@@ -197,3 +197,49 @@ def get_any(url: str) -> tuple[int, str]:
         return get(url)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def test_statics_never_serve_the_state_folder_or_host_files(tmp_path: Path) -> None:
+    """guest_path = "/app" must not hand out .taxiway (the CA key, the secrets, the logs);
+    guest_path = "/etc" must not hand out the host's files: validate warns with the key's
+    line, `up` says it in one sentence, and those requests go to the app."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "web.py").write_text(WEB)
+    config = tmp_path / "fly.toml"
+    config.write_text(
+        f'app = "staticsafe"\n[processes]\nweb = "{sys.executable} web.py"\n'
+        f'[[services]]\ninternal_port = 8080\nprocesses = ["web"]\n'
+        f'[[services.ports]]\nport = {port}\nhandlers = ["http"]\n'
+        '[[statics]]\nguest_path = "/app"\nurl_prefix = "/app"\n'
+        '[[statics]]\nguest_path = "/etc"\nurl_prefix = "/etc"\n'
+    )
+    (tmp_path / "page.txt").write_text("public page")
+    try:
+        validate = taxiway(tmp_path, "config", "validate")
+        said = validate.stdout + validate.stderr
+        assert validate.returncode == 0, said
+        etc_line = config.read_text().splitlines().index('guest_path = "/etc"') + 1
+        assert f"fly.toml:{etc_line}" in said and "statics[1].guest_path" in said, said
+
+        up = taxiway(tmp_path, "up", "-d", "--driver", "process")
+        assert up.returncode == 0, up.stderr
+        assert "statics[1] (/etc → /etc) is not served" in up.stdout, up.stdout
+        assert (tmp_path / ".taxiway" / "daemon.log").read_text()  # there to be stolen
+        machine = status(tmp_path)["machines"][0]["id"]
+        base = f"http://127.0.0.1:{port}"
+        assert get(f"{base}/app/page.txt") == (200, "public page")
+        for path in (
+            "/app/.taxiway/daemon.log",
+            "/app/.taxiway/certs/ca.key",
+            "/app/.taxiway/taxiway.db",
+            "/app/%2Etaxiway/daemon.log",
+            "/etc/passwd",
+            "/etc/shadow",
+        ):
+            assert get_any(base + path) == (200, machine), path  # the app answered
+    finally:
+        taxiway(tmp_path, "down")

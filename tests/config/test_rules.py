@@ -394,7 +394,9 @@ def test_one_mount_per_group_is_fine(tmp_path: Path) -> None:
 
 
 def statics(n: int) -> str:
-    return "".join(f'[[statics]]\n  guest_path = "/g"\n  url_prefix = "/p{i}/"\n' for i in range(n))
+    return "".join(
+        f'[[statics]]\n  guest_path = "/app/g"\n  url_prefix = "/p{i}/"\n' for i in range(n)
+    )
 
 
 def test_more_than_ten_statics_is_an_error(tmp_path: Path) -> None:
@@ -432,8 +434,41 @@ def test_duplicate_static_url_prefix_is_an_error(tmp_path: Path, second: str) ->
 def test_nested_static_url_prefixes_are_fine(tmp_path: Path) -> None:
     loaded = load(
         tmp_path,
-        'app = "a"\n[[statics]]\n  guest_path = "/a"\n  url_prefix = "/public/foo"\n'
-        '[[statics]]\n  guest_path = "/a"\n  url_prefix = "/public/bar"\n',
+        'app = "a"\n[[statics]]\n  guest_path = "/app/a"\n  url_prefix = "/public/foo"\n'
+        '[[statics]]\n  guest_path = "/app/a"\n  url_prefix = "/public/bar"\n',
+    )
+    assert problems(loaded) == []
+
+
+@pytest.mark.parametrize(
+    ("guest", "phrase"),
+    [
+        ("/etc", "/etc is outside the app's folder"),
+        ("/", "/ is outside the app's folder"),
+        ("../secrets", "/secrets is outside the app's folder"),
+        ("/app/.taxiway", "hidden folder .taxiway"),
+        ("/app/.git/objects", "hidden folder .git"),
+    ],
+)
+def test_a_static_guest_path_taxiway_will_not_serve_is_a_warning(
+    tmp_path: Path, guest: str, phrase: str
+) -> None:
+    """Valid on the platform (a folder of the image), but not served from this host."""
+    loaded = load(
+        tmp_path,
+        'app = "a"\n'  # 1
+        "[[statics]]\n"  # 2
+        '  url_prefix = "/x"\n'  # 3
+        f'  guest_path = "{guest}"\n',  # 4
+    )
+    assert loaded.valid
+    check(loaded, "statics[0].guest_path", WARNING, 4, phrase, "requests under it go to the app")
+
+
+def test_a_static_guest_path_under_the_dockerfile_workdir_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM node\nWORKDIR /srv/site\n")
+    loaded = load(
+        tmp_path, 'app = "a"\n[[statics]]\n  guest_path = "/srv/site/dist"\n  url_prefix = "/x"\n'
     )
     assert problems(loaded) == []
 

@@ -221,6 +221,36 @@ class Backend:
         self.server.server_close()
 
 
+class RawMachine:
+    """A server speaking raw bytes: each connection it accepts goes to `handle` (on its
+    own thread); this one keeps every connection open and never says a word."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self.accepted.append(conn)
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn: socket.socket) -> None:
+        pass
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
 class EchoTcp:
     """A raw TCP machine: upper-cases what it gets; ``PING`` first line gets a banner."""
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from edge_support import Backend, EdgeThread, get, member, plan, raw, read_response
+from edge_support import Backend, EdgeThread, RawMachine, get, member, plan, raw, read_response
 
 from taxiway.edge.fleet import StaticFleet
 from taxiway.edge.limits import Limits
@@ -26,6 +26,9 @@ app = "demo"
     soft_limit = 20
 """
 
+IDLE_1S = HTTP_SERVICE.format(
+    force="false", ctype="requests", extra="http_options = { idle_timeout = 1 }"
+)
 REQUEST_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}-local$")
 
 
@@ -491,9 +494,7 @@ def test_drain_stops_new_requests_and_waits_for_in_flight(
 
 
 def test_idle_keep_alive_connections_are_closed(tmp_path: Path, backends: list[Backend]) -> None:
-    toml = HTTP_SERVICE.format(
-        force="false", ctype="requests", extra="http_options = { idle_timeout = 1 }"
-    )
+    toml = IDLE_1S
     et = start(tmp_path, backends[:1], toml)
     try:
         with socket.create_connection(("127.0.0.1", et.port(80)), timeout=10) as sock:
@@ -501,6 +502,43 @@ def test_idle_keep_alive_connections_are_closed(tmp_path: Path, backends: list[B
             assert read_response(sock)[0] == 200
             assert sock.recv(100) == b""  # closed by the edge once idle
         assert et.settle()["connections"] == 0
+    finally:
+        et.close()
+
+
+def test_a_machine_that_never_answers_gets_the_timeout_error(tmp_path: Path) -> None:
+    """The wait for a response head is bounded by http_options.idle_timeout (1 s here):
+    the client gets a 504 naming the machine, and the connection goes on."""
+    machine = RawMachine()
+    toml = IDLE_1S
+    et = EdgeThread(StaticFleet("demo", [member("m1", machine.port)]), plan(tmp_path, toml))
+    try:
+        with socket.create_connection(("127.0.0.1", et.port(80)), timeout=30) as sock:
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, body = read_response(sock)
+            assert status == 504
+            assert b"machine m1 sent no response within 1 s (PC05)" in body
+        assert et.settle()["load"] == {}
+    finally:
+        et.close()
+        machine.close()
+
+
+def test_a_stream_is_not_cut_by_the_response_timeout(
+    tmp_path: Path, backends: list[Backend]
+) -> None:
+    """Once the head came, a quiet stream outlives idle_timeout (the SSE waits 2.5 s)."""
+    toml = IDLE_1S
+    et = start(tmp_path, backends[:1], toml)
+    try:
+        with socket.create_connection(("127.0.0.1", et.port(80)), timeout=30) as sock:
+            sock.sendall(b"GET /sse?n=2&wait=2.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+            buf = b""
+            while not buf.endswith(b"0\r\n\r\n"):
+                chunk = sock.recv(4096)
+                assert chunk, f"the edge cut the stream after {buf!r}"
+                buf += chunk
+            assert b"data: 1" in buf
     finally:
         et.close()
 
@@ -529,28 +567,11 @@ def test_statics_answer_before_the_machine(tmp_path: Path, backends: list[Backen
         et.close()
 
 
-class OneShotServer:
+class OneShotServer(RawMachine):
     """Answers the first request of each connection, then hangs up on the next one without
     a word: a keep-alive timeout on the machine's side, at the worst moment."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn:
             buf = b""
             while b"\r\n\r\n" not in buf:
@@ -560,9 +581,6 @@ class OneShotServer:
                 buf += chunk
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
             conn.recv(4096)  # the next request: dropped
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_a_pooled_connection_the_machine_closed_is_retried(tmp_path: Path) -> None:

@@ -368,15 +368,79 @@ def test_guest_paths_under_workdir_map_to_the_app_folder(
     assert host_path(guest, app_dir=tmp_path, workdir=workdir) == (real(base), real(root))
 
 
-def test_guest_paths_outside_workdir_are_host_paths(tmp_path: Path) -> None:
+@pytest.mark.parametrize("guest", ["/etc", "/", "/app/..", "..", "HOST"])
+def test_host_paths_outside_the_app_folder_are_never_served(tmp_path: Path, guest: str) -> None:
+    """/etc/shadow, or any host folder: the mapping is refused with one sentence, and its
+    requests go to the app."""
     www = tmp_path / "host" / "www"
     www.mkdir(parents=True)
     (www / "x.txt").write_text("host file")
+    guest = str(www) if guest == "HOST" else guest
+    notes: list[str] = []
     s = Statics(
-        [StaticSpec(guest_path=str(www), url_prefix="/x")], app_dir=tmp_path / "app", workdir=None
+        [StaticSpec(guest_path=guest, url_prefix="/x")],
+        app_dir=tmp_path / "app",
+        workdir=None,
+        log=notes.append,
     )
+    assert len(s.diagnostics) == 1 and notes == s.diagnostics
+    assert "is not served" in notes[0] and "outside the app's folder" in notes[0]
+    for path in (b"/x/x.txt", b"/x/shadow", b"/x/etc/shadow"):
+        assert get(s, path) is None
+
+
+@pytest.mark.parametrize("guest", ["/app", "/app/.", "/app/public/.."])
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/x/.taxiway/certs/ca.key",
+        b"/x/.taxiway/taxiway.db",
+        b"/x/.taxiway/daemon.log",
+        b"/x/%2etaxiway/daemon.log",
+        b"/x/.TAXIWAY/daemon.log",
+        b"/x/public/../.taxiway/daemon.log",
+        b"/x/.git/config",
+        b"/x/.env",
+    ],
+)
+def test_the_state_folder_and_hidden_names_are_never_served(
+    tmp_path: Path, guest: str, path: bytes
+) -> None:
+    app = tmp_path / "app"
+    for name in (
+        ".taxiway/certs/ca.key",
+        ".taxiway/taxiway.db",
+        ".taxiway/daemon.log",
+        ".TAXIWAY/daemon.log",
+        ".git/config",
+        ".env",
+        "public/ok.txt",
+    ):
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / name).write_text("secret" if "ok" not in name else "ok")
+    (app / "public" / "state").symlink_to(app / ".taxiway")
+    s = statics(app, StaticSpec(guest_path=guest, url_prefix="/x"))
     assert s.diagnostics == []
-    assert get(s, b"/x/x.txt").body == b"host file"
+    assert get(s, path) is None
+    assert get(s, b"/x/public/state/daemon.log") is None  # nor through a symlink
+    assert get(s, b"/x/public/ok.txt").body == b"ok"  # the folder itself is served
+
+
+def test_a_guest_path_in_a_hidden_folder_is_refused(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    (app / ".taxiway" / "certs").mkdir(parents=True)
+    (app / ".taxiway" / "certs" / "ca.key").write_text("secret")
+    s = statics(app, StaticSpec(guest_path="/app/.taxiway", url_prefix="/x"))
+    assert "hidden folder .taxiway" in s.diagnostics[0]
+    assert get(s, b"/x/certs/ca.key") is None
+
+
+def test_well_known_is_served(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    (app / "public" / ".well-known").mkdir(parents=True)
+    (app / "public" / ".well-known" / "security.txt").write_text("Contact: x")
+    s = statics(app, StaticSpec(guest_path="/app/public", url_prefix="/"))
+    assert get(s, b"/.well-known/security.txt").body == b"Contact: x"
 
 
 def test_the_dockerfile_workdir_decides(tmp_path: Path) -> None:

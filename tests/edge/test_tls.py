@@ -5,42 +5,31 @@ from __future__ import annotations
 import socket
 import ssl
 import stat
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from edge_support import RawMachine
 
 from taxiway.edge.certs import LocalCA
 from taxiway.edge.tls import TlsContexts
 from taxiway.plan.machine import Port
 
 
-class TlsServer:
+class TlsServer(RawMachine):
     """Accepts TLS connections with a server context; answers with the negotiated ALPN."""
 
     def __init__(self, ctx: ssl.SSLContext) -> None:
         self.ctx = ctx
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
             try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                try:
-                    with self.ctx.wrap_socket(conn, server_side=True) as tls:
-                        tls.sendall((tls.selected_alpn_protocol() or "-").encode())
-                except (ssl.SSLError, OSError):
-                    pass
-
-    def close(self) -> None:
-        self.sock.close()
+                with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.sendall((tls.selected_alpn_protocol() or "-").encode())
+            except (ssl.SSLError, OSError):
+                pass
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from taxiway.config import groups as g
+from taxiway.config import static_paths
 from taxiway.config.diagnostics import Diagnostics, KeyPath, format_path
 from taxiway.config.model import (
     AppConfig,
@@ -740,10 +741,21 @@ class _Rules:
                 ("statics", MAX_STATICS),
             )
         seen: dict[str, int] = {}
+        workdir = self._workdir() if statics else None
         for i, s in enumerate(statics):
             path: KeyPath = ("statics", i)
             if not s.guest_path:
                 self.d.error(f"statics[{i}] needs a guest_path", path)
+            else:
+                refused = static_paths.refusal(s.guest_path, workdir)
+                if refused is not None:
+                    # Valid on the platform (a folder of the image), so a warning; the edge
+                    # sends these requests to the app.
+                    self.d.warning(
+                        f'statics[{i}].guest_path "{s.guest_path}" is not served by taxiway: '
+                        f"{refused}; requests under it go to the app",
+                        (*path, "guest_path"),
+                    )
             if not s.url_prefix:
                 self.d.error(f"statics[{i}] needs a url_prefix", path)
                 continue
@@ -766,6 +778,15 @@ class _Rules:
                     "tigris_bucket",
                     (*path, "index_document"),
                 )
+
+    def _workdir(self) -> str | None:
+        """The image's WORKDIR (from the Dockerfile), which statics map to the app folder."""
+        from taxiway.runtime.command import image_config  # reads the Dockerfile, if any
+
+        try:
+            return image_config(self.c, self.base_dir).workdir
+        except Exception:  # an unreadable Dockerfile is reported by the build rules
+            return None
 
     def files(self) -> None:
         for i, f in enumerate(self.c.files or ()):

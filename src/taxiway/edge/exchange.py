@@ -98,6 +98,7 @@ class Exchange:
         "req_headers",
         "request_id",
         "response_complete",
+        "sent_at",
         "site",
         "started",
         "task",
@@ -165,6 +166,9 @@ class Exchange:
         self.exclude: set[str] | None = None
         self.extra = b""
         self.started = 0.0
+        #: When the request went to the machine (loop time); the wait for its response
+        #: head is bounded from here (`HttpClientConnection._tick`).
+        self.sent_at = 0.0
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -276,6 +280,7 @@ class Exchange:
         """Send the request (and the body read so far) on ``up``."""
         self.up = up
         self.issuer = self.member_id
+        self.sent_at = self.conn.loop.time()
         up.attach(self, self.site.rewrite.watch)
         if self.conn.write_paused:
             up.pause_reading()
@@ -591,6 +596,15 @@ class Exchange:
         self.response_complete = True
         if self.body_done or self.close_after:
             self.conn.exchange_done(self)
+
+    def response_timed_out(self, after_s: float) -> None:
+        """The machine took the request but sent no response head within ``after_s``: its
+        connection is dropped and the client gets the platform's timeout error."""
+        up, self.up = self.up, None
+        if up is not None:
+            up.abort()
+        machine = self.issuer or "the machine"
+        self.fail(504, f"machine {machine} sent no response within {after_s:g} s (PC05)")
 
     def abort(self) -> None:
         """The client went away: stop everything, free the slot."""

@@ -27,6 +27,7 @@ import h2.settings
 import httptools
 
 if TYPE_CHECKING:
+    from taxiway.edge.admission import Admission
     from taxiway.edge.http_proxy import HttpClientConnection, HttpSite
 
 VIA_2 = b"2 fly.io"
@@ -51,6 +52,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.write_paused = False
         self.loop = asyncio.get_running_loop()
         self.timer: asyncio.TimerHandle | None = None
+        self.admission: Admission | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -107,6 +109,9 @@ class H2ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.site.connections.discard(self)  # type: ignore[arg-type]
+        admission, self.admission = self.admission, None
+        if admission is not None:
+            admission.give_back()
         if self.timer is not None:
             self.timer.cancel()
         for stream in list(self.streams.values()):

@@ -49,6 +49,7 @@ from taxiway.edge.upstream import Pools
 from taxiway.plan.machine import Port
 
 if TYPE_CHECKING:
+    from taxiway.edge.admission import Admission
     from taxiway.edge.h2_upstream import H2Upstreams
     from taxiway.edge.statics import FileBody, StaticResponse
 
@@ -118,6 +119,8 @@ class HttpClientConnection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = httptools.HttpRequestParser(self)
+        #: The edge's connection slot this client connection holds (None for an h2 stream).
+        self.admission: Admission | None = None
         self.tls = False
         self.closed = False
         #: ``1.1 fly.io``, or ``2 fly.io`` for a stream of an h2 connection.
@@ -164,6 +167,7 @@ class HttpClientConnection(asyncio.Protocol):
                 from taxiway.edge.h2_frontend import H2ClientConnection
 
                 h2_conn = H2ClientConnection(site)
+                h2_conn.admission, self.admission = self.admission, None
                 transport.set_protocol(h2_conn)
                 h2_conn.connection_made(transport)
                 return
@@ -236,6 +240,10 @@ class HttpClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.site.connections.discard(self)
+        admission = self.admission
+        if admission is not None:
+            self.admission = None
+            admission.give_back()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -587,7 +595,18 @@ class HttpClientConnection(asyncio.Protocol):
             self._refuse(408, "the request headers did not arrive in time")
             return
         if ex is not None and ex.body_done and self.parsing is None:
-            deadline = now + site.idle_timeout  # waiting for the machine: not idle
+            if ex.up is not None and not ex.head_written and ex.sent_at:
+                # Waiting for the machine's response head: bounded by the idle timeout of
+                # the connection to the machine. Once the head came, a slow body, SSE or
+                # a WebSocket is never cut here.
+                deadline = ex.sent_at + site.idle_timeout
+                if now >= deadline:
+                    ex.response_timed_out(site.idle_timeout)
+                    if not self.closed:  # a pipelined request may go on
+                        self.timer = self.loop.call_later(site.idle_timeout, self._tick)
+                    return
+            else:
+                deadline = now + site.idle_timeout  # routing (bounded on its own) or streaming
         else:
             deadline = self.last_activity + site.idle_timeout
         if now >= deadline:

@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ssl
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 #: Errors that mean "not this port", as opposed to "not this host".
 _TRY_ANOTHER = frozenset({errno.EACCES, errno.EPERM, errno.EADDRINUSE})
 MAPPED_OFFSET = 10000
+
+
+class Listener(Protocol):
+    """An `asyncio.Server`, or the edge's own `TlsAcceptor` for ``tls`` ports."""
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -31,7 +40,7 @@ class Binding:
     #: The service it belongs to (``ServiceSpec.source``).
     service: str
     tls: bool = False
-    server: asyncio.AbstractServer | None = field(default=None, repr=False)
+    server: Listener | None = field(default=None, repr=False)
     #: For UDP and anything else that isn't an asyncio server: how to stop it.
     closer: Callable[[], None] | None = field(default=None, repr=False)
 
@@ -62,27 +71,42 @@ def candidates(port: int, *, exact: bool) -> list[int]:
     return out
 
 
+def listening_socket(
+    host: str, port: int, *, exact: bool = True, backlog: int = 1024
+) -> socket.socket:
+    """A listening TCP socket for ``port`` (or its mapped port)."""
+    last: OSError | None = None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for candidate in candidates(port, exact=exact):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, candidate))
+            sock.listen(backlog)
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in _TRY_ANOTHER:
+                raise
+            last = exc
+            continue
+        sock.setblocking(False)
+        return sock
+    raise last or OSError(f"could not bind {host}:{port}")
+
+
 async def bind_tcp(
     factory: Callable[[], asyncio.Protocol],
     host: str,
     port: int,
     *,
     exact: bool = True,
-    ssl_context: ssl.SSLContext | None = None,
     backlog: int = 1024,
 ) -> tuple[asyncio.AbstractServer, int]:
     """A listening server for ``port`` (or its mapped port) and the port it got."""
-    loop = asyncio.get_running_loop()
-    last: OSError | None = None
-    for candidate in candidates(port, exact=exact):
-        try:
-            server = await loop.create_server(
-                factory, host, candidate, ssl=ssl_context, backlog=backlog, reuse_address=True
-            )
-        except OSError as exc:
-            if exc.errno not in _TRY_ANOTHER:
-                raise
-            last = exc
-            continue
-        return server, server.sockets[0].getsockname()[1]
-    raise last or OSError(f"could not bind {host}:{port}")
+    sock = listening_socket(host, port, exact=exact, backlog=backlog)
+    try:
+        server = await asyncio.get_running_loop().create_server(factory, sock=sock, backlog=backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return server, sock.getsockname()[1]

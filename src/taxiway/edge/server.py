@@ -19,11 +19,14 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from taxiway.edge import heap
+from taxiway.edge.admission import Admission, TlsAcceptor, connection_cap, gate
 from taxiway.edge.balancer import Balancer
+from taxiway.edge.errors_page import error_response
 from taxiway.edge.fleet import Fleet
 from taxiway.edge.http_proxy import HttpClientConnection, HttpSite, StaticsLike
 from taxiway.edge.limits import Limits
-from taxiway.edge.listeners import Binding, bind_tcp
+from taxiway.edge.listeners import Binding, bind_tcp, listening_socket
 from taxiway.edge.tcp_proxy import ProxyProtoEncoder, TcpClientConnection, TcpSite
 from taxiway.edge.upstream import Pools
 from taxiway.plan.machine import MachineSpec, Port, ServiceSpec
@@ -32,6 +35,9 @@ if TYPE_CHECKING:
     from taxiway.edge.h2_upstream import H2Upstreams
 
 log = logging.getLogger("taxiway.edge")
+#: After this many client connections ended, the sweep hands freed memory back (`heap`):
+#: at most one ``malloc_trim`` a second, only after bursts.
+TRIM_AFTER = 256
 
 
 class TlsProvider(Protocol):
@@ -86,6 +92,7 @@ class Edge:
         udp: UdpBinder | None = None,
         limits: Limits | None = None,
         exact_ports: bool = True,
+        admission: Admission | None = None,
     ) -> None:
         """``exact_ports=False`` binds every listener on a free port (tests, benchmarks,
         two apps side by side); `bindings` tells where."""
@@ -99,6 +106,9 @@ class Edge:
         self.limits = limits or Limits()
         self.exact_ports = exact_ports
         self.pools = Pools(self.limits)
+        #: Client connections held, capped below the descriptor limit.
+        self.admission = admission or Admission(self.limits.max_connections or connection_cap())
+        self._trimmed_at = 0
         self.balancers: list[Balancer] = []
         self.draining: set[str] = set()
         self._on_route: Callable[[str], None] | None = None
@@ -250,6 +260,7 @@ class Edge:
             def factory() -> asyncio.Protocol:
                 return HttpClientConnection(http_site)
 
+            shed_reply = _overloaded(app)
         else:
             if "pg_tls" in handlers:
                 log.info(
@@ -271,9 +282,18 @@ class Edge:
             def factory() -> asyncio.Protocol:
                 return TcpClientConnection(tcp_site)
 
-        server, real = await bind_tcp(
-            factory, self.host, number, exact=self.exact_ports, ssl_context=ssl_context
-        )
+            shed_reply = b""
+        server: asyncio.AbstractServer | TlsAcceptor
+        if ssl_context is not None:
+            sock = listening_socket(self.host, number, exact=self.exact_ports)
+            server = TlsAcceptor(
+                sock, factory, ssl_context, self.admission, self.limits.tls_handshake_timeout_s
+            )
+            real = sock.getsockname()[1]
+        else:
+            server, real = await bind_tcp(
+                gate(factory, self.admission, shed_reply), self.host, number, exact=self.exact_ports
+            )
         self._sites.append(site)
         self._bindings.append(
             Binding(
@@ -342,7 +362,18 @@ class Edge:
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         self.pools.sweep(loop.time())
+        ended = self.admission.ended
+        if ended - self._trimmed_at >= TRIM_AFTER:
+            self._trimmed_at = ended
+            heap.release_free_memory()
         self._sweeper = loop.call_later(1.0, self._sweep)
+
+
+def _overloaded(app: str) -> bytes:
+    """The answer of a plain http listener to a connection beyond the edge's cap."""
+    return error_response(
+        app, 503, "the edge is at its connection limit; try again shortly", close=True
+    )
 
 
 def _default_proxy_proto() -> ProxyProtoEncoder | None:

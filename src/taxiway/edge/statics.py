@@ -9,8 +9,11 @@ The rules, and where taxiway had to decide:
 
 - ``guest_path`` is a path inside the machine. Under the Dockerfile's ``WORKDIR`` (``/app``
   without one) it maps to the app folder, as the process and namespace drivers run the
-  app from there; any other absolute path is the same path on this host. A relative
-  ``guest_path`` is relative to the ``WORKDIR``.
+  app from there. Any other path would be this host's own, so it is not served (requests
+  go to the app, and the mapping's diagnostic says why); nor is anything under a hidden
+  name — the state folder ``.taxiway``, ``.git``, ``.env`` — whatever guest_path says
+  (`taxiway.config.static_paths`). A relative ``guest_path`` is relative to the
+  ``WORKDIR``.
 - Prefixes match whole path segments (``/public`` matches ``/public`` and ``/public/x``,
   not ``/publicity``), a trailing slash in ``url_prefix`` doesn't matter, the longest
   prefix is tried first, and a miss there tries the shorter ones before the app.
@@ -37,7 +40,6 @@ from __future__ import annotations
 
 import mimetypes
 import os
-import posixpath
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,11 +50,11 @@ from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 from taxiway.config.model import AppConfig
+from taxiway.config.static_paths import DEFAULT_WORKDIR, guest_root, is_hidden, refusal
 from taxiway.plan.dockerfile import image_config
 from taxiway.plan.machine import StaticSpec
 
-#: The WORKDIR the platform's images commonly use, and the one assumed without a Dockerfile.
-DEFAULT_WORKDIR = "/app"
+__all__ = ["DEFAULT_WORKDIR", "Statics", "host_path"]
 #: Files up to this size are read into the response; larger ones are streamed from disk.
 SMALL_FILE = 64 * 1024
 
@@ -128,12 +130,11 @@ def host_path(guest_path: str, *, app_dir: Path, workdir: str | None) -> tuple[P
 
     Paths under ``workdir`` (``/app`` when None) are in the app folder, and the base is the
     app folder: the part below it is "the image", where symlinks are not followed. Other
-    paths are host paths; their base is the parent of ``guest_path``.
+    paths would be host paths (their base the parent of ``guest_path``), which `Statics`
+    refuses to serve.
     """
-    work = posixpath.normpath(posixpath.join("/", workdir or DEFAULT_WORKDIR))
-    guest = posixpath.normpath(posixpath.join(work, guest_path))
-    if guest == work or guest.startswith(work.rstrip("/") + "/"):
-        rel = posixpath.relpath(guest, work)
+    guest, rel = guest_root(guest_path, workdir)
+    if rel is not None:
         return app_dir, app_dir if rel == "." else app_dir / rel
     root = Path(guest)
     return root.parent, root
@@ -201,8 +202,12 @@ class Statics:
         if not spec.guest_path or not spec.url_prefix:
             self._note(f"statics[{i}] needs a guest_path and a url_prefix; it is not served")
             return None
-        base, root = host_path(spec.guest_path, app_dir=app_dir, workdir=workdir)
         where = f"statics[{i}] ({spec.url_prefix} → {spec.guest_path})"
+        refused = refusal(spec.guest_path, workdir)
+        if refused is not None:
+            self._note(f"{where} is not served: {refused}; requests go to the app")
+            return None
+        base, root = host_path(spec.guest_path, app_dir=app_dir, workdir=workdir)
         if spec.tigris_bucket:
             self._note(
                 f"{where} is served from the Tigris bucket {spec.tigris_bucket} on the "
@@ -260,6 +265,8 @@ class Statics:
             rest = segments[n:]
             if any(b"/" in s or b"\\" in s or b"\x00" in s for s in rest):
                 return _error(HTTPStatus.BAD_REQUEST, method)
+            if any(is_hidden(s) for s in rest):
+                return None  # .taxiway, .git, .env: never a static file (the app decides)
             found = self._lookup(mapping, rest, trailing)
             if found is not None:
                 return _respond(method, *found, headers)

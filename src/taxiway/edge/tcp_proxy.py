@@ -16,10 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from taxiway.edge.balancer import Balancer, NoMachine
 from taxiway.edge.fleet import Member
 from taxiway.edge.limits import Limits
+
+if TYPE_CHECKING:
+    from taxiway.edge.admission import Admission
 
 log = logging.getLogger("taxiway.edge")
 
@@ -89,6 +93,8 @@ class TcpClientConnection(asyncio.Protocol):
         self.client_eof = False
         self.upstream_eof = False
         self.tls = False
+        #: The edge's connection slot (`taxiway.edge.admission`).
+        self.admission: Admission | None = None
 
     # -- the client's side -------------------------------------------------------------------
 
@@ -119,6 +125,9 @@ class TcpClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.site.connections.discard(self)
+        admission, self.admission = self.admission, None
+        if admission is not None:
+            admission.give_back()
         task = self.task
         if task is not None and not task.done():
             task.cancel()
