@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import msgspec
@@ -50,6 +50,9 @@ class MachineInfo(msgspec.Struct, kw_only=True):
     pgid: int | None = None
     pid_start_time: float | None = None
     ports: dict[int, int] = msgspec.field(default_factory=dict)
+    #: What the user should know about the machine, one sentence each (e.g. it listens on
+    #: another port than the one the edge uses: `taxiway.runtime.portcheck`).
+    hints: list[str] = msgspec.field(default_factory=list)
 
 
 class MachineRoster:
@@ -71,6 +74,10 @@ class MachineRoster:
         #: The release the machines run (`stamp_release` once `up` started them all).
         self.release = 0
         self._seed = zlib.crc32(app.encode())
+        #: Where the edge listens (`--edge-host`): a machine's port must be free there too.
+        self.edge_host = "127.0.0.1"
+        #: The ports the edge's listeners hold once it runs (the daemon sets this).
+        self.edge_ports: Callable[[], Iterable[int]] = tuple
         self.use_config(loaded)
 
     def use_config(self, loaded: LoadedConfig) -> None:
@@ -138,9 +145,11 @@ class MachineRoster:
         return info
 
     def taken_back(self, record: MachineRecord, live: Iterable[MachineInfo]) -> MachineInfo:
-        """A machine the app had before this daemon (stopped: its processes were reaped),
-        with ports for its group's current services, clear of ``live`` machines' ports."""
-        info = MachineInfo(
+        """A machine the app had before this daemon (stopped: its processes were reaped).
+        Its address and ports are made afresh for this start's driver, clear of ``live``
+        machines' ports: the stored ones may belong to another driver (a namespace run
+        gives every machine ``internal_port``) or be held by something else by now."""
+        return MachineInfo(
             id=record.id,
             group=record.group,
             state=State.STOPPED if record.state != State.CREATED.value else State.CREATED,
@@ -150,12 +159,8 @@ class MachineRoster:
             version=record.instance_id,
             restarts=record.restarts,
             exit_code=record.exit_code,
-            ports={int(k): v for k, v in record.ports.items()},
+            ports=self.ports_for(self.specs[record.group], live),
         )
-        spec = self.specs[record.group]
-        if set(info.ports) != set(internal_ports(spec)):
-            info = msgspec.structs.replace(info, ports=self.ports_for(spec, live))
-        return info
 
     def host_for(self, address: str) -> str:
         """Where the edge and checks reach a machine: its own address when the driver
@@ -164,11 +169,26 @@ class MachineRoster:
         return machine_host(self.app, address) if machine_host is not None else "127.0.0.1"
 
     def ports_for(self, spec: MachineSpec, live: Iterable[MachineInfo]) -> dict[int, int]:
-        """Host ports for the machine's internal ports, clear of ``live`` machines' ports."""
+        """Host ports for the machine's internal ports: ``internal_port`` itself when no
+        ``live`` machine holds it, the edge doesn't listen there and the host would let
+        an app bind it (on every address and on the edge's); else a port of its own."""
         if getattr(self.driver, "own_network", False):  # every machine binds internal_port
             return {port: port for port in internal_ports(spec)}
         taken = {p for info in live for p in info.ports.values()}
-        return allocate(internal_ports(spec), taken)
+        taken |= self._edge_listener_ports()
+        return allocate(internal_ports(spec), taken, hosts=("0.0.0.0", self.edge_host))
+
+    def _edge_listener_ports(self) -> set[int]:
+        """The ports the edge listens on, or will once it starts (the config's)."""
+        ports = set(self.edge_ports())
+        for spec in self.specs.values():
+            for service in spec.services:
+                for port in service.ports:
+                    if port.port is not None:
+                        ports.add(port.port)
+                    elif port.start_port is not None and port.end_port is not None:
+                        ports.update(range(port.start_port, port.end_port + 1))
+        return ports
 
     def launch_spec(self, info: MachineInfo, spec: MachineSpec, log: MachineLog) -> LaunchSpec:
         """Everything the driver needs to start the machine; writes its [[files]] and
@@ -331,6 +351,7 @@ class MachineRoster:
                     "backoff_s": round(info.backoff_s, 2),
                     "pid": info.pid,
                     "ports": {str(k): v for k, v in info.ports.items()},
+                    "hints": list(info.hints),
                 }
                 for info, checks in sorted(machines, key=lambda pair: (pair[0].group, pair[0].id))
             ],
