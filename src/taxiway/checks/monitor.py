@@ -8,8 +8,8 @@ Until a check has passed once since the machine started, a failed run is also tr
 again every second until the next regular run (`STARTUP_RETRY_S`): an app that opens
 its port a moment after the first run (grace_period 0, the default) would otherwise
 stay out of routing for a whole interval. A retry that passes counts at once; a retry
-that fails counts for nothing (statuses and ``restart_limit`` move with the regular
-runs only).
+that fails only updates the check's output (statuses and ``restart_limit`` move with
+the regular runs only).
 
 The monitor only publishes state. The runtime calls `start`/`stop` with the machine's
 lifecycle and passes ``on_change`` on to the edge (routing reads `service_passing`); the
@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from taxiway.checks.runners import run_http, run_tcp
-from taxiway.checks.state import CheckKind, CheckResult, CheckState, CheckStatus
+from taxiway.checks.state import CheckKind, CheckResult, CheckState, CheckStatus, trim
 from taxiway.config.units import duration_seconds
 from taxiway.plan.machine import Check, ServiceSpec
 
@@ -192,6 +192,8 @@ class MachineChecks:
                 retry = await self._run(entry)
                 if retry.passing:
                     self._record(entry, retry)
+                else:
+                    entry.state.output = trim(retry.output)  # the latest word, same status
             await asyncio.sleep(max(MIN_INTERVAL_S, next_run - loop.time()))
 
     def _record(self, entry: _Entry, result: CheckResult) -> None:

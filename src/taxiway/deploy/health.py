@@ -183,7 +183,7 @@ def _unhealthy_sentence(machine: SupervisedMachine, exc: DeployFailed) -> str:
     failing = [s for s in states if s.status.value != "passing"]
     if failing:
         check = failing[0]
-        text += f"; check {check.name} is {check.status.value}: {check.output or 'no output'}"
+        text += f"; the last output of check {check.name}: {check.output or '(none)'}"
     for hint in machine.info.hints:
         text += f"; {hint}"
     return f"{text}; the app keeps running; see `taxiway checks list`"

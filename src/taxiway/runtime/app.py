@@ -187,17 +187,20 @@ class AppRuntime(MachineRoster):
         if info.state is State.STARTED and info.pid is not None:
             listening = listening_ports(info.pid, info.pgid, own_network=own_network)
         holder = None
+        serving = listening is not None and edge_port in listening
         if (
             not own_network
-            and edge_port != internal
+            and not serving
             and host_listens(internal, ("127.0.0.1", self.edge_host))
         ):
-            others = [
-                m.id
-                for m in list(self.machines.values())
-                if m.id != machine.id and internal in m.info.ports.values()
-            ]
-            holder = f"machine {others[0]}" if others else "another program on this host"
+            holder = "another program on this host"
+            for other in list(self.machines.values()):
+                pid, pgid = other.info.pid, other.info.pgid
+                if other.id == machine.id or pid is None:
+                    continue
+                if internal in (listening_ports(pid, pgid, own_network=False) or ()):
+                    holder = f"machine {other.id}"
+                    break
         return PortFacts(
             machine=info.id,
             group=info.group,

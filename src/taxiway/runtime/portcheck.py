@@ -70,16 +70,22 @@ def machine_hint(facts: PortFacts) -> str | None:
             f"app listen on $PORT, or run one machine per group (`taxiway scale count "
             f"{f.group}=1`), or use the namespace driver (`taxiway up --driver namespace`)"
         )
-    if f.own_network or f.edge_port == f.internal or f.internal_holder is None:
+    if f.own_network or f.internal_holder is None or not f.settled:
         return None
-    if not f.settled:
-        return None
+    holder = f.internal_holder
+    if f.edge_port == f.internal:
+        what = (
+            f"internal_port {f.internal}, where the edge sends its traffic, while {holder} holds it"
+        )
+    else:
+        what = (
+            f"$PORT ({f.edge_port}), where the edge sends its traffic, and internal_port "
+            f"{f.internal} is held by {holder}"
+        )
     return (
-        f"{who} does not listen on $PORT ({f.edge_port}), where the edge sends its traffic, "
-        f"and internal_port {f.internal} is held by {f.internal_holder}, so an app that binds "
-        f"{f.internal} cannot run here: make the app listen on $PORT, or run one machine per "
-        f"group (`taxiway scale count {f.group}=1`), or use the namespace driver "
-        "(`taxiway up --driver namespace`)"
+        f"{who} does not listen on {what}, so an app that binds {f.internal} cannot run "
+        f"here: make the app listen on $PORT, or run one machine per group (`taxiway scale "
+        f"count {f.group}=1`), or use the namespace driver (`taxiway up --driver namespace`)"
     )
 
 
