@@ -22,8 +22,13 @@ from taxiway.runtime.early import EarlyMachine
 from taxiway.runtime.lifecycle import State
 from taxiway.runtime.machine import SupervisedMachine
 from taxiway.runtime.oneoff import run_release_command
-from taxiway.runtime.portcheck import GRACE_S, PortFacts, host_listens, listening_ports
-from taxiway.runtime.portcheck import machine_hint as port_hint
+from taxiway.runtime.portcheck import (
+    GRACE_S,
+    PortFacts,
+    host_listening_ports,
+    listening_ports,
+    machine_hint,
+)
 from taxiway.runtime.roster import MachineInfo, MachineRoster, internal_ports
 from taxiway.state.records import MachineRecord
 from taxiway.state.store import Store
@@ -161,11 +166,8 @@ class AppRuntime(MachineRoster):
         while True:
             settled = exited or loop.time() - began >= GRACE_S
             facts = await asyncio.to_thread(self._port_facts, machine, settled)
-            if facts is None:
-                verdict.set()
-                return
             ok = facts.listening is not None and facts.edge_port in facts.listening
-            hint = port_hint(facts)
+            hint = machine_hint(facts)
             if ok:
                 self._port_ok.add(machine.id)
             if ok or hint is not None or (not exited and settled):
@@ -177,7 +179,7 @@ class AppRuntime(MachineRoster):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _port_facts(self, machine: SupervisedMachine, settled: bool) -> PortFacts | None:
+    def _port_facts(self, machine: SupervisedMachine, settled: bool) -> PortFacts:
         """What the host sees of the machine's first service port (runs in a thread)."""
         info = machine.info
         internal = internal_ports(machine.spec)[0]
@@ -188,11 +190,7 @@ class AppRuntime(MachineRoster):
             listening = listening_ports(info.pid, info.pgid, own_network=own_network)
         holder = None
         serving = listening is not None and edge_port in listening
-        if (
-            not own_network
-            and not serving
-            and host_listens(internal, ("127.0.0.1", self.edge_host))
-        ):
+        if not own_network and not serving and internal in host_listening_ports():
             holder = "another program on this host"
             for other in list(self.machines.values()):
                 pid, pgid = other.info.pid, other.info.pgid

@@ -16,7 +16,6 @@ its network namespace), so taxiway never connects to the app to find out.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,15 +105,9 @@ def listening_ports(pid: int, pgid: int | None, *, own_network: bool) -> frozens
     return frozenset(port for inode, port in rows.items() if inode in inodes)
 
 
-def host_listens(port: int, hosts: Iterable[str] = ("127.0.0.1",)) -> bool:
-    """Whether something on the host accepts connections on ``port`` (one of ``hosts``)."""
-    for host in dict.fromkeys(hosts):
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            continue
-    return False
+def host_listening_ports() -> frozenset[int]:
+    """The TCP ports something listens on in this process's (the host's) network."""
+    return frozenset((_listeners(os.getpid()) or {}).values())
 
 
 def _listeners(pid: int) -> dict[str, int] | None:
