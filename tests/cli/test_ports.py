@@ -18,28 +18,10 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_taxiway as taxiway
+from machine_apps import ECHO_ID_APP
 from process_watch import wait_for
 from taxiway.runtime.drivers import unusable_reason
 from taxiway.state.store import Store
-
-#: Binds the port given on its command line (``internal_port``), ignoring PORT, as
-#: `gunicorn --bind :8080` does; an optional second argument delays the bind (seconds).
-FIXED = """
-import sys, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *a):
-        pass
-
-time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 0)
-HTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
-"""
 
 #: Listens on $PORT after a delay (seconds, argv[1]); /healthz answers HEALTH (a status).
 ON_PORT = """
@@ -68,6 +50,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def fixed_port(port: int) -> str:
+    """A command binding ``port`` whatever taxiway's PORT says, as `gunicorn --bind :8080`
+    does: the echo app, with PORT set by `env`."""
+    return f"env PORT={port} {sys.executable} echo.py"
+
+
 def fly_toml(app: str, command: str, internal: int, *, checks: bool, env: str = "") -> str:
     check = (
         '[[services.http_checks]]\npath = "/healthz"\ninterval = "10s"\ntimeout = "2s"\n'
@@ -83,7 +71,7 @@ def fly_toml(app: str, command: str, internal: int, *, checks: bool, env: str = 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Iterator[Path]:
-    (tmp_path / "fixed.py").write_text(FIXED)
+    (tmp_path / "echo.py").write_text(ECHO_ID_APP)
     (tmp_path / "on_port.py").write_text(ON_PORT)
     try:
         yield tmp_path
@@ -107,9 +95,16 @@ def get(folder: Path, path: str = "/") -> int:
         return exc.code
 
 
+def two_machines_then_down(folder: Path) -> None:
+    """Leave the app with two stopped web machines (`scale count` is kept)."""
+    for args in (("up", "-d", "--driver", "process"), ("scale", "count", "web=2"), ("down",)):
+        result = taxiway(folder, *args)
+        assert result.returncode == 0, result.stderr
+
+
 def test_a_fixed_port_app_serves_alone_and_a_second_machine_gets_a_hint(folder: Path) -> None:
     internal = free_port()
-    command = f"{sys.executable} fixed.py {internal}"
+    command = fixed_port(internal)
     (folder / "fly.toml").write_text(fly_toml("fixedport", command, internal, checks=True))
     up = taxiway(folder, "up", "-d", "--driver", "process")
     assert up.returncode == 0, up.stderr
@@ -136,11 +131,9 @@ def test_a_fixed_port_app_serves_alone_and_a_second_machine_gets_a_hint(folder: 
 
 def test_up_prints_the_hint_in_the_foreground_and_detached(folder: Path) -> None:
     internal = free_port()
-    command = f"{sys.executable} fixed.py {internal}"
+    command = fixed_port(internal)
     (folder / "fly.toml").write_text(fly_toml("fixedhint", command, internal, checks=False))
-    assert taxiway(folder, "up", "-d", "--driver", "process").returncode == 0
-    assert taxiway(folder, "scale", "count", "web=2").returncode == 0
-    assert taxiway(folder, "down").returncode == 0
+    two_machines_then_down(folder)
 
     detached = taxiway(folder, "up", "-d", "--driver", "process")
     assert detached.returncode == 0, detached.stderr
@@ -203,9 +196,7 @@ def test_ports_a_namespace_run_left_are_made_afresh_for_the_process_driver(
     internal = free_port()
     command = f"{sys.executable} on_port.py 0"
     (folder / "fly.toml").write_text(fly_toml("nsthenproc", command, internal, checks=True))
-    assert taxiway(folder, "up", "-d", "--driver", "process").returncode == 0
-    assert taxiway(folder, "scale", "count", "web=2").returncode == 0
-    assert taxiway(folder, "down").returncode == 0
+    two_machines_then_down(folder)
     # what the namespace driver leaves: every machine on internal_port itself
     with Store.open(folder / ".taxiway") as store:
         for record in store.list_machines("nsthenproc"):
@@ -266,7 +257,7 @@ def test_up_detached_no_wait_returns_without_waiting(folder: Path) -> None:
 @pytest.mark.skipif(unusable_reason() is not None, reason="the namespace driver can't run here")
 def test_a_wrong_internal_port_under_the_namespace_driver_gets_a_hint(folder: Path) -> None:
     internal, listens = free_port(), free_port()
-    command = f"{sys.executable} fixed.py {listens}"
+    command = fixed_port(listens)
     (folder / "fly.toml").write_text(fly_toml("h2pnswrongport", command, internal, checks=False))
     up = taxiway(folder, "up", "-d", "--driver", "namespace")
     assert up.returncode == 0, up.stderr
