@@ -210,6 +210,30 @@ def test_ports_a_namespace_run_left_are_made_afresh_for_the_process_driver(
     assert all(m["checks"]["passing"] == 1 for m in machines)
 
 
+def test_a_machine_whose_internal_port_another_program_took_gets_a_port_of_its_own(
+    folder: Path,
+) -> None:
+    internal = free_port()
+    command = f"{sys.executable} on_port.py 0"
+    (folder / "fly.toml").write_text(fly_toml("movesoff", command, internal, checks=True))
+    assert taxiway(folder, "up", "-d", "--driver", "process").returncode == 0
+    [machine] = status(folder)["machines"]
+    assert machine["ports"] == {str(internal): internal}
+    assert taxiway(folder, "machine", "stop", machine["id"]).returncode == 0
+    with socket.socket() as holder:  # another program takes the port meanwhile
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("0.0.0.0", internal))
+        holder.listen()
+        assert taxiway(folder, "machine", "start", machine["id"]).returncode == 0
+
+        def serves_elsewhere() -> bool:
+            [now] = status(folder)["machines"]
+            return now["ports"] != {str(internal): internal} and now["checks"]["passing"] == 1
+
+        wait_for(serves_elsewhere, "the machine to serve on a port of its own")
+        assert get(folder) == 200
+
+
 def test_up_detached_waits_until_the_checks_pass(folder: Path) -> None:
     internal = free_port()
     command = f"{sys.executable} on_port.py 1.5"  # opens its port well after the first check

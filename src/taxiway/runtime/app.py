@@ -23,6 +23,7 @@ from taxiway.runtime.lifecycle import State
 from taxiway.runtime.machine import SupervisedMachine
 from taxiway.runtime.oneoff import run_release_command
 from taxiway.runtime.portcheck import (
+    ANOTHER_PROGRAM,
     GRACE_S,
     PortFacts,
     host_listening_ports,
@@ -136,8 +137,6 @@ class AppRuntime(MachineRoster):
             return
         if event not in ("started", "exit") or not internal_ports(machine.spec):
             return
-        if event == "exit" and machine.id in self._port_ok:
-            return  # it served before: a crash says nothing about its port
         previous = self._port_watches.pop(machine.id, None)
         if previous is not None:
             previous.cancel()
@@ -167,7 +166,16 @@ class AppRuntime(MachineRoster):
             settled = exited or loop.time() - began >= GRACE_S
             facts = await asyncio.to_thread(self._port_facts, machine, settled)
             ok = facts.listening is not None and facts.edge_port in facts.listening
-            hint = machine_hint(facts)
+            if (
+                exited
+                and facts.edge_port == facts.internal == machine.info.ports.get(facts.internal)
+                and facts.internal_holder == ANOTHER_PROGRAM
+            ):
+                self._move_off_internal_port(machine, facts.internal)
+                verdict.set()
+                return
+            # a machine that served before says nothing about its port by crashing
+            hint = None if exited and machine.id in self._port_ok else machine_hint(facts)
             if ok:
                 self._port_ok.add(machine.id)
             if ok or hint is not None or (not exited and settled):
@@ -191,7 +199,7 @@ class AppRuntime(MachineRoster):
         holder = None
         serving = listening is not None and edge_port in listening
         if not own_network and not serving and internal in host_listening_ports():
-            holder = "another program on this host"
+            holder = ANOTHER_PROGRAM
             for other in list(self.machines.values()):
                 pid, pgid = other.info.pid, other.info.pgid
                 if other.id == machine.id or pid is None:
@@ -209,6 +217,23 @@ class AppRuntime(MachineRoster):
             internal_holder=holder,
             settled=settled,
         )
+
+    def _move_off_internal_port(self, machine: SupervisedMachine, internal: int) -> None:
+        """The machine had ``internal_port`` and exited, and another program listens there
+        now: its next start (the restart policy's, or a `machine start`) gets ports of its
+        own, made as for a new start."""
+        others = [m.info for m in self.machines.values() if m is not machine]
+        ports = self.ports_for(machine.spec, others)
+        if ports == machine.info.ports:
+            return
+        machine.info = msgspec.structs.replace(machine.info, ports=ports)
+        machine.launch_spec = self.launch_spec(machine.info, machine.spec, machine.log)
+        machine.log.system(
+            f"port {internal} (internal_port) is held by another program now: the machine "
+            f"gets PORT={ports[internal]} from its next start"
+        )
+        self.record_change(machine.info, "ports")
+        self._notify()
 
     def _set_hint(self, machine: SupervisedMachine, hint: str | None, *, keep: bool) -> None:
         """Make ``hint`` the machine's port hint (None clears it unless ``keep``); a new

@@ -26,6 +26,9 @@ GRACE_S = 3.0
 
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
 
+#: `PortFacts.internal_holder` when no machine of the app holds the port.
+ANOTHER_PROGRAM = "another program on this host"
+
 
 @dataclass(frozen=True, slots=True)
 class PortFacts:
@@ -40,8 +43,8 @@ class PortFacts:
     own_network: bool
     #: The TCP ports the machine's processes listen on (None: unknown, e.g. not running).
     listening: frozenset[int] | None
-    #: Who else holds ``internal`` on the host: another machine's id, "another program",
-    #: or None when nothing listens there (process driver only).
+    #: Who else holds ``internal`` on the host: "machine <id>", `ANOTHER_PROGRAM`, or None
+    #: when nothing listens there (process driver only).
     internal_holder: str | None = None
     #: Whether the machine exited or ran long enough that listening nowhere is telling.
     settled: bool = False
