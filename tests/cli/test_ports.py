@@ -95,6 +95,15 @@ def get(folder: Path, path: str = "/") -> int:
         return exc.code
 
 
+def on_port_app(folder: Path, app: str, *, delay: float = 0, unhealthy: bool = False) -> int:
+    """Write the fly.toml of an app on $PORT with a service check; its internal_port."""
+    internal = free_port()
+    command = f"{sys.executable} on_port.py {delay}"
+    env = 'HEALTH = "500"' if unhealthy else ""
+    (folder / "fly.toml").write_text(fly_toml(app, command, internal, checks=True, env=env))
+    return internal
+
+
 def two_machines_then_down(folder: Path) -> None:
     """Leave the app with two stopped web machines (`scale count` is kept)."""
     for args in (("up", "-d", "--driver", "process"), ("scale", "count", "web=2"), ("down",)):
@@ -171,9 +180,7 @@ def _hint_about(output: str, internal: int) -> bool:
 
 
 def test_ports_are_made_afresh_when_the_stored_one_is_taken(folder: Path) -> None:
-    internal = free_port()
-    command = f"{sys.executable} on_port.py 0"
-    (folder / "fly.toml").write_text(fly_toml("freshports", command, internal, checks=True))
+    internal = on_port_app(folder, "freshports")
     assert taxiway(folder, "up", "-d", "--driver", "process").returncode == 0
     [machine] = status(folder)["machines"]
     stored = machine["ports"][str(internal)]
@@ -193,9 +200,7 @@ def test_ports_are_made_afresh_when_the_stored_one_is_taken(folder: Path) -> Non
 def test_ports_a_namespace_run_left_are_made_afresh_for_the_process_driver(
     folder: Path,
 ) -> None:
-    internal = free_port()
-    command = f"{sys.executable} on_port.py 0"
-    (folder / "fly.toml").write_text(fly_toml("nsthenproc", command, internal, checks=True))
+    internal = on_port_app(folder, "nsthenproc")
     two_machines_then_down(folder)
     # what the namespace driver leaves: every machine on internal_port itself
     with Store.open(folder / ".taxiway") as store:
@@ -213,9 +218,7 @@ def test_ports_a_namespace_run_left_are_made_afresh_for_the_process_driver(
 def test_a_machine_whose_internal_port_another_program_took_gets_a_port_of_its_own(
     folder: Path,
 ) -> None:
-    internal = free_port()
-    command = f"{sys.executable} on_port.py 0"
-    (folder / "fly.toml").write_text(fly_toml("movesoff", command, internal, checks=True))
+    internal = on_port_app(folder, "movesoff")
     assert taxiway(folder, "up", "-d", "--driver", "process").returncode == 0
     [machine] = status(folder)["machines"]
     assert machine["ports"] == {str(internal): internal}
@@ -235,9 +238,7 @@ def test_a_machine_whose_internal_port_another_program_took_gets_a_port_of_its_o
 
 
 def test_up_detached_waits_until_the_checks_pass(folder: Path) -> None:
-    internal = free_port()
-    command = f"{sys.executable} on_port.py 1.5"  # opens its port well after the first check
-    (folder / "fly.toml").write_text(fly_toml("waitsforchecks", command, internal, checks=True))
+    on_port_app(folder, "waitsforchecks", delay=1.5)
     up = taxiway(folder, "up", "-d", "--driver", "process")
     assert up.returncode == 0, up.stderr
     assert get(folder) == 200
@@ -248,11 +249,7 @@ def test_up_detached_waits_until_the_checks_pass(folder: Path) -> None:
 
 
 def test_up_detached_fails_with_a_sentence_when_a_check_never_passes(folder: Path) -> None:
-    internal = free_port()
-    command = f"{sys.executable} on_port.py 0"
-    (folder / "fly.toml").write_text(
-        fly_toml("neverhealthy", command, internal, checks=True, env='HEALTH = "500"')
-    )
+    internal = on_port_app(folder, "neverhealthy", unhealthy=True)
     up = taxiway(folder, "up", "-d", "--driver", "process", "--wait-timeout", "2s")
     assert up.returncode == 1
     assert "Traceback" not in up.stderr
@@ -267,11 +264,7 @@ def test_up_detached_fails_with_a_sentence_when_a_check_never_passes(folder: Pat
 
 
 def test_up_detached_no_wait_returns_without_waiting(folder: Path) -> None:
-    internal = free_port()
-    command = f"{sys.executable} on_port.py 0"
-    (folder / "fly.toml").write_text(
-        fly_toml("nowait", command, internal, checks=True, env='HEALTH = "500"')
-    )
+    on_port_app(folder, "nowait", unhealthy=True)
     up = taxiway(folder, "up", "-d", "--driver", "process", "--no-wait")
     assert up.returncode == 0, up.stderr
     assert "waiting for" not in up.stdout
