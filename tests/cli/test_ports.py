@@ -56,7 +56,10 @@ def fixed_port(port: int) -> str:
     return f"env PORT={port} {sys.executable} echo.py"
 
 
-def fly_toml(app: str, command: str, internal: int, *, checks: bool, env: str = "") -> str:
+def fly_toml(
+    app: str, command: str, internal: int, *, checks: bool, env: str = "", edge: int = 0
+) -> str:
+    """A web group with one service (edge port ``edge``, else a free one)."""
     check = (
         '[[services.http_checks]]\npath = "/healthz"\ninterval = "10s"\ntimeout = "2s"\n'
         if checks
@@ -65,7 +68,7 @@ def fly_toml(app: str, command: str, internal: int, *, checks: bool, env: str = 
     return (
         f'app = "{app}"\nkill_timeout = 2\n[env]\n{env}\n[processes]\nweb = "{command}"\n'
         f'[[services]]\ninternal_port = {internal}\nprotocol = "tcp"\nprocesses = ["web"]\n'
-        f'[[services.ports]]\nport = {free_port()}\nhandlers = ["http"]\n{check}'
+        f'[[services.ports]]\nport = {edge or free_port()}\nhandlers = ["http"]\n{check}'
     )
 
 
@@ -136,6 +139,21 @@ def test_a_fixed_port_app_serves_alone_and_a_second_machine_gets_a_hint(folder: 
     hints = {m["id"]: m["hints"] for m in status(folder)["machines"]}
     assert hints[first["id"]] == [] and sentence in hints[second["id"]][0]
     assert get(folder) == 200  # the first machine still serves
+
+
+def test_the_first_machine_leaves_internal_port_to_the_edge_listening_there(
+    folder: Path,
+) -> None:
+    internal = free_port()
+    command = f"{sys.executable} on_port.py 0"
+    (folder / "fly.toml").write_text(
+        fly_toml("edgeport", command, internal, checks=True, edge=internal)
+    )
+    assert taxiway(folder, "up", "-d", "--driver", "process").returncode == 0
+    data = status(folder)
+    assert data["edge"][0]["address"] == f"127.0.0.1:{internal}"
+    assert data["machines"][0]["ports"][str(internal)] != internal
+    assert get(folder) == 200
 
 
 def test_up_prints_the_hint_in_the_foreground_and_detached(folder: Path) -> None:
