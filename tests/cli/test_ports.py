@@ -98,12 +98,22 @@ def get(folder: Path, path: str = "/") -> int:
         return exc.code
 
 
-def on_port_app(folder: Path, app: str, *, delay: float = 0, unhealthy: bool = False) -> int:
+def on_port_app(
+    folder: Path,
+    app: str,
+    *,
+    delay: float = 0,
+    unhealthy: bool = False,
+    internal: int = 0,
+    edge: int = 0,
+) -> int:
     """Write the fly.toml of an app on $PORT with a service check; its internal_port."""
-    internal = free_port()
+    internal = internal or free_port()
     command = f"{sys.executable} on_port.py {delay}"
     env = 'HEALTH = "500"' if unhealthy else ""
-    (folder / "fly.toml").write_text(fly_toml(app, command, internal, checks=True, env=env))
+    (folder / "fly.toml").write_text(
+        fly_toml(app, command, internal, checks=True, env=env, edge=edge)
+    )
     return internal
 
 
@@ -145,10 +155,7 @@ def test_the_first_machine_leaves_internal_port_to_the_edge_listening_there(
     folder: Path,
 ) -> None:
     internal = free_port()
-    command = f"{sys.executable} on_port.py 0"
-    (folder / "fly.toml").write_text(
-        fly_toml("edgeport", command, internal, checks=True, edge=internal)
-    )
+    on_port_app(folder, "edgeport", internal=internal, edge=internal)
     assert taxiway(folder, "up", "-d", "--driver", "process").returncode == 0
     data = status(folder)
     assert data["edge"][0]["address"] == f"127.0.0.1:{internal}"
