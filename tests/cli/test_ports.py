@@ -268,7 +268,7 @@ def test_up_detached_waits_until_the_checks_pass(folder: Path) -> None:
     assert up.returncode == 0, up.stderr
     assert get(folder) == 200
     lines = up.stdout.splitlines()
-    assert "waiting for 1 machine(s) to pass their checks (timeout 5m)..." in lines
+    assert "waiting for 1 machine to pass its checks (timeout 5m)..." in lines
     [machine] = status(folder)["machines"]
     assert f"machine {machine['id']} (web) passes its checks" in lines
 

@@ -164,9 +164,13 @@ async def wait_serving(
         progress(f"{label(machine)} passes its checks")
 
     if machines:
+        count = (
+            "1 machine to pass its"
+            if len(machines) == 1
+            else f"{len(machines)} machines to pass their"
+        )
         progress(
-            f"waiting for {len(machines)} machine(s) to pass their checks "
-            f"(timeout {format_duration_ns(round(timeout_s * 1e9))})..."
+            f"waiting for {count} checks (timeout {format_duration_ns(round(timeout_s * 1e9))})..."
         )
         await asyncio.gather(*(one(m) for m in machines))
     await runtime.port_verdicts(list(runtime.machines.values()))
