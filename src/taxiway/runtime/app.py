@@ -29,6 +29,7 @@ from taxiway.runtime.portcheck import (
     host_listening_ports,
     listening_ports,
     machine_hint,
+    process_groups,
 )
 from taxiway.runtime.roster import MachineInfo, MachineRoster, internal_ports
 from taxiway.state.records import MachineRecord
@@ -193,18 +194,24 @@ class AppRuntime(MachineRoster):
         internal = internal_ports(machine.spec)[0]
         edge_port = info.ports.get(internal, internal)
         own_network = bool(getattr(self.driver, "own_network", False))
+        host = frozenset() if own_network else host_listening_ports()
         listening = None
         if info.state is State.STARTED and info.pid is not None:
-            listening = listening_ports(info.pid, info.pgid, own_network=own_network)
+            if own_network or edge_port in host or settled:
+                listening = listening_ports(info.pid, info.pgid, own_network=own_network)
+            else:  # not serving, and too early to say more: spare the scan of /proc
+                listening = frozenset()
         holder = None
         serving = listening is not None and edge_port in listening
-        if not own_network and not serving and internal in host_listening_ports():
+        if settled and not own_network and not serving and internal in host:
             holder = ANOTHER_PROGRAM
+            groups = process_groups()
             for other in list(self.machines.values()):
                 pid, pgid = other.info.pid, other.info.pgid
                 if other.id == machine.id or pid is None:
                     continue
-                if internal in (listening_ports(pid, pgid, own_network=False) or ()):
+                found = listening_ports(pid, pgid, own_network=False, groups=groups)
+                if internal in (found or ()):
                     holder = f"machine {other.id}"
                     break
         return PortFacts(

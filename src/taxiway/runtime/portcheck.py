@@ -16,7 +16,7 @@ its network namespace), so taxiway never connects to the app to find out.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,10 +91,17 @@ def machine_hint(facts: PortFacts) -> str | None:
     )
 
 
-def listening_ports(pid: int, pgid: int | None, *, own_network: bool) -> frozenset[int] | None:
+def listening_ports(
+    pid: int,
+    pgid: int | None,
+    *,
+    own_network: bool,
+    groups: Mapping[int, list[int]] | None = None,
+) -> frozenset[int] | None:
     """The TCP ports a machine listens on: every listener of its network namespace (its
-    own network), else the listeners whose sockets its process group holds. None when
-    ``/proc`` won't say (the machine is gone)."""
+    own network), else the listeners whose sockets its process group holds (``groups``:
+    `process_groups`, when the caller asks about several machines). None when ``/proc``
+    won't say (the machine is gone)."""
     if own_network and _same_netns(pid):
         return None  # still on its way into its namespace (the launch's exec chain)
     rows = _listeners(pid)
@@ -104,7 +111,8 @@ def listening_ports(pid: int, pgid: int | None, *, own_network: bool) -> frozens
         return frozenset(rows.values())
     if pgid is None:
         return None
-    inodes = _socket_inodes(_group_pids(pgid))
+    members = (groups if groups is not None else process_groups()).get(pgid, [])
+    inodes = _socket_inodes(members)
     return frozenset(port for inode, port in rows.items() if inode in inodes)
 
 
@@ -137,8 +145,9 @@ def _same_netns(pid: int) -> bool:
         return True
 
 
-def _group_pids(pgid: int) -> list[int]:
-    pids = []
+def process_groups() -> dict[int, list[int]]:
+    """Every process of the host by process group: pgid → pids."""
+    groups: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -147,9 +156,9 @@ def _group_pids(pgid: int) -> list[int]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and fields[2] == str(pgid):
-            pids.append(int(entry.name))
-    return pids
+        if len(fields) > 2:
+            groups.setdefault(int(fields[2]), []).append(int(entry.name))
+    return groups
 
 
 def _socket_inodes(pids: Iterable[int]) -> set[str]:
