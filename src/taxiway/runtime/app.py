@@ -159,10 +159,10 @@ class AppRuntime(MachineRoster):
         self, machine: SupervisedMachine, *, exited: bool, verdict: asyncio.Event
     ) -> None:
         """Look often at first, then every few seconds while the machine runs and doesn't
-        listen where the edge connects; ``verdict`` is set once there is an answer."""
+        listen where the edge connects; ``verdict`` is set once there is an answer (it
+        listens there, it has a hint, or `GRACE_S` passed)."""
         loop = asyncio.get_running_loop()
         began = loop.time()
-        delay = 0.05
         while True:
             settled = exited or loop.time() - began >= GRACE_S
             facts = await asyncio.to_thread(self._port_facts, machine, settled)
@@ -185,8 +185,8 @@ class AppRuntime(MachineRoster):
             if ok or exited or machine.state is not State.STARTED:
                 verdict.set()
                 return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            # until it is settled a look costs one read of the host's listeners
+            await asyncio.sleep(5.0 if settled else 0.1)
 
     def _port_facts(self, machine: SupervisedMachine, settled: bool) -> PortFacts:
         """What the host sees of the machine's first service port (runs in a thread)."""
