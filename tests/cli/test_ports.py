@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -195,6 +196,20 @@ def test_up_prints_the_hint_in_the_foreground_and_detached(folder: Path) -> None
         foreground.wait(timeout=30)
 
 
+def test_up_detached_fails_naming_the_crashing_machine_and_its_hint(folder: Path) -> None:
+    internal = free_port()
+    command = fixed_port(internal)
+    (folder / "fly.toml").write_text(fly_toml("fixedfails", command, internal, checks=True))
+    two_machines_then_down(folder)
+    up = taxiway(folder, "up", "-d", "--driver", "process")
+    assert up.returncode == 1
+    error = up.stderr.strip().removeprefix("taxiway: error: ")
+    assert re.match(r"machine \w+ \(web\) crashed \(exit code 1\)", error), error
+    assert f"so an app that binds {internal} cannot run here" in error
+    assert error.endswith("the app keeps running; see `taxiway checks list`")
+    assert taxiway(folder, "status").returncode == 0
+
+
 def _hint_about(output: str, internal: int) -> bool:
     """Whether ``output`` has a hint line about a machine that can't have ``internal``."""
     return any(
@@ -273,15 +288,25 @@ def test_up_detached_waits_until_the_checks_pass(folder: Path) -> None:
     assert f"machine {machine['id']} (web) passes its checks" in lines
 
 
-def test_up_detached_fails_with_a_sentence_when_a_check_never_passes(folder: Path) -> None:
+@pytest.mark.parametrize("timeout_from", ["flag", "config"])
+def test_up_detached_fails_with_a_sentence_when_a_check_never_passes(
+    folder: Path, timeout_from: str
+) -> None:
     internal = on_port_app(folder, "neverhealthy", unhealthy=True)
-    up = taxiway(folder, "up", "-d", "--driver", "process", "--wait-timeout", "2s")
+    flags = ["--wait-timeout", "2s"]
+    if timeout_from == "config":
+        config = folder / "fly.toml"
+        config.write_text(config.read_text() + '[deploy]\nwait_timeout = "2s"\n')
+        flags = []
+    up = taxiway(folder, "up", "-d", "--driver", "process", *flags)
     assert up.returncode == 1
     assert "Traceback" not in up.stderr
     [machine] = status(folder)["machines"]  # the app keeps running
     assert machine["state"] == "started"
     error = up.stderr.strip().removeprefix("taxiway: error: ")
-    assert error.startswith(f"machine {machine['id']} (web) did not pass its checks within")
+    assert error.startswith(
+        f"machine {machine['id']} (web) did not pass its checks within the wait timeout (2s)"
+    )
     assert f"servicecheck-00-http-{internal} is critical" in error
     assert f"the last output of check servicecheck-00-http-{internal}: HTTP GET" in error
     assert "500" in error
