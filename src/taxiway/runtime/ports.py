@@ -25,8 +25,9 @@ def bindable(port: int, hosts: Iterable[str]) -> bool:
     as servers set it: a connection of the past (TIME_WAIT) does not hold a port, a
     listener does."""
     for host in dict.fromkeys(hosts):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((host, port))
         except OSError:
