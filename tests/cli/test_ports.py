@@ -125,6 +125,14 @@ def two_machines_then_down(folder: Path) -> None:
         assert result.returncode == 0, result.stderr
 
 
+def two_fixed_port_machines(folder: Path, app: str, *, checks: bool) -> int:
+    """A fixed-port app left with two stopped web machines; its internal_port."""
+    internal = free_port()
+    (folder / "fly.toml").write_text(fly_toml(app, fixed_port(internal), internal, checks=checks))
+    two_machines_then_down(folder)
+    return internal
+
+
 def test_a_fixed_port_app_serves_alone_and_a_second_machine_gets_a_hint(folder: Path) -> None:
     internal = free_port()
     command = fixed_port(internal)
@@ -165,10 +173,7 @@ def test_the_first_machine_leaves_internal_port_to_the_edge_listening_there(
 
 
 def test_up_prints_the_hint_in_the_foreground_and_detached(folder: Path) -> None:
-    internal = free_port()
-    command = fixed_port(internal)
-    (folder / "fly.toml").write_text(fly_toml("fixedhint", command, internal, checks=False))
-    two_machines_then_down(folder)
+    internal = two_fixed_port_machines(folder, "fixedhint", checks=False)
 
     detached = taxiway(folder, "up", "-d", "--driver", "process")
     assert detached.returncode == 0, detached.stderr
@@ -197,10 +202,7 @@ def test_up_prints_the_hint_in_the_foreground_and_detached(folder: Path) -> None
 
 
 def test_up_detached_fails_naming_the_crashing_machine_and_its_hint(folder: Path) -> None:
-    internal = free_port()
-    command = fixed_port(internal)
-    (folder / "fly.toml").write_text(fly_toml("fixedfails", command, internal, checks=True))
-    two_machines_then_down(folder)
+    internal = two_fixed_port_machines(folder, "fixedfails", checks=True)
     up = taxiway(folder, "up", "-d", "--driver", "process")
     assert up.returncode == 1
     error = up.stderr.strip().removeprefix("taxiway: error: ")
