@@ -44,6 +44,7 @@ async def serve(
     on_ready: Callable[[AppRuntime], None] | None = None,
     on_machine: Callable[[SupervisedMachine], None] | None = None,
     on_release_output: Callable[[dict[str, Any]], None] | None = None,
+    on_hint: Callable[[SupervisedMachine, str], None] | None = None,
     early: Sequence[EarlyMachine] = (),
     api_socket: socket.socket | None = None,
     store: Store | None = None,
@@ -51,6 +52,7 @@ async def serve(
     """Run the app until SIGINT/SIGTERM or `taxiway down`; returns an exit code.
     ``startup``: what was settled for this daemon (its lock included) before it had a
     loop; without it the daemon settles it here (`taxiway.daemon_startup.prepare`).
+    ``on_hint``: called with each new hint about a machine (`up` prints it);
     ``early``: the machines it launched before (`taxiway.runtime.early`), to supervise;
     ``api_socket``, ``store``: the API's socket and the state store, when they were
     opened before (the daemon closes them). ``on_release_output``: each line of the
@@ -81,6 +83,8 @@ async def serve(
     )
     runtime.on_machine = on_machine
     runtime.on_release_output = on_release_output
+    runtime.on_hint = on_hint
+    runtime.edge_host = options.edge_host
     shutdown = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -266,3 +266,26 @@ def test_a_check_without_a_port_is_critical() -> None:
         await checks.stop()
 
     asyncio.run(main())
+
+
+def test_a_check_not_passed_yet_is_retried_before_its_interval(
+    backend: Callable[..., Backend],
+) -> None:
+    """An app that answers a moment after the first run passes at the next retry, not a
+    whole interval later; failed retries change neither the status nor the failure count."""
+    b = backend(status=500)
+
+    async def main() -> None:
+        check = http_check("starting", 8080, "/health", interval="1h")
+        checks = MachineChecks("m1", [service(8080, check)], [], routed({8080: b.port}), ignore)
+        checks.start()
+        [state] = checks.states()
+        await wait_until(lambda: len(b.paths()) >= 3)  # the regular run and two retries
+        assert state.status is CheckStatus.CRITICAL
+        assert state.consecutive_failures == 1
+        b.status = 200
+        await wait_until(lambda: state.status is CheckStatus.PASSING)
+        assert checks.service_passing(8080)
+        await checks.stop()
+
+    asyncio.run(main())

@@ -138,7 +138,8 @@ def test_routing_follows_the_service_checks(
 ) -> None:
     config = app / "fly.toml"
     config.write_text(config.read_text() + CHECKED.format(grace=grace, path=path))
-    assert taxiway(app, "up", "-d").returncode == 0
+    # --no-wait: the machine is not checked yet (grace), or never passes
+    assert taxiway(app, "up", "-d", "--no-wait").returncode == 0
     if expected == 503:
         deadline = time.monotonic() + 20
         while status(app)["machines"][0]["checks"]["critical"] != 1:

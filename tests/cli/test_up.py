@@ -509,32 +509,6 @@ def test_the_next_up_cleans_up_after_a_killed_daemon_and_keeps_the_machines(app:
     assert web["state"] == "started" and web["pid"] not in old_pids
 
 
-def test_an_app_that_ignores_port_is_told_so(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        internal = probe.getsockname()[1]
-    (tmp_path / "fixed.py").write_text(
-        "import socket, time\n"
-        f"s = socket.socket(); s.bind(('127.0.0.1', {internal})); s.listen()\n"
-        "time.sleep(60)\n"
-    )
-    (tmp_path / "fly.toml").write_text(
-        f'app = "fixed"\n[processes]\nweb = "{sys.executable} fixed.py"\n'
-        f'[http_service]\ninternal_port = {internal}\nprocesses = ["web"]\n'
-    )
-    try:
-        assert taxiway(tmp_path, "up", "-d").returncode == 0
-        wait_for(
-            lambda: "read PORT from the environment" in taxiway(tmp_path, "logs").stdout,
-            timeout=10,
-            what="the PORT advice",
-        )
-    finally:
-        taxiway(tmp_path, "down")
-
-
 def test_suspend_freezes_a_machine_and_start_resumes_it(app: Path) -> None:
     assert taxiway(app, "up", "-d").returncode == 0
     web = next(m for m in status(app)["machines"] if m["group"] == "web")

@@ -168,6 +168,7 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
             raise TaxiwayError('scale needs {"counts": {"group": number, ...}}')
         no_deploy_running("change the scale")
         await runtime.scale(counts)
+        await runtime.port_verdicts(list(runtime.machines.values()))  # `scale` prints hints
         return _scale(runtime)
 
     async def down(request: Request, params: dict[str, str]) -> Result:
@@ -178,6 +179,22 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
     async def logs(request: Request, params: dict[str, str]) -> Result:
         check_app(params)
         return _logs(runtime, request.query)
+
+    async def wait(request: Request, params: dict[str, str]) -> Result:
+        """`up -d`'s wait for the machines to pass their checks (`wait_serving`): progress
+        lines, then ``{"status": …}`` or ``{"error": …}``."""
+        check_app(params)
+        body = request.json() or {}
+        timeout_s = body.get("timeout_s") if isinstance(body, dict) else None
+        if not isinstance(timeout_s, int | float) or isinstance(timeout_s, bool):
+            raise TaxiwayError('wait needs {"timeout_s": seconds}')
+        from taxiway.deploy.health import wait_serving
+
+        lines: asyncio.Queue[str] = asyncio.Queue()
+        task = asyncio.ensure_future(
+            wait_serving(runtime, timeout_s=float(timeout_s), progress=lines.put_nowait)
+        )
+        return _progress_stream(task, lines, lambda _: {"status": runtime.status()})
 
     router.add("GET", "/v1/ping", ping)
     router.add("GET", base + "/status", status)
@@ -190,6 +207,7 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
     router.add("POST", base + "/scale", set_scale)
     router.add("POST", base + "/down", down)
     router.add("GET", base + "/logs", logs)
+    router.add("POST", base + "/wait", wait)
     _add_deploy_routes(router, runtime, check_app)
     return router
 
@@ -240,7 +258,11 @@ def _add_deploy_routes(
             _echo(line)
             lines.put_nowait(line)
 
-        return _progress_stream(deployer().start(deployment, progress), lines, runtime)
+        return _progress_stream(
+            deployer().start(deployment, progress),
+            lines,
+            lambda release: {"release": release_json(release, runtime.release)},
+        )
 
     async def deploy(request: Request, params: dict[str, str]) -> Result:
         check_app(params)
@@ -279,12 +301,11 @@ def _add_deploy_routes(
 
 
 async def _progress_stream(
-    task: asyncio.Task[Any], lines: asyncio.Queue[str], runtime: AppRuntime
+    task: asyncio.Future[Any], lines: asyncio.Queue[str], result: Callable[[Any], object]
 ) -> AsyncIterator[bytes]:
-    """Progress lines while the deploy task works, then its result. The deploy runs on
-    its own: a client that goes away does not stop it half-way."""
-    from taxiway.deploy.releases import release_json
-
+    """Progress lines while the task (a deploy, `up -d`'s wait) works, then ``result`` of
+    its value. The task runs on its own: a client that goes away does not stop it
+    half-way."""
     while True:
         getter = asyncio.ensure_future(lines.get())
         done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
@@ -296,7 +317,7 @@ async def _progress_stream(
         yield _ndjson({"progress": lines.get_nowait()})
     exc = task.exception()
     if exc is None:
-        yield _ndjson({"release": release_json(task.result(), runtime.release)})
+        yield _ndjson(result(task.result()))
     elif isinstance(exc, TaxiwayError):
         yield _ndjson({"error": str(exc)})
     elif isinstance(exc, OSError):  # the host's doing (a full disk), not a bug

@@ -4,6 +4,13 @@ Each check gets its own loop: wait ``grace_period`` after the machine started, t
 every ``interval`` with ``timeout``. Runs of one check never overlap: when a run takes
 longer than the interval (timeout > interval), the next one starts as soon as it ends.
 
+Until a check has passed once since the machine started, a failed run is also tried
+again every second until the next regular run (`STARTUP_RETRY_S`): an app that opens
+its port a moment after the first run (grace_period 0, the default) would otherwise
+stay out of routing for a whole interval. A retry that passes counts at once; a retry
+that fails only updates the check's output (statuses and ``restart_limit`` move with
+the regular runs only).
+
 The monitor only publishes state. The runtime calls `start`/`stop` with the machine's
 lifecycle and passes ``on_change`` on to the edge (routing reads `service_passing`); the
 deployer waits on `wait_passing`. Statuses, and why a check is ``warning`` before its
@@ -18,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from taxiway.checks.runners import run_http, run_tcp
-from taxiway.checks.state import CheckKind, CheckResult, CheckState, CheckStatus
+from taxiway.checks.state import CheckKind, CheckResult, CheckState, CheckStatus, trim
 from taxiway.config.units import duration_seconds
 from taxiway.plan.machine import Check, ServiceSpec
 
@@ -29,6 +36,9 @@ MIN_INTERVAL_S = 0.01
 
 NOT_STARTED = "not checked: the machine is not started"
 
+#: How soon a check that has not passed yet since the machine started is tried again.
+STARTUP_RETRY_S = 1.0
+
 
 @dataclass(slots=True)
 class _Entry:
@@ -37,6 +47,8 @@ class _Entry:
     interval_s: float
     timeout_s: float
     grace_s: float
+    #: Whether the check passed since the machine started.
+    passed: bool = False
 
 
 class MachineChecks:
@@ -80,6 +92,7 @@ class MachineChecks:
         changed = False
         for entry in self._entries:
             changed |= entry.state.reset(_waiting(entry))
+            entry.passed = False
             self._tasks.append(
                 asyncio.create_task(
                     self._loop(entry), name=f"check-{self.machine_id}-{entry.check.name}"
@@ -176,10 +189,22 @@ class MachineChecks:
         while True:
             began = loop.time()
             result = await self._run(entry)
-            if entry.state.record(result):
-                self._notify()
+            self._record(entry, result)
             self._count_failure(entry)
-            await asyncio.sleep(max(MIN_INTERVAL_S, began + entry.interval_s - loop.time()))
+            next_run = began + entry.interval_s
+            while not entry.passed and loop.time() + STARTUP_RETRY_S < next_run:
+                await asyncio.sleep(STARTUP_RETRY_S)
+                retry = await self._run(entry)
+                if retry.passing:
+                    self._record(entry, retry)
+                else:
+                    entry.state.output = trim(retry.output)  # the latest word, same status
+            await asyncio.sleep(max(MIN_INTERVAL_S, next_run - loop.time()))
+
+    def _record(self, entry: _Entry, result: CheckResult) -> None:
+        entry.passed |= result.passing
+        if entry.state.record(result):
+            self._notify()
 
     async def _run(self, entry: _Entry) -> CheckResult:
         check, port = entry.check, entry.state.port

@@ -43,7 +43,14 @@ def client_for(config: str | None) -> tuple[Client, str, AppPaths]:
 def up(args: argparse.Namespace) -> int:
     options = daemon_options(args)
     if args.detach:
-        return _up_detached(args.config, options)
+        wait_timeout = getattr(args, "wait_timeout", None)
+        if wait_timeout is not None:
+            from taxiway.cli.deploy_cmd import duration_flag
+
+            duration_flag(wait_timeout, "--wait-timeout")  # a bad flag fails before anything runs
+        return _up_detached(
+            args.config, options, wait=not getattr(args, "no_wait", False), timeout=wait_timeout
+        )
     loaded, paths = _checked_for_up(args.config)
     from taxiway.cli.output import LogPrinter
     from taxiway.daemon import run_loop, serve
@@ -60,6 +67,9 @@ def up(args: argparse.Namespace) -> int:
         for line in edge_lines(runtime.status()["edge"]):
             printer.banner(line)
 
+    def hint(machine: Any, text: str) -> None:
+        printer.banner(f"hint: {text}")
+
     return run_loop(
         serve(
             loaded,
@@ -67,6 +77,7 @@ def up(args: argparse.Namespace) -> int:
             on_ready=ready,
             on_machine=printer.follow,
             on_release_output=printer.print_line,
+            on_hint=hint,
         ),
         loaded,
     )
@@ -115,9 +126,13 @@ def _checked_for_up(config: str | None) -> tuple[LoadedConfig, AppPaths]:
     return loaded, paths
 
 
-def _up_detached(config: str | None, options: DaemonOptions) -> int:
+def _up_detached(
+    config: str | None, options: DaemonOptions, *, wait: bool = True, timeout: str | None = None
+) -> int:
     """Fork the daemon, send it the checked config (and, unless it launches first, the
-    settled start-up), and return once it reports every machine started, or its error.
+    settled start-up), and return once it reports every machine started, or its error;
+    then, unless ``wait`` is off, once every machine with service checks has passed them
+    (`_wait_serving`; ``timeout``: the --wait-timeout flag).
 
     The fork comes first: the daemon imports what needs no event loop while this
     process checks the config, and what comes next is the daemon's protocol
@@ -180,8 +195,13 @@ def _up_detached(config: str | None, options: DaemonOptions) -> int:
     status = json.loads(text.removeprefix("ready "))
     for notice in status.pop("notices", []):
         print(notice)
+    unhealthy = None
+    if wait and _has_services(status):
+        status, unhealthy = _wait_serving(loaded, paths, status, timeout)
     _print_status(status)
     print(f"\ndaemon pid {pid}; logs: `taxiway logs -f`; stop: `taxiway down`")
+    if unhealthy is not None:
+        raise TaxiwayError(unhealthy)
     failed = [m for m in status["machines"] if m["state"] == "failed"]
     if failed:
         from taxiway.runtime.logs import read_log
@@ -223,6 +243,50 @@ def _daemon_report(ready_read: int) -> str | None:
         return None
     finally:
         os.close(ready_read)
+
+
+def _has_services(status: dict[str, Any]) -> bool:
+    """Whether a machine has a service (ports) or checks: what `up -d` waits for."""
+    return any(m.get("ports") or (m.get("checks") or {}).get("total") for m in status["machines"])
+
+
+def _wait_serving(
+    loaded: LoadedConfig, paths: AppPaths, status: dict[str, Any], flag: str | None
+) -> tuple[dict[str, Any], str | None]:
+    """Wait in the daemon until the machines pass their service checks once, printing its
+    progress; the app's status then, and the sentence saying why the wait failed (None
+    when it didn't)."""
+    from taxiway.cli.deploy_cmd import duration_flag
+    from taxiway.config.units import UnitError, duration_seconds
+
+    deploy = loaded.config.deploy
+    if flag is not None:
+        timeout_s = duration_flag(flag, "--wait-timeout")
+    else:
+        try:
+            timeout_s = duration_seconds((deploy.wait_timeout if deploy else None) or "5m")
+        except UnitError as exc:
+            raise TaxiwayError(f"[deploy] wait_timeout: {exc}") from None
+    client = Client(paths.socket, timeout=None)  # type: ignore[arg-type]
+    try:
+        for entry in client.stream(
+            f"/v1/apps/{status['app']}/wait", method="POST", body={"timeout_s": timeout_s}
+        ):
+            if "progress" in entry:
+                print(entry["progress"], flush=True)
+            elif "error" in entry:
+                return client_status(client, status["app"]), entry["error"]
+            elif "status" in entry:
+                return entry["status"], None
+    except KeyboardInterrupt:
+        print("\nstopped waiting; the app keeps running (`taxiway status` shows it)")
+        raise SystemExit(130) from None
+    raise TaxiwayError(f"the daemon ended the wait without a result; see {paths.daemon_log}")
+
+
+def client_status(client: Client, app: str) -> dict[str, Any]:
+    """The app's `status --json` document."""
+    return client.request("GET", f"/v1/apps/{app}/status")
 
 
 def _daemon_child(
@@ -364,6 +428,14 @@ def _print_status(data: dict[str, Any]) -> None:
     print_table(rows)
     for line in edge_lines(data.get("edge") or []):
         print(line)
+    print_hints(data)
+
+
+def print_hints(data: dict[str, Any]) -> None:
+    """Every machine's hints (`status --json`'s ``hints``), one line each."""
+    for m in data["machines"]:
+        for hint in m.get("hints") or ():
+            print(f"hint: {hint}")
 
 
 def checks_summary(checks: dict[str, Any]) -> str:
@@ -472,11 +544,20 @@ def scale(args: argparse.Namespace) -> int:
                 raise TaxiwayError(f"'{item}' is not GROUP=COUNT (e.g. web=3)")
             counts[group.strip()] = int(number)
         data = client.request("POST", f"/v1/apps/{app}/scale", {"counts": counts})
+        if not getattr(args, "json", False):
+            _print_scale(data)
+            print_hints(client_status(client, app))
+            return 0
     else:
         data = client.request("GET", f"/v1/apps/{app}/scale")
     if getattr(args, "json", False):
         _print_json(data)
         return 0
+    _print_scale(data)
+    return 0
+
+
+def _print_scale(data: dict[str, Any]) -> None:
     rows = [("GROUP", "COUNT", "RUNNING", "SIZE", "CPUS", "MEMORY")]
     for group, g in data.items():
         rows.append(
@@ -490,7 +571,6 @@ def scale(args: argparse.Namespace) -> int:
             )
         )
     print_table(rows)
-    return 0
 
 
 def logs(args: argparse.Namespace) -> int:

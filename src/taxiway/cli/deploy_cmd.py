@@ -42,7 +42,7 @@ def deploy(args: argparse.Namespace) -> int:
     if args.strategy:
         body["strategy"] = args.strategy
     if args.wait_timeout:
-        body["wait_timeout_s"] = _duration(args.wait_timeout, "--wait-timeout")
+        body["wait_timeout_s"] = duration_flag(args.wait_timeout, "--wait-timeout")
     if args.max_unavailable is not None:
         body["max_unavailable"] = args.max_unavailable
     if args.no_smoke_checks:
@@ -246,7 +246,7 @@ def _require_valid(loaded: Any) -> None:
         )
 
 
-def _duration(text: str, flag: str) -> float:
+def duration_flag(text: str, flag: str) -> float:
     from taxiway.config.units import UnitError, duration_seconds
 
     try:

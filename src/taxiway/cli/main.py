@@ -181,6 +181,17 @@ def _add_up(commands: Commands) -> None:
             "$TAXIWAY_DRIVER, else auto"
         ),
     )
+    up.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="with -d: return once the machines started, without waiting for their checks",
+    )
+    up.add_argument(
+        "--wait-timeout",
+        metavar="DURATION",
+        help="with -d: how long to wait for the machines' checks to pass, like 30s or 5m "
+        "(default: [deploy] wait_timeout, else 5m)",
+    )
     _add_daemon_options(up)
     up.set_defaults(handler=_APP + "up")
 

@@ -131,3 +131,63 @@ def _show_output(
         return
     for line in last_output(machine, since):
         progress(f"  {machine.id} | {line}")
+
+
+async def wait_serving(
+    runtime: AppRuntime, *, timeout_s: float, progress: Callable[[str], None]
+) -> None:
+    """What `up -d` waits for before it returns: every started machine with service
+    checks has passed its checks once (`wait_healthy`, without the smoke window), and
+    every machine with a service has been looked at for where it listens (its hint).
+    Raises `TaxiwayError` with one sentence for the first machine that crashes or does
+    not pass within ``timeout_s``; the app keeps running either way."""
+    from taxiway.config.units import format_duration_ns
+
+    machines = [
+        m
+        for m in runtime.machines.values()
+        if m.state in (State.STARTED, State.STARTING, State.STOPPED)
+        and m.checks is not None
+        and any(s.checks for s in m.spec.services)
+    ]
+    abort = asyncio.Event()
+    failed: list[tuple[SupervisedMachine, DeployFailed]] = []
+
+    async def one(machine: SupervisedMachine) -> None:
+        try:
+            await wait_healthy(runtime, machine, timeout_s=timeout_s, smoke_s=0.0, abort=abort)
+        except DeployFailed as exc:
+            if not abort.is_set():
+                abort.set()
+                failed.append((machine, exc))
+            return
+        progress(f"{label(machine)} passes its checks")
+
+    if machines:
+        count = (
+            "1 machine to pass its"
+            if len(machines) == 1
+            else f"{len(machines)} machines to pass their"
+        )
+        progress(
+            f"waiting for {count} checks (timeout {format_duration_ns(round(timeout_s * 1e9))})..."
+        )
+        await asyncio.gather(*(one(m) for m in machines))
+    await runtime.port_verdicts(list(runtime.machines.values()))
+    if failed:
+        machine, exc = failed[0]
+        raise TaxiwayError(_unhealthy_sentence(machine, exc))
+
+
+def _unhealthy_sentence(machine: SupervisedMachine, exc: DeployFailed) -> str:
+    """Why `up -d`'s wait failed: the machine and what happened, its first check not
+    passing and that check's last output, the machine's port hint, what to do next."""
+    text = str(exc)
+    states = machine.checks.states() if machine.checks is not None else []
+    failing = [s for s in states if s.status.value != "passing"]
+    if failing:
+        check = failing[0]
+        text += f"; the last output of check {check.name}: {check.output or '(none)'}"
+    for hint in machine.info.hints:
+        text += f"; {hint}"
+    return f"{text}; the app keeps running; see `taxiway checks list`"

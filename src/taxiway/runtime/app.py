@@ -23,7 +23,15 @@ from taxiway.runtime.early import EarlyMachine
 from taxiway.runtime.lifecycle import RUNNING, State
 from taxiway.runtime.machine import SupervisedMachine
 from taxiway.runtime.oneoff import run_release_command
-from taxiway.runtime.portcheck import port_advice
+from taxiway.runtime.portcheck import (
+    ANOTHER_PROGRAM,
+    GRACE_S,
+    PortFacts,
+    host_listening_ports,
+    listening_ports,
+    machine_hint,
+    process_groups,
+)
 from taxiway.runtime.roster import MachineInfo, MachineRoster, internal_ports
 from taxiway.state.records import MachineRecord
 from taxiway.state.store import Store
@@ -71,6 +79,14 @@ class AppRuntime(MachineRoster):
         self.on_release_output: Callable[[dict[str, Any]], None] | None = None
         #: Where the edge listens (`status` reports it); set by the daemon.
         self.edge_bindings: Callable[[], list[dict]] | None = None
+        self.edge_ports = self._bound_edge_ports
+        #: Called with a machine and a new hint about it (`up` prints it).
+        self.on_hint: Callable[[SupervisedMachine, str], None] | None = None
+        #: Per machine: the task watching where it listens (`_watch_port`), and whether it
+        #: has been seen listening where the edge connects since its ports were set.
+        self._port_watches: dict[str, asyncio.Task[None]] = {}
+        self._port_verdicts: dict[str, asyncio.Event] = {}
+        self._port_ok: set[str] = set()
 
     # -- start-up (after `taxiway.runtime.leftovers.reap`) -----------------------------------
 
@@ -146,29 +162,158 @@ class AppRuntime(MachineRoster):
             if machine.state in (State.CREATED, State.STOPPED, State.FAILED):
                 starts.append(machine)
         await asyncio.gather(*(m.start() for m in starts))
-        for machine in starts:
-            if machine.state is State.STARTED:
-                self._watch_port(machine)
 
     def _created_at(self, machine: SupervisedMachine) -> str:
         record = self.store.get_machine(machine.id)
         return record.created_at if record is not None else ""
 
-    def _watch_port(self, machine: SupervisedMachine) -> None:
-        """Log advice when the machine doesn't listen on its PORT (see `portcheck`)."""
-        internal = internal_ports(machine.spec)
-        if not internal:
+    # -- where machines listen (`taxiway.runtime.portcheck`) --------------------------------
+
+    def _watch_port(self, machine: SupervisedMachine, event: str) -> None:
+        """Find out whether a machine that just started (or exited) listens where the
+        edge connects, and keep the hint (`MachineInfo.hints`) up to date."""
+        if event == "update":
+            self._port_ok.discard(machine.id)  # new ports, maybe a new app
             return
-        host_port = machine.info.ports.get(internal[0], internal[0])
+        if event not in ("started", "exit") or not internal_ports(machine.spec):
+            return
+        previous = self._port_watches.pop(machine.id, None)
+        if previous is not None:
+            previous.cancel()
+        verdict = self._port_verdicts.setdefault(machine.id, asyncio.Event())
+        verdict.clear()
+        task = asyncio.get_running_loop().create_task(
+            self._port_watch(machine, exited=event == "exit", verdict=verdict)
+        )
+        self._port_watches[machine.id] = task
+        task.add_done_callback(
+            lambda t: (
+                self._port_watches.pop(machine.id, None)
+                if self._port_watches.get(machine.id) is t
+                else None
+            )
+        )
 
-        async def check() -> None:
-            advice = await port_advice(internal[0], host_port)
-            if advice and machine.state is State.STARTED:
-                machine.log.system(advice)
+    async def _port_watch(
+        self, machine: SupervisedMachine, *, exited: bool, verdict: asyncio.Event
+    ) -> None:
+        """Look often at first, then every few seconds while the machine runs and doesn't
+        listen where the edge connects; ``verdict`` is set once there is an answer (it
+        listens there, it has a hint, or `GRACE_S` passed)."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        while True:
+            settled = exited or loop.time() - began >= GRACE_S
+            facts = await asyncio.to_thread(self._port_facts, machine, settled)
+            ok = facts.listening is not None and facts.edge_port in facts.listening
+            if (
+                exited
+                and facts.edge_port == facts.internal == machine.info.ports.get(facts.internal)
+                and facts.internal_holder == ANOTHER_PROGRAM
+            ):
+                self._move_off_internal_port(machine, facts.internal)
+                verdict.set()
+                return
+            # a machine that served before says nothing about its port by crashing
+            hint = None if exited and machine.id in self._port_ok else machine_hint(facts)
+            if ok:
+                self._port_ok.add(machine.id)
+            if ok or hint is not None or (not exited and settled):
+                self._set_hint(machine, hint, keep=not ok and hint is None)
+                verdict.set()
+            if ok or exited or machine.state is not State.STARTED:
+                verdict.set()
+                return
+            # until it is settled a look costs one read of the host's listeners
+            await asyncio.sleep(5.0 if settled else 0.1)
 
-        task = asyncio.get_running_loop().create_task(check())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _port_facts(self, machine: SupervisedMachine, settled: bool) -> PortFacts:
+        """What the host sees of the machine's first service port (runs in a thread)."""
+        info = machine.info
+        internal = internal_ports(machine.spec)[0]
+        edge_port = info.ports.get(internal, internal)
+        own_network = bool(getattr(self.driver, "own_network", False))
+        host = frozenset() if own_network else host_listening_ports()
+        listening = None
+        if info.state is State.STARTED and info.pid is not None:
+            if own_network or edge_port in host or settled:
+                listening = listening_ports(info.pid, info.pgid, own_network=own_network)
+            else:  # not serving, and too early to say more: spare the scan of /proc
+                listening = frozenset()
+        holder = None
+        serving = listening is not None and edge_port in listening
+        if settled and not own_network and not serving and internal in host:
+            holder = ANOTHER_PROGRAM
+            groups = process_groups()
+            for other in list(self.machines.values()):
+                pid, pgid = other.info.pid, other.info.pgid
+                if other.id == machine.id or pid is None:
+                    continue
+                found = listening_ports(pid, pgid, own_network=False, groups=groups)
+                if internal in (found or ()):
+                    holder = f"machine {other.id}"
+                    break
+        return PortFacts(
+            machine=info.id,
+            group=info.group,
+            internal=internal,
+            edge_port=edge_port,
+            own_network=own_network,
+            listening=listening,
+            internal_holder=holder,
+            settled=settled,
+        )
+
+    def _move_off_internal_port(self, machine: SupervisedMachine, internal: int) -> None:
+        """The machine had ``internal_port`` and exited, and another program listens there
+        now: its next start (the restart policy's, or a `machine start`) gets ports of its
+        own, made as for a new start."""
+        others = [m.info for m in self.machines.values() if m is not machine]
+        ports = self.ports_for(machine.spec, others)
+        if ports == machine.info.ports:
+            return
+        machine.info = msgspec.structs.replace(machine.info, ports=ports)
+        machine.launch_spec = self.launch_spec(machine.info, machine.spec, machine.log)
+        machine.log.system(
+            f"port {internal} (internal_port) is held by another program now: the machine "
+            f"gets PORT={ports[internal]} from its next start"
+        )
+        self.record_change(machine.info, "ports")
+        self._notify()
+
+    def _set_hint(self, machine: SupervisedMachine, hint: str | None, *, keep: bool) -> None:
+        """Make ``hint`` the machine's port hint (None clears it unless ``keep``); a new
+        one goes to the machine's log and to `on_hint`."""
+        hints = [hint] if hint is not None else (machine.info.hints if keep else [])
+        if hints == machine.info.hints:
+            return
+        machine.info = msgspec.structs.replace(machine.info, hints=hints)
+        if hint is not None:
+            machine.log.system(hint)
+            if self.on_hint is not None:
+                self.on_hint(machine, hint)
+
+    def _forget_port_watch(self, machine_id: str) -> None:
+        task = self._port_watches.pop(machine_id, None)
+        if task is not None:
+            task.cancel()
+        self._port_verdicts.pop(machine_id, None)
+        self._port_ok.discard(machine_id)
+
+    async def port_verdicts(
+        self, machines: Sequence[SupervisedMachine], timeout_s: float = GRACE_S + 1
+    ) -> None:
+        """Wait (at most ``timeout_s``) until each of ``machines`` that has a service was
+        found listening where the edge connects, or got a hint, or stopped: what `scale`
+        and `up -d` wait for before they print the machines' hints."""
+        waits = [self._port_verdicts[m.id].wait() for m in machines if m.id in self._port_verdicts]
+        if waits:
+            await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=timeout_s)
+
+    def _bound_edge_ports(self) -> list[int]:
+        """The ports the edge's listeners hold (none before it starts)."""
+        bindings = self.edge_bindings() if self.edge_bindings is not None else []
+        return [int(b["address"].rpartition(":")[2]) for b in bindings]
 
     # -- machines ---------------------------------------------------------------------------
 
@@ -197,6 +342,7 @@ class AppRuntime(MachineRoster):
 
     def _changed(self, machine: SupervisedMachine, event: str) -> None:
         self._sync_checks(machine)
+        self._watch_port(machine, event)
         self._notify()
         self.record_change(machine.info, event)
 
@@ -278,6 +424,7 @@ class AppRuntime(MachineRoster):
     async def _destroy(self, machine: SupervisedMachine) -> None:
         await machine.destroy()
         self.machines.pop(machine.id, None)
+        self._forget_port_watch(machine.id)
         release_machine = getattr(self.driver, "release_machine", None)
         if release_machine is not None:  # namespace driver: its cgroup and namespace
             await asyncio.to_thread(release_machine, self.scope, machine.id)
@@ -331,6 +478,8 @@ class AppRuntime(MachineRoster):
     async def down(self) -> None:
         """Stop every machine gracefully (in parallel, each with its kill_signal/timeout)."""
         await asyncio.gather(*(m.stop() for m in self.machines.values()))
+        for machine_id in list(self._port_watches):
+            self._forget_port_watch(machine_id)
         release_app = getattr(self.driver, "release_app", None)
         if release_app is not None:  # namespace driver: leave no namespace or cgroup
             await asyncio.to_thread(release_app, self.scope)
@@ -397,8 +546,6 @@ class AppRuntime(MachineRoster):
         await machine.update(
             spec, make_launch, version=version, ports=ports, start=run, on_swap=swapped
         )
-        if machine.state is State.STARTED:
-            self._watch_port(machine)
 
     async def remove_machine(self, machine: SupervisedMachine) -> None:
         """Destroy a machine while the caller holds `lock` (a deploy does)."""

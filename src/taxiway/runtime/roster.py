@@ -12,7 +12,7 @@ import base64
 import contextlib
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import msgspec
@@ -53,6 +53,9 @@ class MachineInfo(msgspec.Struct, kw_only=True):
     pgid: int | None = None
     pid_start_time: float | None = None
     ports: dict[int, int] = msgspec.field(default_factory=dict)
+    #: What the user should know about the machine, one sentence each (e.g. it listens on
+    #: another port than the one the edge uses: `taxiway.runtime.portcheck`).
+    hints: list[str] = msgspec.field(default_factory=list)
 
 
 class MachineRoster:
@@ -81,6 +84,10 @@ class MachineRoster:
         self._seed = seed(self.scope)
         #: Machines whose latest state the store could not take (see `record_change`).
         self._unrecorded: set[str] = set()
+        #: Where the edge listens (`--edge-host`): a machine's port must be free there too.
+        self.edge_host = "127.0.0.1"
+        #: The ports the edge's listeners hold once it runs (the daemon sets this).
+        self.edge_ports: Callable[[], Iterable[int]] = tuple
         self.use_config(loaded)
 
     def use_config(self, loaded: LoadedConfig) -> None:
@@ -148,11 +155,13 @@ class MachineRoster:
         return info
 
     def taken_back(self, record: MachineRecord, live: Iterable[MachineInfo]) -> MachineInfo:
-        """A machine the app had before this daemon (stopped: its processes were reaped),
-        with ports for its group's current services, clear of ``live`` machines' ports.
-        Its restart count starts again at 0: a new run of the app is a fresh start of its
+        """A machine the app had before this daemon (stopped: its processes were reaped).
+        Its address and ports are made afresh for this start's driver, clear of ``live``
+        machines' ports: the stored ones may belong to another driver (a namespace run
+        gives every machine ``internal_port``) or be held by something else by now. Its
+        restart count starts again at 0: a new run of the app is a fresh start of its
         machines, as a platform machine's count covers one start, not its whole life."""
-        info = MachineInfo(
+        return MachineInfo(
             id=record.id,
             group=record.group,
             state=State.STOPPED if record.state != State.CREATED.value else State.CREATED,
@@ -161,12 +170,8 @@ class MachineRoster:
             host=self.host_for(record.private_ip),
             version=record.instance_id,
             exit_code=record.exit_code,
-            ports={int(k): v for k, v in record.ports.items()},
+            ports=self.ports_for(self.specs[record.group], live),
         )
-        spec = self.specs[record.group]
-        if set(info.ports) != set(internal_ports(spec)):
-            info = msgspec.structs.replace(info, ports=self.ports_for(spec, live))
-        return info
 
     def host_for(self, address: str) -> str:
         """Where the edge and checks reach a machine: its own address when the driver
@@ -175,11 +180,26 @@ class MachineRoster:
         return machine_host(self.scope, address) if machine_host is not None else "127.0.0.1"
 
     def ports_for(self, spec: MachineSpec, live: Iterable[MachineInfo]) -> dict[int, int]:
-        """Host ports for the machine's internal ports, clear of ``live`` machines' ports."""
+        """Host ports for the machine's internal ports: ``internal_port`` itself when no
+        ``live`` machine holds it, the edge doesn't listen there and the host would let
+        an app bind it (on every address and on the edge's); else a port of its own."""
         if getattr(self.driver, "own_network", False):  # every machine binds internal_port
             return {port: port for port in internal_ports(spec)}
         taken = {p for info in live for p in info.ports.values()}
-        return allocate(internal_ports(spec), taken)
+        taken |= self._edge_listener_ports()
+        return allocate(internal_ports(spec), taken, hosts=("0.0.0.0", self.edge_host))
+
+    def _edge_listener_ports(self) -> set[int]:
+        """The ports the edge listens on, or will once it starts (the config's)."""
+        ports = set(self.edge_ports())
+        for spec in self.specs.values():
+            for service in spec.services:
+                for port in service.ports:
+                    if port.port is not None:
+                        ports.add(port.port)
+                    elif port.start_port is not None and port.end_port is not None:
+                        ports.update(range(port.start_port, port.end_port + 1))
+        return ports
 
     def launch_spec(self, info: MachineInfo, spec: MachineSpec, log: MachineLog) -> LaunchSpec:
         """Everything the driver needs to start the machine; writes its [[files]] and
@@ -364,6 +384,7 @@ class MachineRoster:
                     "backoff_s": round(info.backoff_s, 2),
                     "pid": info.pid,
                     "ports": {str(k): v for k, v in info.ports.items()},
+                    "hints": list(info.hints),
                 }
                 for info, checks in sorted(machines, key=lambda pair: (pair[0].group, pair[0].id))
             ],
