@@ -238,7 +238,7 @@ def test_rollback_does_not_wait_for_machines_unhealthy_before_the_deploy(app: Pa
     """web fails its check before and after; the deploy fails on worker. The rollback
     puts web back without waiting for a check that never passed, and says what it did."""
     write_app(app, env='STATUS = "500"', worker=True)
-    ok(taxiway(app, "up", "-d", "--driver", "process"))
+    ok(taxiway(app, "up", "-d", "--driver", "process", "--no-wait"))
     ok(taxiway(app, "scale", "count", "web=2"))
     wait_for(lambda: _web_checks_failing(app), what="web's check to fail")
     write_app(app, v="2", env='STATUS = "500"', worker=str(app / "no-such-program"))
