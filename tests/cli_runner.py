@@ -27,3 +27,16 @@ def run_taxiway(
         env={**os.environ, "NO_COLOR": "1", **(env or {})},
         check=False,
     )
+
+
+def start_taxiway(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """`taxiway ARGS` in ``cwd`` left running (a foreground `up`), its output and errors
+    on one text pipe, colours off; the caller stops it and closes the pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "taxiway", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_taxiway as taxiway
+from cli_runner import start_taxiway
 from taxiway.runtime.drivers import choose_driver
 
 WORKER = "import time\nprint('worker up', flush=True)\nwhile True:\n    time.sleep(0.2)\n"
@@ -81,13 +81,7 @@ def test_the_foreground_banner_names_the_driver(app: Path) -> None:
     (app / "fly.toml").write_text(
         (app / "fly.toml").read_text() + "[[services]]\ninternal_port = 9\nprocesses = ['worker']\n"
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "taxiway", "up", "--driver", "process"],
-        cwd=app,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_taxiway(app, "up", "--driver", "process")
     try:
         lines = []
         for line in process.stdout:

@@ -5,11 +5,9 @@ made afresh at every start, and `up -d` waiting for the machines' checks."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -19,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_taxiway as taxiway
+from cli_runner import start_taxiway
 from machine_apps import ECHO_ID_APP
 from process_watch import wait_for
 from taxiway.runtime.drivers import unusable_reason
@@ -181,14 +180,7 @@ def test_up_prints_the_hint_in_the_foreground_and_detached(folder: Path) -> None
     assert _hint_about(detached.stdout, internal), detached.stdout
     assert taxiway(folder, "down").returncode == 0
 
-    foreground = subprocess.Popen(
-        [sys.executable, "-m", "taxiway", "up", "--driver", "process"],
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
+    foreground = start_taxiway(folder, "up", "--driver", "process")
     try:
         assert foreground.stdout is not None
         for line in foreground.stdout:

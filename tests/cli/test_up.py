@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_taxiway as taxiway
+from cli_runner import start_taxiway
 
 WEB = """
 import os, signal, sys, time
@@ -405,14 +406,7 @@ def _open_files(pid: int, folder: Path) -> list[str]:
 
 
 def test_up_in_the_foreground_prints_output_and_stops_on_ctrl_c(app: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "taxiway", "up"],
-        cwd=app,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
+    proc = start_taxiway(app, "up")
     lines: list[str] = []
     try:
         assert proc.stdout is not None
