@@ -232,7 +232,7 @@ class AppRuntime(MachineRoster):
         info = machine.info
         internal = internal_ports(machine.spec)[0]
         edge_port = info.ports.get(internal, internal)
-        own_network = bool(getattr(self.driver, "own_network", False))
+        own_network = self.driver.own_network
         host = frozenset() if own_network else host_listening_ports()
         listening = None
         if info.state is State.STARTED and info.pid is not None:
@@ -425,9 +425,8 @@ class AppRuntime(MachineRoster):
         await machine.destroy()
         self.machines.pop(machine.id, None)
         self._forget_port_watch(machine.id)
-        release_machine = getattr(self.driver, "release_machine", None)
-        if release_machine is not None:  # namespace driver: its cgroup and namespace
-            await asyncio.to_thread(release_machine, self.scope, machine.id)
+        # what the driver made for it on the host (namespace driver: cgroup, namespace)
+        await asyncio.to_thread(self.driver.release_machine, self.scope, machine.id)
 
     async def exec(
         self, machine: SupervisedMachine, cmd: list[str], *, timeout_s: float = 60.0
@@ -435,9 +434,8 @@ class AppRuntime(MachineRoster):
         """Run a command with a machine's environment and folder (the API's exec)."""
         spec = machine.launch_spec
         argv = cmd
-        exec_prefix = getattr(self.driver, "exec_prefix", None)
-        if exec_prefix is not None and machine.process is not None and machine.info.pid:
-            argv = [*exec_prefix(machine.process, spec), *cmd]  # inside the machine
+        if machine.process is not None and machine.info.pid:
+            argv = [*self.driver.exec_prefix(machine.process, spec), *cmd]  # inside it
         try:
             proc = await spawn(argv, cwd=spec.cwd, env=spec.env)
         except OSError as exc:
@@ -480,9 +478,8 @@ class AppRuntime(MachineRoster):
         await asyncio.gather(*(m.stop() for m in self.machines.values()))
         for machine_id in list(self._port_watches):
             self._forget_port_watch(machine_id)
-        release_app = getattr(self.driver, "release_app", None)
-        if release_app is not None:  # namespace driver: leave no namespace or cgroup
-            await asyncio.to_thread(release_app, self.scope)
+        # leave nothing the driver made on the host (namespace driver: namespaces, cgroups)
+        await asyncio.to_thread(self.driver.release_app, self.scope)
 
     # -- deploys (used by taxiway.deploy) ---------------------------------------------------
 

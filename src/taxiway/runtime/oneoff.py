@@ -265,9 +265,7 @@ async def run_oneoff(
         raise
     finally:
         process.kill_tree()
-        release_machine = getattr(driver, "release_machine", None)
-        if release_machine is not None:
-            await asyncio.to_thread(release_machine, spec.scope, spec.machine_id)
+        await asyncio.to_thread(driver.release_machine, spec.scope, spec.machine_id)
         note.unlink(missing_ok=True)
 
 

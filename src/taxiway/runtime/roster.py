@@ -131,7 +131,7 @@ class MachineRoster:
         records = self.store.list_machines(self.app, include_destroyed=True)
         index = len(records) + 1
         address = private_ip(self._seed, index)
-        if getattr(self.driver, "own_network", False):
+        if self.driver.own_network:
             # Machine IPv4s wrap around the app's /24: skip one a live machine has.
             taken = {r.private_ip for r in records}
             hosts = {info.host for info in live}
@@ -176,14 +176,13 @@ class MachineRoster:
     def host_for(self, address: str) -> str:
         """Where the edge and checks reach a machine: its own address when the driver
         gives it a network (namespace), else 127.0.0.1."""
-        machine_host = getattr(self.driver, "machine_host", None)
-        return machine_host(self.scope, address) if machine_host is not None else "127.0.0.1"
+        return self.driver.machine_host(self.scope, address)
 
     def ports_for(self, spec: MachineSpec, live: Iterable[MachineInfo]) -> dict[int, int]:
         """Host ports for the machine's internal ports: ``internal_port`` itself when no
         ``live`` machine holds it, the edge doesn't listen there and the host would let
         an app bind it (on every address and on the edge's); else a port of its own."""
-        if getattr(self.driver, "own_network", False):  # every machine binds internal_port
+        if self.driver.own_network:  # every machine binds internal_port
             return {port: port for port in internal_ports(spec)}
         taken = {p for info in live for p in info.ports.values()}
         taken |= self._edge_listener_ports()

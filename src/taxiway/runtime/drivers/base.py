@@ -9,8 +9,9 @@ does them before it imports asyncio.
 from __future__ import annotations
 
 import subprocess
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import msgspec
 
@@ -97,14 +98,37 @@ class MachineProcess(Protocol):
     def thaw(self) -> None: ...
 
 
-class Driver(Protocol):
-    """Optional extras (namespace driver), looked up with getattr by the runtime:
-    ``own_network`` (no port remapping), ``machine_host(scope, private_ip)``,
-    ``release_machine(scope, machine_id)`` (a destroyed machine, an ended one-off),
-    ``release_app(scope)``. What a dead
-    daemon's machines left running is every driver's concern at once: see
-    `taxiway.runtime.leftovers`."""
+class Driver(ABC):
+    """How machines run on this host. A driver must launch a machine; the rest has
+    defaults for a driver whose machines share the host's network and leave nothing on
+    the host to remove (the process driver), which a driver that gives machines more of
+    their own (the namespace driver) overrides. What a dead daemon's machines left
+    running is every driver's concern at once: see `taxiway.runtime.leftovers`."""
 
-    name: str
+    #: What `--driver`, `status` and `status --json` call it.
+    name: ClassVar[str]
+    #: Whether every machine has a network of its own, and so binds ``internal_port``
+    #: itself (no host port per machine, ``PORT`` is ``internal_port``).
+    own_network: ClassVar[bool] = False
 
-    async def launch(self, spec: LaunchSpec) -> MachineProcess: ...
+    @abstractmethod
+    async def launch(self, spec: LaunchSpec) -> MachineProcess:
+        """Start the machine's main process, or raise `DriverError` saying why not."""
+
+    def machine_host(self, scope: str, private_ip: str) -> str:
+        """Where the host (the edge, checks) reaches the machine's ports."""
+        return "127.0.0.1"
+
+    def exec_prefix(self, process: MachineProcess, spec: LaunchSpec) -> list[str]:
+        """The argv that runs a command inside the running machine (`machine exec`),
+        placed before the command; empty: the command runs as the machine was started."""
+        return []
+
+    def release_machine(self, scope: str, machine_id: str) -> None:  # noqa: B027
+        """A destroyed machine, or an ended one-off: remove what the driver made for it
+        on the host. Nothing by default."""
+
+    def release_app(self, scope: str) -> list[str]:
+        """`down`: remove everything the driver made on the host for the state folder
+        ``scope``; the machines that still ran."""
+        return []

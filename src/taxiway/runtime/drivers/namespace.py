@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 import msgspec
 
 from taxiway.runtime import cgroups, hostaccess, netns, outbound
-from taxiway.runtime.drivers.base import DriverError, LaunchSpec, start_process
+from taxiway.runtime.drivers.base import Driver, DriverError, LaunchSpec, start_process
 from taxiway.runtime.drivers.handle import ProcessHandle
 from taxiway.runtime.drivers.process import with_mounts
 from taxiway.runtime.environment import private_ip
@@ -88,7 +88,7 @@ class NamespaceHandle(ProcessHandle):
             self.send_signal(signal.SIGCONT)
 
 
-class NamespaceDriver:
+class NamespaceDriver(Driver):
     name = "namespace"
     #: Each machine has its own network: ports are not remapped, PORT = internal_port.
     own_network = True

@@ -15,7 +15,7 @@ import subprocess
 from typing import TYPE_CHECKING
 
 from taxiway.runtime.drivers import mount_points
-from taxiway.runtime.drivers.base import DriverError, LaunchSpec, start_process
+from taxiway.runtime.drivers.base import Driver, DriverError, LaunchSpec, start_process
 
 if TYPE_CHECKING:
     from taxiway.runtime.drivers.handle import ProcessHandle
@@ -73,7 +73,7 @@ def with_mounts(spec: LaunchSpec) -> list[str]:
     ]
 
 
-class ProcessDriver:
+class ProcessDriver(Driver):
     """Launches a machine as a process group. `start` needs no event loop: `up -d`'s
     daemon can launch machines before it imports asyncio (`taxiway.runtime.early`)."""
 
