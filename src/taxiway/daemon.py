@@ -163,7 +163,6 @@ class EdgeSlot:
         edge = AppEdge(
             RuntimeFleet(runtime),
             runtime.specs,
-            runtime.loaded.config,
             base_dir=runtime.loaded.base_dir,
             certs_dir=self.paths.certs,
             host=self.options.edge_host,
@@ -195,7 +194,7 @@ class EdgeSlot:
                 if self.edge is None:
                     await self._start()
                 else:
-                    await self.edge.reconfigure(self.runtime.specs, self.runtime.loaded.config)
+                    await self.edge.reconfigure(self.runtime.specs)
             except TaxiwayError as exc:  # e.g. no port left to bind: the machines run on
                 _edge_log(f"the new config's listeners could not start: {exc}")
 

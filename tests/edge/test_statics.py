@@ -452,7 +452,7 @@ def test_the_dockerfile_workdir_decides(tmp_path: Path) -> None:
     (tmp_path / "dist" / "app.css").write_bytes(CSS)
     loaded = load_config(tmp_path / "fly.toml")
     spec = plan_machines(loaded.config, base_dir=tmp_path)["app"]
-    s = Statics.for_app(spec.statics, loaded.config, tmp_path)
+    s = Statics(spec.statics, app_dir=tmp_path, workdir=spec.runs.workdir)
     assert get(s, b"/assets/app.css").body == CSS
 
 

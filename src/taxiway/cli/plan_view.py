@@ -61,13 +61,13 @@ def _group(spec: MachineSpec, show_statics: bool) -> str:
 
 
 def _command(spec: MachineSpec) -> str:
-    init = spec.init
-    if init.exec:
-        return shlex.join(init.exec) + " (exec)"
-    parts = (init.entrypoint or []) + (init.cmd or [])
-    if not parts:
-        return "(the image's ENTRYPOINT/CMD)"
-    return shlex.join(parts)
+    """The argv the machines run, as the plan resolved it (fly.toml's init over the
+    image's ENTRYPOINT/CMD), and where it runs when the image sets a WORKDIR."""
+    runs = spec.runs
+    if not runs.argv:
+        return "(none: add one under [processes], [experimental] cmd, or a Dockerfile CMD)"
+    where = f" (in {runs.workdir})" if runs.workdir else ""
+    return shlex.join(runs.argv) + where
 
 
 def _service(svc: ServiceSpec) -> str:

@@ -114,10 +114,12 @@ def console(args: argparse.Namespace) -> int:
 
     from taxiway.api.paths import AppPaths
     from taxiway.cli.config_cmd import load_valid
+    from taxiway.config.groups import default_group
     from taxiway.config.names import app_name_for
-    from taxiway.plan.dockerfile import image_config
+    from taxiway.plan.command import oneoff_argv
+    from taxiway.plan.machine import plan_group
     from taxiway.runtime import ids
-    from taxiway.runtime.oneoff import CONSOLE_GROUP, oneoff_argv, oneoff_env
+    from taxiway.runtime.oneoff import CONSOLE_GROUP, oneoff_env
     from taxiway.state.store import Store
 
     loaded = load_valid(args.config)
@@ -133,9 +135,9 @@ def console(args: argparse.Namespace) -> int:
     if (paths.state_dir / "taxiway.db").exists():
         with Store.open(paths.state_dir) as store:
             secrets = store.secret_values(app)
-    argv = oneoff_argv(
-        command, loaded, image_config(loaded.config, loaded.base_dir), "console_command"
-    )
+    config = loaded.config
+    runs = plan_group(config, default_group(config), base_dir=loaded.base_dir).runs
+    argv = oneoff_argv(command, runs.entrypoint, "console_command")
     env = oneoff_env(
         loaded, app=app, group=CONSOLE_GROUP, machine_id=ids.machine_id(), secrets=secrets
     )

@@ -781,7 +781,7 @@ class _Rules:
 
     def _workdir(self) -> str | None:
         """The image's WORKDIR (from the Dockerfile), which statics map to the app folder."""
-        from taxiway.runtime.command import image_config  # reads the Dockerfile, if any
+        from taxiway.plan.dockerfile import image_config  # reads the Dockerfile, if any
 
         try:
             return image_config(self.c, self.base_dir).workdir

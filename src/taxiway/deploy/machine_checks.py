@@ -84,11 +84,7 @@ async def _run_one(
     logs_dir = runtime.state_dir / "logs"
     log = MachineLog(logs_dir / f"{machine_id}.log")
     spec = target.spec
-    entrypoint = (
-        check.entrypoint
-        if check.entrypoint is not None
-        else spec.init.entrypoint or runtime.image.entrypoint or []
-    )
+    entrypoint = check.entrypoint if check.entrypoint is not None else spec.runs.entrypoint
     argv = [*entrypoint, *check.command]
     what = f"machine check {n} ({shlex.join(check.command)})"
     if not argv:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from taxiway.config.model import AppConfig
 from taxiway.edge.autostop import Autostop, services_from_specs
 from taxiway.edge.fleet import Fleet
 from taxiway.edge.server import Edge
@@ -38,7 +37,6 @@ class AppEdge:
         self,
         fleet: Fleet,
         specs: Mapping[str, MachineSpec],
-        config: AppConfig,
         *,
         base_dir: Path,
         certs_dir: Path,
@@ -53,17 +51,20 @@ class AppEdge:
         self.autostop_after_s = autostop_after_s
         self.log = log
         self._layout = _layout(specs)
-        self.edge, self.autostop = self._build(specs, config)
+        self.edge, self.autostop = self._build(specs)
         self._autostop_task: asyncio.Task[None] | None = None
 
-    def _build(
-        self, specs: Mapping[str, MachineSpec], config: AppConfig
-    ) -> tuple[Edge, Autostop | None]:
+    def _build(self, specs: Mapping[str, MachineSpec]) -> tuple[Edge, Autostop | None]:
         fleet, log = self.fleet, self.log
         ports = [p for spec in specs.values() for s in spec.services for p in s.ports]
         statics = _statics_of(specs)
         self.statics = (
-            Statics.for_app(statics, config, self.base_dir, log=lambda m: log(f"statics: {m}"))
+            Statics(
+                statics,
+                app_dir=self.base_dir,
+                workdir=_workdir(specs),
+                log=lambda m: log(f"statics: {m}"),
+            )
             if statics
             else None
         )
@@ -102,7 +103,7 @@ class AppEdge:
             self._autostop_task = None
         await self.edge.close()
 
-    async def reconfigure(self, specs: Mapping[str, MachineSpec], config: AppConfig) -> bool:
+    async def reconfigure(self, specs: Mapping[str, MachineSpec]) -> bool:
         """Follow a deploy's config: when its services, ports or statics differ, listeners
         are rebound (connections open at that moment are cut, as a changed port or handler
         can't carry them over). Returns whether anything changed."""
@@ -112,7 +113,7 @@ class AppEdge:
         self.log("services changed: the edge's listeners are rebound")
         await self.close()
         self._layout = layout
-        self.edge, self.autostop = self._build(specs, config)
+        self.edge, self.autostop = self._build(specs)
         await self.start()
         return True
 
@@ -124,9 +125,13 @@ class AppEdge:
 
 
 def _layout(specs: Mapping[str, MachineSpec]) -> bytes:
-    """What the edge is built from: every group's services and statics."""
+    """What the edge is built from: every group's services and statics, and the WORKDIR
+    statics map from."""
     return msgspec.json.encode(
-        [(group, spec.services, spec.statics) for group, spec in sorted(specs.items())]
+        [
+            (group, spec.services, spec.statics, spec.runs.workdir)
+            for group, spec in sorted(specs.items())
+        ]
     )
 
 
@@ -136,6 +141,12 @@ def _tls_contexts(certs_dir: Path, app: str, log: Callable[[str], None]) -> TlsC
     from taxiway.edge.tls import TlsContexts, local_ca
 
     return TlsContexts(local_ca(certs_dir, log=log), app)
+
+
+def _workdir(specs: Mapping[str, MachineSpec]) -> str | None:
+    """The image's WORKDIR, where statics under it map to the app's folder (one image
+    for every group)."""
+    return next((spec.runs.workdir for spec in specs.values()), None)
 
 
 def _statics_of(specs: Mapping[str, MachineSpec]) -> list[StaticSpec]:

@@ -49,9 +49,7 @@ from io import FileIO
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
-from taxiway.config.model import AppConfig
 from taxiway.config.static_paths import DEFAULT_WORKDIR, guest_root, is_hidden, refusal
-from taxiway.plan.dockerfile import image_config
 from taxiway.plan.machine import StaticSpec
 
 __all__ = ["DEFAULT_WORKDIR", "Statics", "host_path"]
@@ -178,19 +176,6 @@ class Statics:
             if any(not m.prefix for m in mappings)
             else frozenset(m.prefix[0] for m in mappings)
         )
-
-    @classmethod
-    def for_app(
-        cls,
-        specs: list[StaticSpec],
-        config: AppConfig,
-        base_dir: Path,
-        *,
-        log: Callable[[str], None] | None = None,
-    ) -> Statics:
-        """Mappings for the app whose fly.toml is in ``base_dir`` (WORKDIR from its Dockerfile)."""
-        workdir = image_config(config, base_dir).workdir
-        return cls(specs, app_dir=base_dir, workdir=workdir, log=log)
 
     def _note(self, message: str) -> None:
         self.diagnostics.append(message)

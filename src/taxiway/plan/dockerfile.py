@@ -3,7 +3,7 @@
 Without an image, taxiway reads the Dockerfile (`[build] dockerfile`, else
 ./Dockerfile) as docker builds it: the stage that would be built (``build_target``,
 else the last), with what it inherits ``FROM`` an earlier stage of the same file. Its
-ENTRYPOINT, CMD and WORKDIR decide what a machine runs (`taxiway.runtime.command`);
+ENTRYPOINT, CMD and WORKDIR decide what a machine runs (`taxiway.plan.command`);
 its ENV is the environment the image gives every machine, below ``[env]``.
 
 ENV is read as docker reads it: ``ENV a=b c="d e"`` and the legacy ``ENV key value``,

@@ -32,7 +32,8 @@ from taxiway.config.model import (
 from taxiway.config.names import volume_name_for
 from taxiway.config.presets import DEFAULT_GPU_PRESET, DEFAULT_PRESET, PRESETS
 from taxiway.config.units import duration_seconds, format_duration_ns, parse_size_gb, parse_size_mb
-from taxiway.plan.dockerfile import image_config
+from taxiway.plan.command import effective_entrypoint, machine_argv
+from taxiway.plan.dockerfile import ImageConfig, image_config
 
 # Platform defaults (FLY-SEMANTICS.md, Appendix C).
 DEFAULT_INTERNAL_PORT = 8080
@@ -169,11 +170,27 @@ class Guest(Spec):
     size: str = DEFAULT_PRESET
 
 
+class Runs(Spec):
+    """What the group's machines run, resolved from ``init`` and the image
+    (`taxiway.plan.command`): drivers start ``argv`` as it is."""
+
+    #: ENTRYPOINT + CMD, or ``exec``; empty when nothing gives a command.
+    argv: list[str]
+    #: The ENTRYPOINT a throwaway machine (release command, console, check) runs first.
+    entrypoint: list[str]
+    #: The image's WORKDIR (None: the Dockerfile sets none, or there is no Dockerfile).
+    workdir: str | None
+    #: `[build] image`, the prebuilt image the platform would run (None: built from the
+    #: Dockerfile, or no image).
+    image: str | None
+
+
 class MachineSpec(Spec):
     """Everything one process group's machines get."""
 
     group: str
     init: Init
+    runs: Runs
     env: dict[str, str]
     #: The image's ENV (the Dockerfile's built stage): machines get it below ``env``;
     #: ``${VAR}`` where the base image would supply VAR (`taxiway.plan.dockerfile`).
@@ -193,11 +210,26 @@ class MachineSpec(Spec):
 
 def plan_machines(config: AppConfig, *, base_dir: Path | None = None) -> dict[str, MachineSpec]:
     """One `MachineSpec` per process group, in group order."""
-    return {name: plan_group(config, name, base_dir=base_dir) for name in g.group_names(config)}
+    image = image_config(config, base_dir or Path.cwd())  # read once for every group
+    return {
+        name: plan_group(config, name, base_dir=base_dir, image=image)
+        for name in g.group_names(config)
+    }
 
 
-def plan_group(config: AppConfig, group: str, *, base_dir: Path | None = None) -> MachineSpec:
+def plan_group(
+    config: AppConfig,
+    group: str,
+    *,
+    base_dir: Path | None = None,
+    image: ImageConfig | None = None,
+) -> MachineSpec:
+    """``group``'s `MachineSpec`; ``image``: the Dockerfile's built stage, when the caller
+    read it already."""
+    if image is None:
+        image = image_config(config, base_dir or Path.cwd())
     default = g.default_group(config)
+    init = _init(config, group)
     guest = _guest(config, group)
     services = _services(config, group, default)
     mounts = [_mount(m, gpu=bool(guest.gpus)) for _, m in g.matching(config.mounts, group, default)]
@@ -205,9 +237,15 @@ def plan_group(config: AppConfig, group: str, *, base_dir: Path | None = None) -
     restarts = g.matching(config.restart, group, default)
     return MachineSpec(
         group=group,
-        init=_init(config, group),
+        init=init,
+        runs=Runs(
+            argv=machine_argv(init.cmd, init.entrypoint, init.exec, image),
+            entrypoint=effective_entrypoint(init.entrypoint, image),
+            workdir=image.workdir,
+            image=config.build.image if config.build is not None else None,
+        ),
         env=_env(config, group),
-        image_env=image_config(config, base_dir or Path.cwd()).env,
+        image_env=image.env,
         services=services,
         checks=_top_level_checks(config, group, default),
         machine_checks=_machine_checks(config, group, default),

@@ -24,9 +24,9 @@ from taxiway.config.groups import default_group
 from taxiway.config.loader import LoadedConfig
 from taxiway.config.units import duration_seconds
 from taxiway.errors import TaxiwayError
+from taxiway.plan.command import oneoff_argv
 from taxiway.plan.machine import StopConfig, plan_group
 from taxiway.runtime import ids
-from taxiway.runtime.command import ImageConfig, image_config
 from taxiway.runtime.drivers.base import Driver, DriverError, LaunchSpec
 from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, region_for
 from taxiway.runtime.leftovers import ONEOFF_NOTES
@@ -74,17 +74,6 @@ def oneoff_env(
     return machine_env(plan_env, secrets, runtime, image=spec.image_env, extra=extra)
 
 
-def oneoff_argv(command: str, loaded: LoadedConfig, image: ImageConfig, what: str) -> list[str]:
-    """The command shell-split, after the ENTRYPOINT (which always runs), as flyctl does."""
-    try:
-        cmd = shlex.split(command)
-    except ValueError as exc:
-        raise TaxiwayError(f"can't shell split the {what} '{command}': {exc}") from None
-    exp = loaded.config.experimental
-    entrypoint = exp.entrypoint if exp and exp.entrypoint else image.entrypoint or []
-    return [*entrypoint, *cmd]
-
-
 class ReleaseCommandInterrupted(ReleaseCommandFailed):
     """The release command was stopped (Ctrl-C of `up` or `deploy`): the release ends
     ``interrupted``."""
@@ -126,11 +115,12 @@ async def run_release_command(
     log = MachineLog(logs_dir / f"{machine_id}.log", group=RELEASE_GROUP)
     if on_output is not None:
         log.listeners.append(on_output)
-    image = image_config(loaded.config, loaded.base_dir)
+    # the default group's machines say what a throwaway machine runs after and how it stops
+    plan = plan_group(loaded.config, default_group(loaded.config), base_dir=loaded.base_dir)
     spec = LaunchSpec(
         machine_id=machine_id,
         group=RELEASE_GROUP,
-        argv=oneoff_argv(deploy.release_command, loaded, image, "release command"),
+        argv=oneoff_argv(deploy.release_command, plan.runs.entrypoint, "release command"),
         env=oneoff_env(
             loaded,
             app=app,
@@ -144,9 +134,7 @@ async def run_release_command(
         scope=scope,
     )
     timeout = duration_seconds(deploy.release_command_timeout or DEFAULT_RELEASE_TIMEOUT)
-    stop = plan_group(
-        loaded.config, default_group(loaded.config), base_dir=loaded.base_dir
-    ).stop_config
+    stop = plan.stop_config
     log.system(f"release command: {shlex.join(spec.argv)}")
     try:
         return await _release_command_ran(

@@ -19,10 +19,9 @@ import msgspec
 
 from taxiway.config.loader import LoadedConfig
 from taxiway.errors import TaxiwayError
-from taxiway.plan.dockerfile import image_config
+from taxiway.plan.command import no_command
 from taxiway.plan.machine import MachineSpec, plan_machines
 from taxiway.runtime import ids
-from taxiway.runtime.command import resolve_argv
 from taxiway.runtime.drivers.base import Driver, LaunchSpec
 from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, region_for
 from taxiway.runtime.lifecycle import State
@@ -95,7 +94,6 @@ class MachineRoster:
         self.loaded = loaded
         self.base_dir = loaded.base_dir
         self.specs: dict[str, MachineSpec] = plan_machines(loaded.config, base_dir=self.base_dir)
-        self.image = image_config(loaded.config, self.base_dir)
         self.region = region_for(loaded.config.primary_region)
 
     def load_release(self) -> None:
@@ -214,6 +212,8 @@ class MachineRoster:
             memory_mb=spec.guest.memory_mb,
             primary_region=self.loaded.config.primary_region,
         )
+        if not spec.runs.argv:
+            raise no_command(spec.group)
         extra = {}
         internal = internal_ports(spec)
         if internal:
@@ -228,7 +228,7 @@ class MachineRoster:
         return LaunchSpec(
             machine_id=info.id,
             group=spec.group,
-            argv=resolve_argv(spec, self.image),
+            argv=spec.runs.argv,
             env=env,
             cwd=self.base_dir,
             log=log,
