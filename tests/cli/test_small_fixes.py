@@ -165,6 +165,31 @@ def test_validate_lists_diagnostics_in_line_order(tmp_path: Path) -> None:
     assert shown == sorted(shown) and len(shown) >= 3
 
 
+def test_a_mount_source_the_platform_would_not_name_is_a_warning_not_a_stop(
+    tmp_path: Path,
+) -> None:
+    """fly.toml may name a volume `my-data`: validate warns at its line, `up` still runs
+    (the volume is made as written); only `volumes create` refuses such a name."""
+    (tmp_path / "fly.toml").write_text(
+        'app = "volname"\n[processes]\nw = "sleep 30"\n'
+        '[[mounts]]\nsource = "my-data"\ndestination = "/data"\n'
+    )
+    try:
+        validate = taxiway(tmp_path, "config", "validate")
+        assert validate.returncode == 0
+        assert "fly.toml:5: warning: mount 'my-data': source 'my-data' is not a volume name" in (
+            validate.stderr
+        )
+        up = taxiway(tmp_path, "up", "-d", "--driver", "process")
+        assert up.returncode == 0, up.stderr
+        names = [
+            v["name"] for v in json.loads(taxiway(tmp_path, "volumes", "list", "--json").stdout)
+        ]
+        assert names == ["my-data"]
+    finally:
+        taxiway(tmp_path, "down")
+
+
 def test_volume_names_follow_the_platform(tmp_path: Path) -> None:
     """Sizes: `test_commands.test_volume_sizes_stop_at_the_platforms_500_gb`."""
     write_app(tmp_path)
@@ -172,7 +197,7 @@ def test_volume_names_follow_the_platform(tmp_path: Path) -> None:
         bad = taxiway(tmp_path, "volumes", "create", name)
         assert bad.returncode == 1, bad
         assert "is not a volume name: use lowercase letters, digits and underscores" in bad.stderr
-    assert not list((tmp_path / ".taxiway" / "volumes").iterdir())  # nothing left behind
+    assert not list((tmp_path / ".taxiway").glob("volumes/vol_*"))  # nothing left behind
     ok = taxiway(tmp_path, "volumes", "create", "a" * 30)
     assert ok.returncode == 0, ok.stderr
 

@@ -53,6 +53,11 @@ def volumes(args: argparse.Namespace) -> int:
             _note_unlisted(paths.state_dir, store.list_volumes(app, include_destroyed=True))
             return 0
         if command == "create":
+            from taxiway.config.names import volume_name_problem
+
+            problem = volume_name_problem(args.name)
+            if problem is not None:
+                raise TaxiwayError(problem)
             if args.size <= 0:
                 raise TaxiwayError("a volume's --size must be more than 0 GB")
             volume_id = new_volume_id()

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+#: A volume's name as the platform makes one: lowercase letters, digits and underscores,
+#: at most 30 (the docs allow alphanumerics and underscores, e.g.
+#: https://fly.io/docs/rails/advanced-guides/sqlite3/; the API refuses capitals and
+#: names over 30 characters).
+_VOLUME_NAME = re.compile(r"[a-z0-9_]{1,30}")
+
+
+def volume_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a volume name the platform makes (a sentence), or None."""
+    if _VOLUME_NAME.fullmatch(name):
+        return None
+    return (
+        f"{name!r} is not a volume name: use lowercase letters, digits and underscores, "
+        "at most 30 characters (e.g. app_data)"
+    )
 
 
 def volume_name_for(destination: str) -> str:

@@ -36,6 +36,7 @@ from taxiway.config.names import (
     PLATFORM_ENV_PREFIX,
     platform_prefix_warning,
     volume_name_for,
+    volume_name_problem,
 )
 from taxiway.config.presets import CPU_COUNTS, GPU_COUNTS, GPU_KINDS, PRESETS
 from taxiway.config.units import (
@@ -564,6 +565,12 @@ class _Rules:
                     f"mounts[{i}] has no source (the volume's name); flyctl would send an empty "
                     f"name, taxiway names the volume '{volume_name_for(m.destination or '/data')}'",
                     path,
+                )
+            elif (problem := volume_name_problem(m.source)) is not None:
+                self.d.warning(
+                    f"{label}: source {problem}; the platform may refuse to create it "
+                    "(taxiway creates it as written)",
+                    (*path, "source"),
                 )
             if not m.destination:
                 self.d.error(f"{label} needs a destination: where the volume is mounted", path)

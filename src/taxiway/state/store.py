@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sqlite3
 import stat
 import threading
@@ -178,13 +177,6 @@ def _use_wal(conn: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
         )
 
 
-#: A volume's name on the platform: lowercase letters, digits and underscores, at most 30
-#: (the docs allow only alphanumerics and underscores, e.g.
-#: https://fly.io/docs/rails/advanced-guides/sqlite3/; the API refuses capitals and
-#: names over 30 characters).
-_VOLUME_NAME = re.compile(r"^[a-z0-9_]{1,30}$")
-
-
 def _size(value: float, label: str) -> float:
     """A volume size in GB, within what the platform makes; ``label``: "volume NAME"."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -196,15 +188,6 @@ def _size(value: float, label: str) -> float:
             f"{label} can't be {value:g} GB: the platform's largest volume is {MAX_VOLUME_GB} GB"
         )
     return float(value)
-
-
-def _volume_name(name: str) -> str:
-    if not _VOLUME_NAME.match(name):
-        raise StateError(
-            f"{name!r} is not a volume name: use lowercase letters, digits and underscores, "
-            "at most 30 characters (e.g. app_data)"
-        )
-    return name
 
 
 class Store:
@@ -567,7 +550,7 @@ class Store:
         """
         record = VolumeRecord(
             id=volume_id or new_volume_id(),
-            name=_volume_name(name),
+            name=name,
             app=app,
             size_gb=_size(size_gb, f"volume {name}"),
             region=region,
