@@ -1,6 +1,6 @@
 """Legacy fly.toml spellings: what normalize() rewrites them to, and what it says about it.
 
-Each legacy form flyctl still accepts (FLY-SEMANTICS.md §13) must come out of
+Each legacy form flyctl still accepts (`internal/appconfig/patches.go`) must come out of
 `normalize` in today's form, with a diagnostic of the right severity on the path
 the user wrote: ``info`` for a spelling that means the same, ``warning`` for a key
 that is dropped or read differently from flyctl, ``error`` for a value that cannot
@@ -670,7 +670,7 @@ def test_headers_as_a_list_of_name_value_tables() -> None:
     }
     result, diags = norm({"services": [{"internal_port": 8080, "http_checks": [check]}]})
     headers = result.data["services"][0]["http_checks"][0]["headers"]
-    # The string value must be kept; non-strings are stringified (FLY-SEMANTICS.md §13.2).
+    # The string value must be kept; non-strings are stringified (flyctl's patches.go).
     assert headers == {"X-Forwarded-Proto": "https", "X-Count": "2"}
     assert diags == []
     hpath = ("services", 0, "http_checks", 0, "headers")

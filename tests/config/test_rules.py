@@ -950,7 +950,8 @@ def test_top_level_check_without_port_needs_an_http_service_in_its_own_group(
     tmp_path: Path,
 ) -> None:
     # flyctl takes the port from the http_service of the check's group, after flattening
-    # (FLY-SEMANTICS.md §0): the worker group has no http_service, so there is no port.
+    # (`internal/appconfig/processgroups.go`): the worker group has no http_service, so
+    # there is no port.
     loaded = load(
         tmp_path,
         'app = "a"\n'  # 1
@@ -1166,7 +1167,7 @@ def test_items_without_processes_in_a_single_group_app_are_fine(tmp_path: Path) 
 
 
 def test_files_without_processes_do_not_warn_in_a_multi_group_app(tmp_path: Path) -> None:
-    # flyctl merges [[files]] before it flattens per group (FLY-SEMANTICS.md §10), so taxiway
+    # flyctl merges [[files]] before it flattens per group (`processgroups.go`), so taxiway
     # gives files without processes to every group and has nothing to warn about.
     loaded = load(
         tmp_path,

@@ -1,6 +1,6 @@
 """`plan_machines`: what each process group's machines get, as flyctl would build it.
 
-The expectations come from FLY-SEMANTICS.md (§0, §2.4, §4, §5, §10, appendices A-C) and
+The expectations come from the fly.toml reference (https://fly.io/docs/reference/configuration/) and
 from flyctl's own tests of its fixtures (`internal/appconfig/machines_test.go`,
 `processgroups_test.go`), which are copied into the shared corpus. Where taxiway fills
 in a platform default that flyctl leaves to the platform (a guest size, a restart
@@ -312,8 +312,9 @@ def test_http_service_without_processes_applies_only_to_the_default_group(tmp_pa
 
 
 def test_files_without_processes_go_to_every_group(tmp_path: Path) -> None:
-    # A real deploy merges [[files]] before splitting the config by group (FLY-SEMANTICS §10),
-    # so a file without processes reaches every group, as the reference describes.
+    # A real deploy merges [[files]] before splitting the config by group (flyctl's
+    # processgroups.go), so a file without processes reaches every group, as the
+    # reference describes.
     plan = plan_text(
         tmp_path,
         """

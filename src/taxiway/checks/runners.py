@@ -2,8 +2,8 @@
 
 - tcp: passing once a connection is accepted within the timeout.
 - http: one request; passing on a **2xx** answer within the timeout. Redirects are not
-  followed and fail (FLY-SEMANTICS.md §4.2), which the output says, since it is the
-  common trap with ``force_https``.
+  followed and fail (https://fly.io/docs/reference/health-checks/), which the output
+  says, since it is the common trap with ``force_https``.
 
 Outputs read like the platform's (Consul's): ``HTTP GET http://…/healthz: 200 OK Output:
 ok``, ``TCP connect 10.0.0.2:8080: Success``, or the connection error. A run never

@@ -1,7 +1,8 @@
 """Process groups: which exist, which is the default, and which items target which group.
 
 On the platform each process group runs on its own machines. flyctl builds one
-machine config per group from the items that target it (FLY-SEMANTICS.md §0):
+machine config per group from the items that target it (flyctl
+`internal/appconfig/processgroups.go`, `machines.go`):
 
 * an item with ``processes`` applies to exactly those groups;
 * an item without ``processes`` applies **only to the default group** (``app`` if

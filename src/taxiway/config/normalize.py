@@ -1,10 +1,10 @@
 """Rewrite every spelling flyctl accepts into today's form, and say what changed.
 
-flyctl applies a list of "patches" to the raw map before decoding it (see
-FLY-SEMANTICS.md §13). taxiway accepts the same inputs so real configs load, and
-reports each rewrite: legacy *spellings* that mean the same thing are ``info``;
-keys that are dropped or read differently from flyctl are ``warning``s that say
-what happens to them; values that cannot be read at all are ``error``s and are
+flyctl applies a list of "patches" to the raw map before decoding it (flyctl
+`internal/appconfig/patches.go`, `serde.go`). taxiway accepts the same inputs so real
+configs load, and reports each rewrite: legacy *spellings* that mean the same thing are
+``info``; keys that are dropped or read differently from flyctl are ``warning``s that
+say what happens to them; values that cannot be read at all are ``error``s and are
 removed so the rest of the file can still be checked.
 
 Durations end up as Go-style strings and sizes as strings with units, so the

@@ -1,8 +1,8 @@
 """The platform's named machine sizes (``[[vm]] size``) and GPU kinds.
 
 shared-cpu-Nx presets have N shared vCPUs and N × 256 MB; performance-Nx have N
-dedicated vCPUs and N × 2 GB (FLY-SEMANTICS.md, Appendix C). New machines with no
-``[[vm]]`` get shared-cpu-1x.
+dedicated vCPUs and N × 2 GB (fly-go `machine_types.go` presets; `fly platform
+vm-sizes`). New machines with no ``[[vm]]`` get shared-cpu-1x.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """A deploy from start to end: release → release_command → machine checks → strategy →
-release status (FLY-SEMANTICS.md §6.1).
+release status, in flyctl's order (`internal/command/deploy/machines_deploymachinesapp.go`;
+https://fly.io/docs/launch/deploy/).
 
 The order is the platform's: the release command runs before any machine is touched;
 then (canary) a canary per group; machines for groups new in the config are created;

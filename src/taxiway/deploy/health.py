@@ -1,4 +1,5 @@
-"""What a deploy waits for after it starts a machine (FLY-SEMANTICS.md §4.3, §6.2).
+"""What a deploy waits for after it starts a machine (https://fly.io/docs/reference/health-checks/;
+flyctl `internal/machine/leasable_machine.go`).
 
 The platform waits for ``started``, then smoke checks (the machine must not crash for
 10 s), then every configured check (service and top-level) ``passing``, each bounded by

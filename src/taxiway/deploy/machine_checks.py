@@ -3,12 +3,13 @@
 ``[[services.machine_checks]]``, ``[[http_service.machine_checks]]`` and top-level
 ``[[machine_checks]]`` (the plan's `MachineSpec.machine_checks`) each run their
 ``command`` in a throwaway one-off machine, as the release command does
-(`taxiway.runtime.oneoff`), with the platform's test-machine environment
-(FLY-SEMANTICS.md §4.3): the app's env and the tested machine's env, then
-``FLY_TEST_MACHINE_IP`` (the tested machine's address), ``FLY_TEST_COMMAND=1`` and
-``FLY_PROCESS_GROUP=fly_app_test_machine_command``. The platform sets no port variable;
-the tested machine's env comes along, so its ``PORT`` is there (with the process driver,
-the host port its ``internal_port`` is mapped to). A non-zero exit stops the deploy.
+(`taxiway.runtime.oneoff`), with the platform's test-machine environment (flyctl
+`internal/command/deploy/machinebasedtest.go`): the app's env and the tested machine's
+env, then ``FLY_TEST_MACHINE_IP`` (the tested machine's address), ``FLY_TEST_COMMAND=1``
+and ``FLY_PROCESS_GROUP=fly_app_test_machine_command``. The platform sets no port
+variable; the tested machine's env comes along, so its ``PORT`` is there (with the
+process driver, the host port its ``internal_port`` is mapped to). A non-zero exit stops
+the deploy.
 
 Rolling deploys test a fresh machine of the new release per group before any machine is
 replaced (`test_group`); canary deploys test the canary. The check's ``image`` cannot be

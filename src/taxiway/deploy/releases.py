@@ -1,6 +1,6 @@
 """Releases: what a deploy rolled out, and how it went.
 
-A release is a snapshot of three things (FLY-SEMANTICS.md §6.1): the config as loaded,
+A release is a snapshot of three things (https://fly.io/docs/launch/deploy/): the config as loaded,
 the code (on the platform an image; here the app's folder, as it is run from there) and
 the secrets. Versions count up per app (1, 2, …) as on the platform; a release is
 ``running`` while it deploys, then ``complete``, ``failed`` (nothing was left changed,

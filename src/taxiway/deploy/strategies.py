@@ -1,4 +1,5 @@
-"""How a new release replaces the running one (FLY-SEMANTICS.md §6.3).
+"""How a new release replaces the running one
+(https://fly.io/docs/reference/configuration/#the-deploy-section).
 
 - rolling (default): machines keep their ids and are updated in place (stop, new spec,
   start). Per group, started machines go first-one-alone, then at most

@@ -1,4 +1,5 @@
-"""Autostop: the platform's stop loop, run by the edge (FLY-SEMANTICS.md §3.3).
+"""Autostop: the platform's stop loop, run by the edge
+(https://fly.io/docs/reference/fly-proxy-autostop-autostart/).
 
 Every few minutes the proxy looks at a service's running machines and, if the app has
 excess capacity, stops (or suspends) **one** of them per region per pass:

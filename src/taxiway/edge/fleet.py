@@ -1,8 +1,9 @@
 """What the edge sees of the app's machines, and what it may ask of them.
 
-The edge never spawns processes (DESIGN.md): it reads `Member`s from a `Fleet` and asks
-the fleet to start, resume, stop or suspend a machine. The daemon wires the runtime in as
-the fleet; tests and benchmarks can use `StaticFleet` over real backend servers.
+The edge never spawns processes (that is the runtime's job): it reads `Member`s from a
+`Fleet` and asks the fleet to start, resume, stop or suspend a machine. The daemon wires
+the runtime in as the fleet; tests and benchmarks can use `StaticFleet` over real
+backend servers.
 """
 
 from __future__ import annotations

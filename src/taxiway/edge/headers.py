@@ -1,4 +1,5 @@
-"""The headers the platform's proxy adds, removes and rewrites (FLY-SEMANTICS.md §2.1–2.2).
+"""The headers the platform's proxy adds, removes and rewrites
+(https://fly.io/docs/networking/request-headers/).
 
 Everything that doesn't change per request is computed once: per listener (the response
 headers of ``http_options.response``, ``Server``/``Via``) and per client connection

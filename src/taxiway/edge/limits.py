@@ -1,6 +1,7 @@
 """The edge's limits and timeouts, in one place so they can be documented and tuned.
 
-Where the platform states a number (FLY-SEMANTICS.md §2–3) it is used; where it doesn't,
+Where the platform states a number (https://fly.io/docs/reference/fly-proxy/,
+https://fly.io/docs/reference/configuration/) it is used; where it doesn't,
 the value follows nginx's defaults, since apps behind Fly usually were written against
 them and nginx is the peer the edge is measured against:
 

@@ -3,7 +3,7 @@
 A port below 1024 needs root (or CAP_NET_BIND_SERVICE), and any port may be taken by
 something else. The platform's port is then served on port + 10000 when that is free
 (80 → 10080, 443 → 10443: stable across runs, easy to recognise), else on any free port;
-`Binding.address` always says where it really is (DESIGN.md "Ports").
+`Binding.address` always says where it really is, and `status` prints the real URLs.
 """
 
 from __future__ import annotations

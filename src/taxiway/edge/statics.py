@@ -2,8 +2,9 @@
 
 On the platform a static file server next to the machine answers a request whose path
 starts with ``url_prefix`` **if the file exists** under ``guest_path``; anything else
-goes to the app (FLY-SEMANTICS.md §11). Here the edge does the same: `Statics.match`
-returns a `StaticResponse`, or None to say "proxy this to the app".
+goes to the app (https://fly.io/docs/reference/configuration/#the-statics-sections).
+Here the edge does the same: `Statics.match` returns a `StaticResponse`, or None to say
+"proxy this to the app".
 
 The rules, and where taxiway had to decide:
 

@@ -1,10 +1,10 @@
 """AppConfig → MachineSpec: what each process group's machines get.
 
-The shape follows the platform's machine config (what flyctl sends to the Machines
-API for each group; FLY-SEMANTICS.md §0), with the platform's defaults filled in so
-the user sees the values their machines will actually run with: a service without
-``[concurrency]`` shows ``soft_limit = 20``, a group without ``[[restart]]`` shows
-``on-failure`` with 10 retries, and so on.
+The shape follows the platform's machine config (what flyctl sends to the Machines API
+for each group; flyctl `internal/appconfig/machines.go`), with the platform's defaults
+filled in so the user sees the values their machines will actually run with: a service
+without ``[concurrency]`` shows ``soft_limit = 20``, a group without ``[[restart]]``
+shows ``on-failure`` with 10 retries, and so on.
 
 The runtime, the edge, the checks and the deployer all start from these specs.
 """
@@ -35,7 +35,7 @@ from taxiway.config.units import duration_seconds, format_duration_ns, parse_siz
 from taxiway.plan.command import effective_entrypoint, machine_argv
 from taxiway.plan.dockerfile import ImageConfig, image_config
 
-# Platform defaults (FLY-SEMANTICS.md, Appendix C).
+# Platform defaults (https://fly.io/docs/reference/configuration/).
 DEFAULT_INTERNAL_PORT = 8080
 DEFAULT_SOFT_LIMIT = 20
 DEFAULT_KILL_SIGNAL = "SIGINT"

@@ -2,7 +2,7 @@
 
 Persistent states: created, started, stopped, suspended, failed; transient ones
 while an action runs: starting, stopping, suspending, destroying, replacing;
-terminal: destroyed (FLY-SEMANTICS.md §7.1). The runtime moves a machine only
+terminal: destroyed (https://fly.io/docs/machines/machine-states/). The runtime moves a machine only
 along these edges, so `status` never shows a state the platform couldn't.
 """
 

@@ -172,7 +172,8 @@ class SupervisedMachine:
     def runs_after_update(self) -> bool:
         """Whether an update starts the machine again: the platform restarts machines that
         were started, starting or failed (here also one in restart back-off); stopped,
-        suspended and created ones are updated and stay stopped (FLY-SEMANTICS.md §6.2)."""
+        suspended and created ones are updated and stay stopped (flyctl
+        `internal/command/deploy/machines_launchinput.go`)."""
         if self.state in (State.STARTED, State.STARTING, State.FAILED):
             return True
         return self.state is State.STOPPED and self._task is not None and not self._task.done()

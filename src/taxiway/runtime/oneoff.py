@@ -1,11 +1,12 @@
 """Throwaway machines: the release command and the console.
 
-On the platform both run in a temporary machine built from the app's config, with
-the app's env and secrets, its own ``FLY_PROCESS_GROUP`` (``fly_app_release_command``,
+On the platform both run in a temporary machine built from the app's config, with the
+app's env and secrets, its own ``FLY_PROCESS_GROUP`` (``fly_app_release_command``,
 ``fly_app_console``), no services and no volumes, and are destroyed afterwards
-(FLY-SEMANTICS.md §6.5, Appendix A). The release command runs on the machines' network:
-with the namespace driver, in a namespace of its own on the app's bridge, which goes
-when it ends (`run_oneoff`).
+(https://fly.io/docs/reference/configuration/#the-deploy-section; flyctl
+`internal/command/deploy/machines_releasecommand.go`). The release command runs on the
+machines' network: with the namespace driver, in a namespace of its own on the app's
+bridge, which goes when it ends (`run_oneoff`).
 """
 
 from __future__ import annotations

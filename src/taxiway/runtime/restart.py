@@ -1,6 +1,7 @@
 """When a machine's main process exits: restart it or not, and after how long.
 
-The platform's policies (FLY-SEMANTICS.md §5.1): ``no`` never restarts;
+The platform's policies
+(https://fly.io/docs/machines/guides-examples/machine-restart-policy/): ``no`` never restarts;
 ``always`` restarts whatever the exit code; ``on-failure`` (the default) restarts
 after a non-zero exit, at most ``max_retries`` (default 10) times. taxiway adds
 what users of every process manager ask for: exponential back-off with jitter
