@@ -114,12 +114,10 @@ def console(args: argparse.Namespace) -> int:
 
     from taxiway.api.paths import AppPaths
     from taxiway.cli.config_cmd import load_valid
-    from taxiway.config.groups import default_group
     from taxiway.config.names import app_name_for
     from taxiway.plan.command import oneoff_argv
-    from taxiway.plan.machine import plan_group
     from taxiway.runtime import ids
-    from taxiway.runtime.oneoff import CONSOLE_GROUP, oneoff_env
+    from taxiway.runtime.oneoff import CONSOLE_GROUP, default_plan, oneoff_env
     from taxiway.state.store import Store
 
     loaded = load_valid(args.config)
@@ -135,11 +133,10 @@ def console(args: argparse.Namespace) -> int:
     if (paths.state_dir / "taxiway.db").exists():
         with Store.open(paths.state_dir) as store:
             secrets = store.secret_values(app)
-    config = loaded.config
-    runs = plan_group(config, default_group(config), base_dir=loaded.base_dir).runs
-    argv = oneoff_argv(command, runs.entrypoint, "console_command")
+    plan = default_plan(loaded)
+    argv = oneoff_argv(command, plan.runs.entrypoint, "console_command")
     env = oneoff_env(
-        loaded, app=app, group=CONSOLE_GROUP, machine_id=ids.machine_id(), secrets=secrets
+        loaded, plan, app=app, group=CONSOLE_GROUP, machine_id=ids.machine_id(), secrets=secrets
     )
     if "TERM" in os.environ:
         env["TERM"] = os.environ["TERM"]

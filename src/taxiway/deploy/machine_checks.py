@@ -22,6 +22,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 
+from taxiway.config.groups import default_group
 from taxiway.deploy.health import DeployFailed, label, wait_healthy
 from taxiway.plan.machine import MachineCheckSpec, MachineSpec
 from taxiway.runtime import ids
@@ -94,6 +95,7 @@ async def _run_one(
         **target.launch_spec.env,
         **oneoff_env(
             runtime.loaded,
+            runtime.specs[default_group(runtime.loaded.config)],
             app=runtime.app,
             group=TEST_GROUP,
             machine_id=machine_id,

@@ -26,7 +26,7 @@ from taxiway.config.loader import LoadedConfig
 from taxiway.config.units import duration_seconds
 from taxiway.errors import TaxiwayError
 from taxiway.plan.command import oneoff_argv
-from taxiway.plan.machine import StopConfig, plan_group
+from taxiway.plan.machine import MachineSpec, StopConfig, plan_group
 from taxiway.runtime import ids
 from taxiway.runtime.drivers.base import Driver, DriverError, LaunchSpec
 from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, region_for
@@ -47,8 +47,15 @@ class ReleaseCommandFailed(TaxiwayError):
         self.machine_id = machine_id
 
 
+def default_plan(loaded: LoadedConfig) -> MachineSpec:
+    """The default group's plan: a throwaway machine is made from it (its env, the
+    entrypoint its command runs after, how it stops)."""
+    return plan_group(loaded.config, default_group(loaded.config), base_dir=loaded.base_dir)
+
+
 def oneoff_env(
     loaded: LoadedConfig,
+    spec: MachineSpec,
     *,
     app: str,
     group: str,
@@ -56,9 +63,9 @@ def oneoff_env(
     secrets: dict[str, str],
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The env of a throwaway machine: the default group's env, secrets, runtime variables."""
+    """The env of a throwaway machine: the default group's env (``spec``, its plan),
+    secrets, runtime variables."""
     config = loaded.config
-    spec = plan_group(config, default_group(config), base_dir=loaded.base_dir)
     plan_env = {**spec.env, "FLY_PROCESS_GROUP": group}
     version = ids.ulid()
     runtime = RuntimeVars(
@@ -116,14 +123,14 @@ async def run_release_command(
     log = MachineLog(logs_dir / f"{machine_id}.log", group=RELEASE_GROUP)
     if on_output is not None:
         log.listeners.append(on_output)
-    # the default group's machines say what a throwaway machine runs after and how it stops
-    plan = plan_group(loaded.config, default_group(loaded.config), base_dir=loaded.base_dir)
+    plan = default_plan(loaded)
     spec = LaunchSpec(
         machine_id=machine_id,
         group=RELEASE_GROUP,
         argv=oneoff_argv(deploy.release_command, plan.runs.entrypoint, "release command"),
         env=oneoff_env(
             loaded,
+            plan,
             app=app,
             group=RELEASE_GROUP,
             machine_id=machine_id,
