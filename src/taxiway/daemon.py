@@ -63,7 +63,13 @@ async def serve(
     options = options or DaemonOptions()
     paths = AppPaths.for_config(loaded.source.path)
     if startup is None:
-        startup = prepare(loaded, paths, options.driver, asked_by=options.driver_asked_by)
+        startup = prepare(
+            loaded,
+            paths,
+            options.driver,
+            asked_by=options.driver_asked_by,
+            progress=lambda line: print(line, flush=True),
+        )
     else:
         write_lock_holder(startup.lock_fd)
     app_name, release = startup.app, startup.release
@@ -81,6 +87,11 @@ async def serve(
         driver=make_driver(startup.driver),
         driver_reason=startup.driver_reason,
     )
+    try:
+        runtime.load_image()
+    except BaseException:
+        os.close(startup.lock_fd)
+        raise
     runtime.on_machine = on_machine
     runtime.on_release_output = on_release_output
     runtime.on_hint = on_hint

@@ -15,14 +15,15 @@ import socket
 from taxiway.config.model import AppConfig
 
 
-def may_launch_first(config: AppConfig, driver: str) -> bool:
+def may_launch_first(config: AppConfig, driver: str, has_image: bool = False) -> bool:
     """Whether `up -d`'s daemon may launch the app's machines before it imports asyncio
     (`taxiway.runtime.early`): nothing must be up before them (no release_command; no
     services, statics or top-level checks, whose listeners and state `up -d` reports)
-    and the process driver may be the one (`auto` settles on it in the daemon)."""
+    and the process driver may be the one (`auto` settles on it in the daemon; an app
+    with an image, ``has_image``, may get the docker driver)."""
     deploy = config.deploy
     return (
-        driver != "namespace"
+        (driver == "process" or (driver == "auto" and not has_image))
         and not (deploy is not None and deploy.release_command)
         and not config.services
         and config.http_service is None

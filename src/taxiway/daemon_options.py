@@ -10,7 +10,7 @@ import msgspec
 class DaemonOptions(msgspec.Struct, frozen=True):
     """How `taxiway up` asked the daemon to run the app."""
 
-    #: auto | process | namespace (`taxiway.runtime.drivers.select_driver`).
+    #: auto | process | namespace | docker (`taxiway.runtime.drivers.choose_driver`).
     driver: str = "auto"
     #: Where an explicit driver came from, for `status` to say why it runs:
     #: ``--driver`` or ``TAXIWAY_DRIVER``.

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -22,6 +23,7 @@ from taxiway.api.paths import AppPaths
 from taxiway.config.loader import LoadedConfig
 from taxiway.config.names import app_name_for
 from taxiway.errors import TaxiwayError
+from taxiway.plan.dockerfile import has_image
 from taxiway.state.records import ReleaseRecord
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ class StartUp(msgspec.Struct, kw_only=True):
     #: The open ``daemon.lock``, locked: the daemon holds it for its whole life.
     lock_fd: int
     app: str
-    #: The driver picked for this host (`taxiway.runtime.drivers.resolve_driver`).
+    #: The driver picked for this host (`taxiway.runtime.drivers.choose_driver`).
     driver: str
     #: Why that driver (`taxiway.runtime.drivers.DriverChoice`), for `status` and `up`.
     driver_reason: str
@@ -102,6 +104,45 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _quiet(line: str) -> None:
+    """Where build output goes when nobody watches."""
+
+
+def _build(
+    loaded: LoadedConfig, app: str, paths: AppPaths, progress: Callable[[str], None]
+) -> str:
+    """Build the app's image for `up` (docker driver); its id. A failed build prints its
+    last lines before the one sentence that says why."""
+    from taxiway.image.build import BuildError
+    from taxiway.image.for_release import build_release
+    from taxiway.runtime.scope import scope_for
+
+    try:
+        built = build_release(
+            loaded, scope=scope_for(app, paths.state_dir), app=app, progress=progress
+        )
+    except BuildError as exc:
+        for line in exc.tail:
+            progress(f"  {line}")
+        raise
+    return built.id
+
+
+def _tag(
+    image_id: str, app: str, paths: AppPaths, release: ReleaseRecord | None, store: Store
+) -> None:
+    """Tag the image with the release `up` runs, and prune what no rollback needs."""
+    from taxiway.image.build import tag_release
+    from taxiway.image.for_release import prune
+    from taxiway.runtime.scope import scope_for
+
+    if release is None:
+        return
+    scope = scope_for(app, paths.state_dir)
+    tag_release(image_id, scope, release.version)
+    prune(scope, release.version, [r.version for r in store.list_releases(app)])
+
+
 def prepare(
     loaded: LoadedConfig,
     paths: AppPaths,
@@ -111,6 +152,7 @@ def prepare(
     holder: int | None = None,
     *,
     asked_by: str = "--driver",
+    progress: Callable[[str], None] | None = None,
 ) -> StartUp:
     """Lock the app (or raise `AlreadyRunning`), pick the driver, clean up what a dead
     daemon left, and make the release `up` deploys (`taxiway.deploy.releases`).
@@ -118,7 +160,9 @@ def prepare(
     state store, when the caller keeps it open (else it is opened for this); ``holder``:
     the pid of the daemon that will hold the lock, when it is not this process;
     ``asked_by``: where an explicit driver came from
-    (`taxiway.runtime.drivers.choose_driver`)."""
+    (`taxiway.runtime.drivers.choose_driver`). With the docker driver the app's image is
+    built first (its output to ``progress``) and is the release's code; a failed build
+    leaves the app as it was."""
     from taxiway.deploy.releases import release_for_up
     from taxiway.runtime.drivers import choose_driver
     from taxiway.runtime.leftovers import reap
@@ -127,7 +171,9 @@ def prepare(
     lock = acquire_lock(paths, holder)
     db = store
     try:
-        chosen = choose_driver(driver, asked_by)
+        chosen = choose_driver(
+            driver, asked_by, has_image=has_image(loaded.config, loaded.base_dir)
+        )
         app = app_name_for(loaded.source.path, loaded.config.app)
         if db is None:
             db = Store.open(paths.state_dir)
@@ -136,7 +182,12 @@ def prepare(
         with contextlib.suppress(FileNotFoundError):
             paths.socket.unlink()  # we hold the lock: any socket file is a dead daemon's
         before = db.latest_release(app)
-        release = release_for_up(db, app, loaded, code=code_digest)
+        image_id = None
+        if chosen.name == "docker":
+            image_id = _build(loaded, app, paths, progress or _quiet)
+        release = release_for_up(db, app, loaded, code=code_digest, image_id=image_id)
+        if image_id is not None:
+            _tag(image_id, app, paths, release or before, db)
     except BaseException:
         os.close(lock)
         raise

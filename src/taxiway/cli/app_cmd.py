@@ -19,7 +19,8 @@ from taxiway.daemon_options import DaemonOptions
 from taxiway.errors import TaxiwayError
 
 #: The drivers `--driver` and `TAXIWAY_DRIVER` may name.
-DRIVERS = ("auto", "process", "namespace")
+from taxiway.runtime.drivers import DRIVER_NAMES as DRIVERS
+
 #: Sets the driver when `--driver` isn't given: a CI job or a test suite can pin it
 #: once instead of depending on what `auto` finds on the host.
 DRIVER_VARIABLE = "TAXIWAY_DRIVER"
@@ -156,8 +157,11 @@ def _up_detached(
         loaded, paths = _checked_for_up(config)
         paths.ensure()
         from taxiway.daemon_channel import hand_over, may_launch_first, send_config
+        from taxiway.plan.dockerfile import has_image
 
-        launch_first = may_launch_first(loaded.config, options.driver)
+        launch_first = may_launch_first(
+            loaded.config, options.driver, has_image(loaded.config, loaded.base_dir)
+        )
         send_config(channel, pickle.dumps((loaded, paths, launch_first)))
         if not launch_first:
             from taxiway.daemon_startup import prepare
@@ -167,7 +171,13 @@ def _up_detached(
             # of files): taken here, it costs nothing, the daemon is still importing
             code = code_digest(loaded.base_dir, config_file=loaded.source.path)
             startup = prepare(
-                loaded, paths, options.driver, code, holder=pid, asked_by=options.driver_asked_by
+                loaded,
+                paths,
+                options.driver,
+                code,
+                holder=pid,
+                asked_by=options.driver_asked_by,
+                progress=_say,
             )
             try:
                 hand_over(channel, pickle.dumps(startup), startup.lock_fd)
@@ -345,6 +355,11 @@ def down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(line: str) -> None:
+    """A line of progress (an image build's) as it comes."""
+    print(line, flush=True)
+
+
 def _say_what_was_left(paths: AppPaths, app: str) -> None:
     """No daemon answers: if a dead one (``kill -9``, a crash) left machines running,
     raise the sentence that says so and how to clean them up."""
@@ -410,6 +425,8 @@ def _print_status(data: dict[str, Any]) -> None:
     rows = [("ID", "GROUP", "STATE", "REGION", "RESTARTS", "CHECKS", "PRIVATE IP", "PORTS")]
     for m in data["machines"]:
         state = m["state"]
+        if m.get("oom_killed") and state in ("stopped", "failed", "starting"):
+            state += " (out of memory)"
         if m.get("backoff_s"):
             state += f" (restart in {m['backoff_s']:g}s)"
         ports = ", ".join(f"{k}->{v}" for k, v in (m.get("ports") or {}).items())

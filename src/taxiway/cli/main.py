@@ -172,13 +172,14 @@ def _add_up(commands: Commands) -> None:
     up.add_argument("-d", "--detach", action="store_true", help="run in the background")
     up.add_argument(
         "--driver",
-        choices=("auto", "process", "namespace"),
+        choices=("auto", "process", "namespace", "docker"),
         default=None,
         help=(
-            "how machines run (process: plain process trees; namespace: Linux as root, "
-            "each machine with its own network, mounts and cgroup; auto: namespace where "
-            "the host also forwards and has iptables, else process); default: "
-            "$TAXIWAY_DRIVER, else auto"
+            "how machines run (docker: containers of the app's image, as on the platform; "
+            "process: plain process trees; namespace: Linux as root, each machine with its "
+            "own network, mounts and cgroup; auto: docker for an app with a Dockerfile or "
+            "[build] image where an engine answers, else namespace where the host also "
+            "forwards and has iptables, else process); default: $TAXIWAY_DRIVER, else auto"
         ),
     )
     up.add_argument(

@@ -33,9 +33,11 @@ from taxiway.deploy.releases import (
     differences,
     loaded_from_release,
     new_release,
+    runs_image,
     take_snapshot,
 )
 from taxiway.errors import TaxiwayError
+from taxiway.plan.dockerfile import ImageConfig
 from taxiway.plan.machine import MachineSpec, plan_machines
 from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.machine import SupervisedMachine
@@ -71,6 +73,7 @@ class Deployment:
         rollback: bool,
         smoke_s: float,
         max_unavailable: float,
+        image_of: int | None = None,
     ) -> None:
         self.deployer = deployer
         self.loaded = loaded
@@ -84,6 +87,11 @@ class Deployment:
         self.interrupt = asyncio.Event()
         #: True while the release command runs.
         self.in_release_command = False
+        #: With a driver that runs images: the earlier release whose image this one runs
+        #: again (a rollback), else None: the image is built.
+        self.image_of = image_of
+        #: The image the machines ran before (restored when the deploy is undone).
+        self._previous_image: ImageConfig | None = None
 
     @property
     def strategy(self) -> str:
@@ -104,6 +112,7 @@ class Deployment:
         progress(f"release v{version} ({self.strategy}): {self.release.description}")
         previous_loaded, previous_specs = runtime.loaded, dict(runtime.specs)
         previous_version = runtime.release
+        self._previous_image = runtime.image
         r = strategies.Rollout(
             runtime=runtime,
             version=version,
@@ -116,8 +125,9 @@ class Deployment:
         applied = False
         async with runtime.lock:
             try:
-                await self._release_command(progress)
-                runtime.apply_config(self.loaded)
+                image = await self._image(progress)
+                await self._release_command(progress, image)
+                runtime.apply_config(self.loaded, image)
                 applied = True
                 groups, removed, added = self._diff()
                 await self._machine_checks(r, groups, progress)
@@ -150,9 +160,55 @@ class Deployment:
         runtime.release = version
         release = store.set_release_status(app, version, "complete")
         progress(f"release v{version} is complete ({time.monotonic() - began:.1f}s)")
+        if runtime.driver.runs_image:
+            from taxiway.image.for_release import prune
+
+            versions = [r.version for r in store.list_releases(app)]
+            await asyncio.to_thread(prune, runtime.scope, version, versions)
         return release
 
-    async def _release_command(self, progress: Progress) -> None:
+    async def _image(self, progress: Progress) -> ImageConfig | None:
+        """With a driver that runs images: the release's image, built from the app's
+        folder (its output streamed) or, for a rollback, the earlier release's; tagged
+        with this release and recorded on it. None for a host driver."""
+        runtime = self.deployer.runtime
+        if not runtime.driver.runs_image:
+            return None
+        from taxiway.image import for_release
+
+        loop = asyncio.get_running_loop()
+        version = self.release.version
+
+        def make() -> tuple[str, ImageConfig]:
+            if self.image_of is not None:
+                built, _ = for_release.stored(
+                    scope=runtime.scope,
+                    version=self.image_of,
+                    loaded=self.loaded,
+                    state_dir=runtime.state_dir,
+                )
+                progress_soon(f"running v{self.image_of}'s image again")
+            else:
+                built = for_release.build_release(
+                    self.loaded, scope=runtime.scope, app=runtime.app, progress=progress_soon
+                )
+            return built.id, for_release.adopt(
+                built,
+                scope=runtime.scope,
+                version=version,
+                loaded=self.loaded,
+                state_dir=runtime.state_dir,
+            )
+
+        def progress_soon(line: str) -> None:
+            loop.call_soon_threadsafe(progress, line)
+
+        image_id, image = await asyncio.to_thread(make)
+        snapshot = take_snapshot(self.loaded, runtime.store, runtime.app, image_id=image_id)
+        self.release = runtime.store.set_release_image(runtime.app, version, snapshot.image_ref)
+        return image
+
+    async def _release_command(self, progress: Progress, image: ImageConfig | None) -> None:
         deploy = self.loaded.config.deploy
         if deploy is None or not deploy.release_command:
             return
@@ -165,6 +221,7 @@ class Deployment:
                 self.release.version,
                 on_output=lambda entry: progress(f"  release_command | {entry['line']}"),
                 interrupt=self.interrupt,
+                image=image,
             )
         finally:
             self.in_release_command = False
@@ -259,7 +316,7 @@ class Deployment:
             )
             return "failed", ""
         if applied:
-            runtime.apply_config(previous_loaded)
+            runtime.apply_config(previous_loaded, self._previous_image)
         if not touched:
             return "failed", ""
         progress(f"putting v{previous_version} back on {len(r.updated)} machine(s)")
@@ -295,7 +352,11 @@ class Deployment:
         runtime = self.deployer.runtime
         previous = runtime.store.get_release(runtime.app, previous_version)
         previous_code = code_of(previous) if previous is not None else None
-        if previous_code is not None and previous_code != code_of(self.release):
+        if (
+            not runtime.driver.runs_image
+            and previous_code is not None
+            and previous_code != code_of(self.release)
+        ):
             return "rolled_back", (
                 f"v{previous_version}'s config, env and command were put back on {count}, "
                 f"but not its code: the app's folder changed since v{previous_version} and "
@@ -431,7 +492,10 @@ class Deployer:
             target = earlier[0]
         loaded = loaded_from_release(target, self.runtime.loaded.source.path)
         description = f"rollback to v{target.version}"
-        return self.prepare(loaded, msgspec.structs.replace(options, description=description))
+        deployment = self.prepare(loaded, msgspec.structs.replace(options, description=description))
+        if self.runtime.driver.runs_image and runs_image(target):
+            deployment.image_of = target.version  # its image, not a build of the folder
+        return deployment
 
     async def deploy(
         self,

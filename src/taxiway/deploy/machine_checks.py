@@ -103,8 +103,14 @@ async def _run_one(
             extra={"FLY_TEST_COMMAND": "1", "FLY_TEST_MACHINE_IP": target.info.host},
         ),
     }
-    if check.image:
-        log.system(f"image {check.image} is not pulled here: the command runs on this host")
+    image = spec.runs.image
+    if check.image and runtime.driver.runs_image:
+        image = check.image  # it must be in the engine already: nothing is pulled here
+    elif check.image:
+        log.system(
+            f"image {check.image} runs with the docker driver; the {runtime.driver.name} "
+            "driver runs the command on this host"
+        )
     log.system(f"{what} against {label(target)}: {shlex.join(argv)}")
     progress(f"{what}: testing {label(target)} in one-off machine {machine_id}")
     launch = LaunchSpec(
@@ -115,6 +121,9 @@ async def _run_one(
         cwd=runtime.base_dir,
         log=log,
         scope=runtime.scope,
+        image=image,
+        workdir=spec.runs.workdir,
+        app=runtime.app,
     )
     try:
         code = await run_oneoff(runtime.driver, launch, timeout_s, runtime.state_dir)

@@ -7,8 +7,10 @@ the secrets. Versions count up per app (1, 2, …) as on the platform; a release
 or ``--no-rollback``) or ``rolled_back`` (taxiway put the previous release back).
 
 Where the digests live: the store's release row holds the config and its digest, and an
-``image_ref``. taxiway's "image" is the folder plus the secrets the machines got, so the
-ref reads ``local:code-<digest>.secrets-<digest>``; no schema change was needed.
+``image_ref``. With a driver that runs images (docker) the code is the built image, and
+the ref reads ``local:image-<16 hex of the image id>.secrets-<digest>`` (the image is
+tagged ``taxiway/<scope>:v<version>``, `taxiway.image.build.tag_release`); with the
+host drivers it is the app's folder, ``local:code-<digest>.secrets-<digest>``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from taxiway.errors import TaxiwayError
 from taxiway.state.records import ReleaseRecord, sha256_hex
 from taxiway.state.store import Store
 
-_REF = re.compile(r"^local:code-(?P<code>[0-9a-f]+)\.secrets-(?P<secrets>[0-9a-f]+)$")
+_REF = re.compile(
+    r"^local:(?P<kind>code|image)-(?P<code>[0-9a-f]+)\.secrets-(?P<secrets>[0-9a-f]+)$"
+)
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -35,6 +39,9 @@ class Snapshot(msgspec.Struct, frozen=True):
     config_json: str
     code_digest: str
     secrets_digest: str
+    #: What ``code_digest`` digests: ``code`` (the app's folder) or ``image`` (the built
+    #: image's id).
+    code_kind: str = "code"
 
     @property
     def config_digest(self) -> str:
@@ -42,7 +49,12 @@ class Snapshot(msgspec.Struct, frozen=True):
 
     @property
     def image_ref(self) -> str:
-        return f"local:code-{self.code_digest}.secrets-{self.secrets_digest}"
+        return f"local:{self.code_kind}-{self.code_digest}.secrets-{self.secrets_digest}"
+
+
+def image_code(image_id: str) -> str:
+    """A release's code digest for a built image: 16 hex digits of its id."""
+    return image_id.removeprefix("sha256:")[:16]
 
 
 def code_of(release: ReleaseRecord) -> str | None:
@@ -51,16 +63,34 @@ def code_of(release: ReleaseRecord) -> str | None:
     return m["code"] if m else None
 
 
+def runs_image(release: ReleaseRecord) -> bool:
+    """Whether the release's code is a built image (the docker driver made it)."""
+    m = _REF.match(release.image_ref)
+    return m is not None and m["kind"] == "image"
+
+
 def config_json(loaded: LoadedConfig) -> str:
     """The config as the file says it (keys sorted): what a rollback loads again."""
     return msgspec.json.encode(loaded.source.data, order="sorted").decode()
 
 
 def take_snapshot(
-    loaded: LoadedConfig, store: Store, app: str, *, code: str | None = None
+    loaded: LoadedConfig,
+    store: Store,
+    app: str,
+    *,
+    code: str | None = None,
+    image_id: str | None = None,
 ) -> Snapshot:
     """The release ``loaded`` makes now; ``code`` is its folder's `code_digest` when the
-    caller has it already."""
+    caller has it already; ``image_id``: the image built for it (the code is that)."""
+    if image_id is not None:
+        return Snapshot(
+            config_json=config_json(loaded),
+            code_digest=image_code(image_id),
+            secrets_digest=store.secrets_digest(app)[:16],
+            code_kind="image",
+        )
     return Snapshot(
         config_json=config_json(loaded),
         code_digest=code or code_digest(loaded.base_dir, config_file=loaded.source.path),
@@ -74,7 +104,7 @@ def differences(snapshot: Snapshot, release: ReleaseRecord) -> list[str]:
     if snapshot.config_digest != release.config_digest:
         changed.append("config")
     m = _REF.match(release.image_ref)
-    if m is None or m["code"] != snapshot.code_digest:
+    if m is None or m["code"] != snapshot.code_digest or m["kind"] != snapshot.code_kind:
         changed.append("code")
     if m is None or m["secrets"] != snapshot.secrets_digest:
         changed.append("secrets")
@@ -99,12 +129,18 @@ def new_release(
 
 
 def release_for_up(
-    store: Store, app: str, loaded: LoadedConfig, *, code: str | None = None
+    store: Store,
+    app: str,
+    loaded: LoadedConfig,
+    *,
+    code: str | None = None,
+    image_id: str | None = None,
 ) -> ReleaseRecord | None:
     """`taxiway up` starts every machine from the config file: that is a new release when
     there is none yet, the last one did not complete, or config, code or secrets changed.
-    ``code``: the folder's `code_digest`, when `up -d` took it while the daemon started."""
-    snapshot = take_snapshot(loaded, store, app, code=code)
+    ``code``: the folder's `code_digest`, when `up -d` took it while the daemon started;
+    ``image_id``: the image built for it (docker driver), which is then the code."""
+    snapshot = take_snapshot(loaded, store, app, code=code, image_id=image_id)
     latest = store.latest_release(app)
     if latest is None:
         reason = "first release"
@@ -134,6 +170,7 @@ def release_for_secrets(
         config_json=config_json(loaded),
         code_digest=code,
         secrets_digest=store.secrets_digest(app)[:16],
+        code_kind="image" if running is not None and runs_image(running) else "code",
     )
     release = new_release(store, app, snapshot, "rolling", f"secrets changed: {', '.join(changed)}")
     return store.set_release_status(app, release.version, "complete")
@@ -161,6 +198,7 @@ def release_json(release: ReleaseRecord, current: int) -> dict[str, object]:
         "description": release.description,
         "config_digest": release.config_digest[:16],
         "code_digest": m["code"] if m else "",
+        "image_id": m["code"] if m and m["kind"] == "image" else None,
         "secrets_digest": m["secrets"] if m else "",
         "current": release.version == current,
         "release_command": (

@@ -34,6 +34,11 @@ class ImageConfig(msgspec.Struct, frozen=True):
     workdir: str | None = None
     #: The stage's ENV, in order; ``${VAR}`` where the base image would supply VAR.
     env: dict[str, str] = msgspec.field(default_factory=dict)
+    #: For a built image (the docker driver): what a container is created from (its
+    #: release's tag), and the host folder its statics were copied out to (None: the
+    #: Dockerfile was only read, and the app's folder stands in for the image).
+    ref: str | None = None
+    rootfs: str | None = None
 
 
 class _Stage(msgspec.Struct):
@@ -237,6 +242,15 @@ def dockerfile_path(config: AppConfig, base_dir: Path) -> Path | None:
         return None
     path = base_dir / name
     return path if path.is_file() else None
+
+
+def has_image(config: AppConfig, base_dir: Path) -> bool:
+    """Whether the app has an image the platform would run: a Dockerfile, a prebuilt
+    `[build] image`, or `[build.compose]`."""
+    build = config.build
+    if build is not None and (build.image or build.compose is not None):
+        return True
+    return dockerfile_path(config, base_dir) is not None
 
 
 def image_config(config: AppConfig, base_dir: Path) -> ImageConfig:

@@ -180,9 +180,12 @@ class Runs(Spec):
     entrypoint: list[str]
     #: The image's WORKDIR (None: the Dockerfile sets none, or there is no Dockerfile).
     workdir: str | None
-    #: `[build] image`, the prebuilt image the platform would run (None: built from the
-    #: Dockerfile, or no image).
+    #: The image the machines run: the release's build (docker driver), else `[build]
+    #: image`, the prebuilt image the platform would run (None: no image to name).
     image: str | None
+    #: Where the image's files are on this host, copied out for [[statics]] (None: the
+    #: app's folder stands in for the image).
+    rootfs: str | None = None
 
 
 class MachineSpec(Spec):
@@ -208,9 +211,13 @@ class MachineSpec(Spec):
     metadata: dict[str, str]
 
 
-def plan_machines(config: AppConfig, *, base_dir: Path | None = None) -> dict[str, MachineSpec]:
-    """One `MachineSpec` per process group, in group order."""
-    image = image_config(config, base_dir or Path.cwd())  # read once for every group
+def plan_machines(
+    config: AppConfig, *, base_dir: Path | None = None, image: ImageConfig | None = None
+) -> dict[str, MachineSpec]:
+    """One `MachineSpec` per process group, in group order; ``image``: the built image's
+    settings (docker driver), else the Dockerfile is read."""
+    if image is None:
+        image = image_config(config, base_dir or Path.cwd())  # read once for every group
     return {
         name: plan_group(config, name, base_dir=base_dir, image=image)
         for name in g.group_names(config)
@@ -242,7 +249,8 @@ def plan_group(
             argv=machine_argv(init.cmd, init.entrypoint, init.exec, image),
             entrypoint=effective_entrypoint(init.entrypoint, image),
             workdir=image.workdir,
-            image=config.build.image if config.build is not None else None,
+            image=image.ref or (config.build.image if config.build is not None else None),
+            rootfs=image.rootfs,
         ),
         env=_env(config, group),
         image_env=image.env,

@@ -16,9 +16,10 @@ import msgspec
 
 from taxiway.config.loader import LoadedConfig
 from taxiway.errors import TaxiwayError
+from taxiway.plan.dockerfile import ImageConfig
 from taxiway.plan.machine import Check, MachineSpec
 from taxiway.runtime import ids
-from taxiway.runtime.drivers.base import Driver, LaunchSpec, spawn
+from taxiway.runtime.drivers.base import Driver, LaunchSpec
 from taxiway.runtime.early import EarlyMachine
 from taxiway.runtime.lifecycle import RUNNING, State
 from taxiway.runtime.machine import SupervisedMachine
@@ -114,10 +115,12 @@ class AppRuntime(MachineRoster):
         *,
         on_output: Callable[[dict[str, Any]], None] | None = None,
         interrupt: asyncio.Event | None = None,
+        image: ImageConfig | None = None,
     ) -> str | None:
         """Run ``loaded``'s release command for release ``version`` (`up`'s or a
-        deploy's), its output to ``on_output`` (default `on_release_output`), and record
-        on the release which one-off machine ran it and its exit code."""
+        deploy's) in ``image`` (a deploy's new image; default: the machines'), its output
+        to ``on_output`` (default `on_release_output`), and record on the release which
+        one-off machine ran it and its exit code."""
 
         def record(machine_id: str, code: int | None) -> None:
             if version:
@@ -133,6 +136,7 @@ class AppRuntime(MachineRoster):
             on_output=on_output or self.on_release_output,
             on_exit=record,
             interrupt=interrupt,
+            image=image or self.image,
         )
 
     async def _supervise_early(self, early: Sequence[EarlyMachine]) -> None:
@@ -431,28 +435,10 @@ class AppRuntime(MachineRoster):
     async def exec(
         self, machine: SupervisedMachine, cmd: list[str], *, timeout_s: float = 60.0
     ) -> dict[str, object]:
-        """Run a command with a machine's environment and folder (the API's exec)."""
-        spec = machine.launch_spec
-        argv = cmd
-        if machine.process is not None and machine.info.pid:
-            argv = [*self.driver.exec_prefix(machine.process, spec), *cmd]  # inside it
-        try:
-            proc = await spawn(argv, cwd=spec.cwd, env=spec.env)
-        except OSError as exc:
-            raise TaxiwayError(
-                f"machine {machine.id}: cannot run {cmd[0]}: {exc.strerror}"
-            ) from None
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-        except TimeoutError:
-            proc.kill()
-            out, err = await proc.communicate()
-            return {"stdout": out.decode(errors="replace"), "stderr": "timed out", "exit_code": 124}
-        return {
-            "stdout": out.decode(errors="replace"),
-            "stderr": err.decode(errors="replace"),
-            "exit_code": proc.returncode,
-        }
+        """Run a command in a machine (the API's exec): inside it while it runs, else
+        with its environment and folder."""
+        running = machine.process if machine.info.pid else None
+        return await self.driver.exec(running, machine.launch_spec, cmd, timeout_s)
 
     async def change_secrets(
         self, values: dict[str, str] | None = None, unset: list[str] | None = None
@@ -488,10 +474,11 @@ class AppRuntime(MachineRoster):
         """Held while machines are added, removed or updated (scale, secrets, deploys)."""
         return self._lock
 
-    def apply_config(self, loaded: LoadedConfig) -> None:
-        """Make ``loaded`` the config that new and updated machines get: a deploy's first
-        step, and its last when it puts the previous release back."""
-        self.use_config(loaded)
+    def apply_config(self, loaded: LoadedConfig, image: ImageConfig | None = None) -> None:
+        """Make ``loaded`` (and ``image``, when it changes too) the config that new and
+        updated machines get: a deploy's first step, and its last when it puts the
+        previous release back."""
+        self.use_config(loaded, image)
         for callback in self.on_config:
             callback()
 

@@ -3,6 +3,7 @@ by the next daemon before it starts machines, or by `down` when no daemon runs.
 
 A dead daemon's machines may still run: the process driver's as process groups (the
 store has their pids), the namespace driver's also in cgroups and network namespaces,
+the docker driver's as containers in the engine (found by their state folder's label),
 and a one-off (release command, machine check) as a note under the state folder. All
 of it goes, whichever driver the next daemon uses.
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from taxiway.runtime import cgroups, hostaccess, netns, outbound
 from taxiway.runtime.drivers import unusable_reason
+from taxiway.runtime.drivers.engine_scope import reap_engine
 from taxiway.runtime.lifecycle import RUNNING, State
 from taxiway.runtime.scope import scope_for
 from taxiway.state.store import Store
@@ -136,6 +138,7 @@ def reap(store: Store, app: str, state_dir: Path) -> int:
     # its cgroups, namespaces, veths and bridge go whatever this daemon will use.
     scope = scope_for(app, state_dir)
     cleaned = set(release_namespaces(scope)) if unusable_reason() is None else set()
+    cleaned |= set(reap_engine(scope, state_dir))  # the docker driver's containers
     count = len(cleaned)
     for record in store.list_machines(app):
         if record.pid and record.pgid:

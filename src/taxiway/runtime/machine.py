@@ -242,17 +242,22 @@ class SupervisedMachine:
             self._launched.set()
             code = await self.process.wait()
             if self._stop.is_set():
-                self.info = msgspec.structs.replace(self.info, exit_code=code)
+                self.info = msgspec.structs.replace(
+                    self.info, exit_code=code, oom_killed=self.process.oom_killed
+                )
                 return  # stop() finishes the job
             self.process.kill_tree()  # the machine ends with its main process
             uptime = time.monotonic() - self._started_at
             restart = self.spec.restart
             decision = decide(restart.policy, restart.max_retries, code, uptime, self.restart_state)
-            self.log.system(f"exited with code {code}; {decision.reason}")
+            oom = self.process.oom_killed
+            ended = "was killed for running out of memory (OOM)" if oom else "exited"
+            self.log.system(f"{ended} with code {code}; {decision.reason}")
             self._set(
                 State.STOPPED,
                 "exit",
                 exit_code=code,
+                oom_killed=oom,
                 pid=None,
                 pgid=None,
                 restarts=self.restart_state.total_restarts,

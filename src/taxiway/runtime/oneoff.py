@@ -26,6 +26,7 @@ from taxiway.config.loader import LoadedConfig
 from taxiway.config.units import duration_seconds
 from taxiway.errors import TaxiwayError
 from taxiway.plan.command import oneoff_argv
+from taxiway.plan.dockerfile import ImageConfig
 from taxiway.plan.machine import MachineSpec, StopConfig, plan_group
 from taxiway.runtime import ids
 from taxiway.runtime.drivers.base import Driver, DriverError, LaunchSpec
@@ -47,10 +48,13 @@ class ReleaseCommandFailed(TaxiwayError):
         self.machine_id = machine_id
 
 
-def default_plan(loaded: LoadedConfig) -> MachineSpec:
+def default_plan(loaded: LoadedConfig, image: ImageConfig | None = None) -> MachineSpec:
     """The default group's plan: a throwaway machine is made from it (its env, the
-    entrypoint its command runs after, how it stops)."""
-    return plan_group(loaded.config, default_group(loaded.config), base_dir=loaded.base_dir)
+    entrypoint its command runs after, how it stops, the image it runs); ``image``: the
+    built image (docker driver), else the Dockerfile is read."""
+    return plan_group(
+        loaded.config, default_group(loaded.config), base_dir=loaded.base_dir, image=image
+    )
 
 
 def oneoff_env(
@@ -106,8 +110,10 @@ async def run_release_command(
     on_output: Callable[[dict[str, Any]], None] | None = None,
     on_exit: Callable[[str, int | None], None] | None = None,
     interrupt: asyncio.Event | None = None,
+    image: ImageConfig | None = None,
 ) -> str | None:
-    """Run ``[deploy] release_command`` to completion; returns its machine id, or None.
+    """Run ``[deploy] release_command`` to completion (in ``image``, the release's built
+    image, with the docker driver); returns its machine id, or None.
 
     ``on_output`` gets each line of its output as it comes (`taxiway.runtime.logs.
     log_record`), ``on_exit`` its machine id and exit code once it ended, however it
@@ -123,7 +129,7 @@ async def run_release_command(
     log = MachineLog(logs_dir / f"{machine_id}.log", group=RELEASE_GROUP)
     if on_output is not None:
         log.listeners.append(on_output)
-    plan = default_plan(loaded)
+    plan = default_plan(loaded, image)
     spec = LaunchSpec(
         machine_id=machine_id,
         group=RELEASE_GROUP,
@@ -140,6 +146,9 @@ async def run_release_command(
         cwd=loaded.base_dir,
         log=log,
         scope=scope,
+        image=plan.runs.image,
+        workdir=plan.runs.workdir,
+        app=app,
     )
     timeout = duration_seconds(deploy.release_command_timeout or DEFAULT_RELEASE_TIMEOUT)
     stop = plan.stop_config

@@ -20,6 +20,7 @@ import msgspec
 from taxiway.config.loader import LoadedConfig
 from taxiway.errors import TaxiwayError
 from taxiway.plan.command import no_command
+from taxiway.plan.dockerfile import ImageConfig
 from taxiway.plan.machine import MachineSpec, plan_machines
 from taxiway.runtime import ids
 from taxiway.runtime.drivers.base import Driver, LaunchSpec
@@ -48,6 +49,9 @@ class MachineInfo(msgspec.Struct, kw_only=True):
     restarts: int = 0
     backoff_s: float = 0.0
     exit_code: int | None = None
+    #: Whether the kernel's OOM killer ended the machine's last run (the platform's
+    #: ``fly_instance_exit_oom``), where the driver can tell (docker).
+    oom_killed: bool = False
     pid: int | None = None
     pgid: int | None = None
     pid_start_time: float | None = None
@@ -87,14 +91,35 @@ class MachineRoster:
         self.edge_host = "127.0.0.1"
         #: The ports the edge's listeners hold once it runs (the daemon sets this).
         self.edge_ports: Callable[[], Iterable[int]] = tuple
+        #: The built image's settings the machines run (a driver that runs images), else
+        #: None: the plan reads the Dockerfile.
+        self.image: ImageConfig | None = None
         self.use_config(loaded)
 
-    def use_config(self, loaded: LoadedConfig) -> None:
-        """The config (and its plan) that new and updated machines get."""
+    def use_config(self, loaded: LoadedConfig, image: ImageConfig | None = None) -> None:
+        """The config (and its plan) that new and updated machines get; ``image``: the
+        image they run, when it changes too (a deploy with the docker driver)."""
         self.loaded = loaded
         self.base_dir = loaded.base_dir
-        self.specs: dict[str, MachineSpec] = plan_machines(loaded.config, base_dir=self.base_dir)
+        if image is not None:
+            self.image = image
+        self.specs: dict[str, MachineSpec] = plan_machines(
+            loaded.config, base_dir=self.base_dir, image=self.image
+        )
         self.region = region_for(loaded.config.primary_region)
+
+    def load_image(self) -> None:
+        """With a driver that runs images: the latest release's image (which `up` built
+        and tagged, `taxiway.daemon_startup.prepare`) becomes the machines'."""
+        release = self.store.latest_release(self.app)
+        if not self.driver.runs_image or release is None:
+            return
+        from taxiway.image.for_release import stored
+
+        _, image = stored(
+            scope=self.scope, version=release.version, loaded=self.loaded, state_dir=self.state_dir
+        )
+        self.use_config(self.loaded, image)
 
     def load_release(self) -> None:
         """Take the app's latest release as the one its machines run."""
@@ -237,6 +262,9 @@ class MachineRoster:
             scope=self.scope,
             private_ip=info.private_ip,
             cpus=spec.guest.cpus,
+            image=spec.runs.image,
+            workdir=spec.runs.workdir,
+            app=self.app,
         )
 
     def log_for(self, info: MachineInfo) -> MachineLog:
@@ -347,7 +375,7 @@ class MachineRoster:
                 event,
                 machine_id=info.id,
                 status=info.state.value,
-                data={"exit_code": info.exit_code} if info.exit_code is not None else None,
+                data=_event_data(info),
             )
         except StateError as exc:
             if not self._unrecorded:
@@ -380,6 +408,7 @@ class MachineRoster:
                     "private_ip": info.private_ip,
                     "checks": checks,
                     "exit_code": info.exit_code,
+                    "oom_killed": info.oom_killed,
                     "backoff_s": round(info.backoff_s, 2),
                     "pid": info.pid,
                     "ports": {str(k): v for k, v in info.ports.items()},
@@ -419,3 +448,12 @@ def _say(line: str) -> None:
     """A line in the daemon's own output (its terminal, or daemon.log), if it can be written."""
     with contextlib.suppress(OSError, ValueError):
         print(f"taxiway: {line}", file=sys.stderr, flush=True)
+
+
+def _event_data(info: MachineInfo) -> dict[str, object] | None:
+    """What an event records beyond the state: how the machine's last run ended."""
+    if info.exit_code is None:
+        return None
+    if info.oom_killed:
+        return {"exit_code": info.exit_code, "oom_killed": True}
+    return {"exit_code": info.exit_code}

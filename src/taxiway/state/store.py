@@ -814,6 +814,19 @@ class Store:
                 (machine_id, exit_code, app, version),
             )
 
+    def set_release_image(self, app: str, version: int, image_ref: str) -> ReleaseRecord:
+        """Record the image a deploy built for release ``version`` (the docker driver
+        builds once the release exists, so that a failed build is a failed release)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE releases SET image_ref = ? WHERE app = ? AND version = ?",
+                (image_ref, app, version),
+            )
+        release = self.get_release(app, version)
+        if release is None:
+            raise NotFoundError(f"app {app} has no release v{version}")
+        return release
+
     def get_release(self, app: str, version: int) -> ReleaseRecord | None:
         """One release by its version number."""
         row = self._one("SELECT * FROM releases WHERE app = ? AND version = ?", (app, version))

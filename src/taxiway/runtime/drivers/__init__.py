@@ -1,4 +1,5 @@
-"""Drivers start a machine's processes: `process` (portable) and `namespace` (Linux, root).
+"""Drivers start a machine's processes: `process` (portable), `namespace` (Linux, root)
+and `docker` (a container of the app's image, through a Docker engine).
 
 This module picks one for the host and imports no asyncio: `up -d`'s command process
 makes the choice while the daemon it forked is still importing its machinery
@@ -41,43 +42,71 @@ class DriverChoice(NamedTuple):
     reason: str
 
 
-def choose_driver(name: str, asked_by: str = "--driver") -> DriverChoice:
-    """The driver ``name`` stands for on this host, and why. ``auto`` is the namespace
-    driver where it is fully usable (an app that can't reach its database or an API is
-    worse off than one whose port is remapped), else the process driver; ``namespace``
-    where it can't run raises what it lacks. ``asked_by`` names where an explicit choice
-    came from (``--driver`` or ``TAXIWAY_DRIVER``)."""
+def choose_driver(
+    name: str, asked_by: str = "--driver", *, has_image: bool = False
+) -> DriverChoice:
+    """The driver ``name`` stands for on this host, and why. ``auto`` is the docker driver
+    when the app has an image to build or run (``has_image``: a Dockerfile, `[build]
+    image` or `[build.compose]`) and an engine answers, as the platform runs the image;
+    else the namespace driver where it is fully usable (an app that can't reach its
+    database or an API is worse off than one whose port is remapped), else the process
+    driver. An explicit driver that can't run here raises what it lacks. ``asked_by``
+    names where an explicit choice came from (``--driver`` or ``TAXIWAY_DRIVER``)."""
     if name == "auto":
+        engine = None
+        if has_image:
+            from taxiway.image.engine import engine_problem
+
+            engine = engine_problem()
+            if engine is None:
+                return DriverChoice("docker", "auto: the app has an image and an engine answers")
         lacking = fully_usable_reason()
         if lacking is None:
             return DriverChoice(
                 "namespace", "auto: this host has namespaces, IPv4 forwarding and iptables"
             )
+        if engine is not None:
+            return DriverChoice(
+                "process", f"auto: {engine}, and the namespace driver needs {lacking}"
+            )
         return DriverChoice("process", f"auto: the namespace driver needs {lacking}")
     if name == "namespace":
         ensure_usable()
         return DriverChoice(name, f"{asked_by} {name}")
+    if name == "docker":
+        from taxiway.image.engine import engine_problem
+
+        problem = engine_problem()
+        if problem is not None:
+            raise DriverError(
+                f"the docker driver needs a Docker engine: {problem}; start one (dockerd, "
+                "or `bash .ci/engine` in a taxiway checkout) or point DOCKER_HOST at one"
+            )
+        return DriverChoice(name, f"{asked_by} {name}")
     if name == "process":
         return DriverChoice(name, f"{asked_by} {name}")
-    raise TaxiwayError(f"unknown driver {name!r}; use auto, process or namespace")
+    raise TaxiwayError(f"unknown driver {name!r}; use {', '.join(DRIVER_NAMES)}")
 
 
-def resolve_driver(name: str) -> str:
-    """The name of the driver ``name`` stands for on this host (`choose_driver`)."""
-    return choose_driver(name).name
+#: What `--driver` and ``TAXIWAY_DRIVER`` may say.
+DRIVER_NAMES = ("auto", "process", "namespace", "docker")
 
 
 def make_driver(name: str) -> Driver:
-    """The driver called ``name``, as `resolve_driver` returned it (no host checks again)."""
+    """The driver called ``name``, as `choose_driver` returned it (no host checks again)."""
     if name == "namespace":
         from taxiway.runtime.drivers.namespace import NamespaceDriver
 
         return NamespaceDriver()
+    if name == "docker":
+        from taxiway.runtime.drivers.docker import DockerDriver
+
+        return DockerDriver()
     from taxiway.runtime.drivers.process import ProcessDriver
 
     return ProcessDriver()
 
 
 def select_driver(name: str) -> Driver:
-    """The driver called ``name`` (auto, process or namespace), checked against this host."""
-    return make_driver(resolve_driver(name))
+    """The driver called ``name``, checked against this host (`choose_driver`)."""
+    return make_driver(choose_driver(name).name)

@@ -72,12 +72,19 @@ class LaunchSpec(msgspec.Struct, kw_only=True):
     scope: str = ""
     private_ip: str = ""
     cpus: int | None = None
+    #: For a driver that runs images (docker): the image the machine runs, the folder
+    #: in it the command starts in (None: the image's WORKDIR), and the app's name.
+    image: str | None = None
+    workdir: str | None = None
+    app: str = ""
 
 
 class MachineProcess(Protocol):
     pid: int
     pgid: int
     start_time: float | None
+    #: Whether the kernel's OOM killer ended it (known once `wait` returned).
+    oom_killed: bool
 
     async def wait(self) -> int:
         """Until the main process exits: its exit code, or -N when signal N killed it."""
@@ -110,6 +117,9 @@ class Driver(ABC):
     #: Whether every machine has a network of its own, and so binds ``internal_port``
     #: itself (no host port per machine, ``PORT`` is ``internal_port``).
     own_network: ClassVar[bool] = False
+    #: Whether machines run the release's image (docker) rather than the app's folder on
+    #: the host: a release is then its image, and a rollback brings the old code back.
+    runs_image: ClassVar[bool] = False
 
     @abstractmethod
     async def launch(self, spec: LaunchSpec) -> MachineProcess:
@@ -123,6 +133,33 @@ class Driver(ABC):
         """The argv that runs a command inside the running machine (`machine exec`),
         placed before the command; empty: the command runs as the machine was started."""
         return []
+
+    async def exec(
+        self, process: MachineProcess | None, spec: LaunchSpec, cmd: list[str], timeout_s: float
+    ) -> dict[str, object]:
+        """`machine exec`: run ``cmd`` in the machine (``process``, None when it doesn't
+        run) with its environment; its output and exit code (124 when it ran out of
+        time). By default on the host, after `exec_prefix` while the machine runs."""
+        import asyncio
+
+        argv = [*self.exec_prefix(process, spec), *cmd] if process is not None else cmd
+        try:
+            proc = await spawn(argv, cwd=spec.cwd, env=spec.env)
+        except OSError as exc:
+            raise DriverError(
+                f"machine {spec.machine_id}: cannot run {cmd[0]}: {exc.strerror}"
+            ) from None
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        except TimeoutError:
+            proc.kill()
+            out, err = await proc.communicate()
+            return {"stdout": out.decode(errors="replace"), "stderr": "timed out", "exit_code": 124}
+        return {
+            "stdout": out.decode(errors="replace"),
+            "stderr": err.decode(errors="replace"),
+            "exit_code": proc.returncode,
+        }
 
     def release_machine(self, scope: str, machine_id: str) -> None:  # noqa: B027
         """A destroyed machine, or an ended one-off: remove what the driver made for it

@@ -27,6 +27,9 @@ MAX_LINE = 64 * 1024
 class ProcessHandle:
     """A machine's main process and its process group (the process driver's machine)."""
 
+    #: A process group's end doesn't say whether the OOM killer caused it.
+    oom_killed = False
+
     def __init__(
         self, popen: subprocess.Popen[bytes], log: MachineLog, machine_id: str | None = None
     ) -> None:
@@ -99,6 +102,32 @@ async def _reaped(popen: subprocess.Popen[bytes]) -> int:
     return popen.wait()  # it has exited: this only reaps it
 
 
+class LineBuffer:
+    """Cuts a stream of output into log lines: at newlines, and every `MAX_LINE` bytes,
+    so one endless line can't exhaust memory."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The whole lines ``chunk`` completes (what follows the last newline waits)."""
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        out = [
+            line[start : start + MAX_LINE]
+            for line in lines
+            for start in range(0, max(len(line), 1), MAX_LINE)
+        ]
+        while len(self._pending) >= MAX_LINE:
+            out.append(self._pending[:MAX_LINE])
+            self._pending = self._pending[MAX_LINE:]
+        return out
+
+    def flush(self) -> list[bytes]:
+        """What came without a final newline, as a line of its own."""
+        rest, self._pending = self._pending, b""
+        return [rest] if rest else []
+
+
 class OutputPump:
     """Copies one of a machine's pipes into its log line by line, as the loop sees output
     arrive, so the process never blocks on a full pipe. ``done`` resolves at end of file
@@ -109,7 +138,7 @@ class OutputPump:
         self._fd = pipe.fileno()
         self._log = log
         self._stream = stream
-        self._pending = b""
+        self._lines = LineBuffer()
         self._loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self._loop.create_future()
         os.set_blocking(self._fd, False)
@@ -125,13 +154,8 @@ class OutputPump:
         if not chunk:
             self.close()
             return
-        *lines, self._pending = (self._pending + chunk).split(b"\n")
-        for line in lines:
-            for start in range(0, max(len(line), 1), MAX_LINE):
-                self._log.write(self._stream, line[start : start + MAX_LINE])
-        while len(self._pending) >= MAX_LINE:
-            self._log.write(self._stream, self._pending[:MAX_LINE])
-            self._pending = self._pending[MAX_LINE:]
+        for line in self._lines.feed(chunk):
+            self._log.write(self._stream, line)
 
     def close(self) -> None:
         """Stop reading (what arrived without a newline is logged as a line)."""
@@ -139,8 +163,7 @@ class OutputPump:
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed already
             self._loop.remove_reader(self._fd)
-        if self._pending:
-            self._log.write(self._stream, self._pending)
-            self._pending = b""
+        for line in self._lines.flush():
+            self._log.write(self._stream, line)
         self._pipe.close()
         self.done.set_result(None)

@@ -19,7 +19,7 @@ from the LaunchSpec's scope, which names the app's state folder
 Machines reach the host as ``host.taxiway.internal`` (`taxiway.runtime.hostaccess`).
 
 Machines get a way out to the world through `taxiway.runtime.outbound` where the host
-allows it; `auto` picks this driver only then (`taxiway.runtime.drivers.resolve_driver`).
+allows it; `auto` picks this driver only then (`taxiway.runtime.drivers.choose_driver`).
 """
 
 from __future__ import annotations
@@ -38,11 +38,10 @@ import msgspec
 from taxiway.runtime import cgroups, hostaccess, netns, outbound
 from taxiway.runtime.drivers.base import Driver, DriverError, LaunchSpec, start_process
 from taxiway.runtime.drivers.handle import ProcessHandle
+from taxiway.runtime.drivers.oneoff_slots import OneoffSlots
 from taxiway.runtime.drivers.process import with_mounts
-from taxiway.runtime.environment import private_ip
 from taxiway.runtime.leftovers import release_namespaces
 from taxiway.runtime.logs import MachineLog
-from taxiway.runtime.scope import seed
 
 #: Joins every cgroup listed before ``--``, then execs the rest.
 _JOIN_PRELUDE = (
@@ -88,20 +87,19 @@ class NamespaceHandle(ProcessHandle):
             self.send_signal(signal.SIGCONT)
 
 
-class NamespaceDriver(Driver):
+class NamespaceDriver(Driver, OneoffSlots):
     name = "namespace"
     #: Each machine has its own network: ports are not remapped, PORT = internal_port.
     own_network = True
 
     def __init__(self) -> None:
+        OneoffSlots.__init__(self)
         #: Per scope: its bridge's /24, picked once (`netns.pick_subnet`).
         self._subnets: dict[str, ipaddress.IPv4Network] = {}
         #: Per scope, once its bridge is set up: why its machines have no way out to the
         #: world and no way to the host's loopback (None each: they have).
         self._bridges: dict[str, tuple[str | None, str | None]] = {}
         self._lock = threading.Lock()
-        #: The one-offs running now: (scope, machine id) -> their slot (`_oneoff_address`).
-        self._oneoffs: dict[tuple[str, str], int] = {}
         #: (machine, topic) pairs a machine's log already has a note about.
         self._told: set[tuple[str, str]] = set()
 
@@ -127,11 +125,11 @@ class NamespaceDriver(Driver):
             raise DriverError(f"{who}: command not found: {spec.argv[0]}")
         scope = spec.scope or "_"
         if not spec.private_ip:
-            spec = self._oneoff_address(spec, scope)
+            spec = self.oneoff_address(spec, scope)
         try:
             return await self._launch(spec, scope, who)
         except BaseException:
-            self._oneoffs.pop((scope, spec.machine_id), None)
+            self.free_oneoff(scope, spec.machine_id)
             raise
 
     async def _launch(self, spec: LaunchSpec, scope: str, who: str) -> NamespaceHandle:
@@ -175,22 +173,6 @@ class NamespaceDriver(Driver):
         while handle.poll() is None and handle.pid not in cgroup.procs():
             await asyncio.sleep(0.001)
         return handle
-
-    def _oneoff_address(self, spec: LaunchSpec, scope: str) -> LaunchSpec:
-        """A one-off (release command, machine check) joins the machines' network with an
-        address of its own, from the slots above theirs; its FLY_PRIVATE_IP says which."""
-        with self._lock:
-            used = {slot for (s, _), slot in self._oneoffs.items() if s == scope}
-            free = [slot for slot in range(netns.ONEOFF_SLOTS) if slot not in used]
-            if not free:
-                raise DriverError(
-                    f"machine {spec.machine_id} ({spec.group}): {netns.ONEOFF_SLOTS} one-off "
-                    "machines already run; wait for one to end"
-                )
-            self._oneoffs[(scope, spec.machine_id)] = free[0]
-        address = private_ip(seed(scope), netns.ONEOFF_BASE + free[0])
-        env = {**spec.env, "FLY_PRIVATE_IP": address}
-        return msgspec.structs.replace(spec, private_ip=address, env=env)
 
     def _prepare(
         self, net: netns.MachineNet, cgroup: cgroups.Cgroup, spec: LaunchSpec
@@ -252,8 +234,7 @@ class NamespaceDriver(Driver):
         cgroups.Cgroup(scope, machine_id).remove()
         netns.remove_machine_net(scope, machine_id)
         hostaccess.remove_hosts(scope, machine_id)
-        with self._lock:
-            self._oneoffs.pop((scope, machine_id), None)
+        self.free_oneoff(scope, machine_id)
 
     def release_app(self, scope: str) -> list[str]:
         """Everything of the scope (`down`): processes, cgroups, namespaces, veths, the
