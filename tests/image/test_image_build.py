@@ -131,24 +131,39 @@ CMD ["final"]
 
 
 def test_a_failing_step_names_the_step_and_keeps_the_tail(scope: str, tmp_path: Path) -> None:
+    marker = f"first-line-{scope}"
     loaded = write_app(
         tmp_path / "app",
         'app = "image-test"\n',
         {
             "Dockerfile": f"FROM {BASE_IMAGE}\n"
-            "RUN echo first-line && echo second-line\n"
+            f"RUN echo {marker} && echo second-line\n"
             "RUN echo about-to-fail && exit 3\n"
         },
     )
-    with pytest.raises(BuildError) as failed:
-        build_image(loaded, scope=scope, app="image-test", progress=Progress())
+    try:
+        with pytest.raises(BuildError) as failed:
+            build_image(loaded, scope=scope, app="image-test", progress=Progress())
+    finally:
+        remove_cache_of(marker)
     message = str(failed.value)
     assert message.startswith("building ")
     assert "Dockerfile failed at step 3/" in message
     assert "returned a non-zero code: 3" in message
     assert "\n" not in message
     assert "about-to-fail" in failed.value.tail
+    assert marker in failed.value.tail
     assert len(failed.value.tail) <= 20
+
+
+def remove_cache_of(marker: str) -> None:
+    """The step a failed build committed stays as build cache, without labels: found by
+    its command, which only this test's build has."""
+    engine = client()
+    for image in engine.api.images(all=True, filters={"dangling": True}):
+        attrs = engine.api.inspect_image(image["Id"])
+        if marker in " ".join((attrs.get("ContainerConfig") or {}).get("Cmd") or []):
+            engine.api.remove_image(image["Id"])
 
 
 def test_a_missing_dockerfile_is_named_with_its_key(tmp_path: Path) -> None:
