@@ -79,6 +79,7 @@ def test_prune_removes_only_this_folders_images(
     repository = image_repository(scope)
     first = build_variant(scope, tmp_path / "a", "first")
     tag_release(first.id, scope, 1)
+    tag_release(first.id, scope, 6)  # unchanged in a later release: two tags, one image
     kept = build_variant(scope, tmp_path / "a", "kept")
     tag_release(kept.id, scope, 2)
     in_use = build_variant(scope, tmp_path / "a", "in-use")
@@ -101,7 +102,8 @@ def test_prune_removes_only_this_folders_images(
     finally:
         container.remove(force=True)
 
-    assert f"{repository}:v1" in removed and first.id in removed
+    assert f"{repository}:v1" in removed and f"{repository}:v6" in removed
+    assert removed.count(first.id) == 1
     assert untagged.id in removed
     assert f"{repository}:v4" in removed and base_id not in removed
     assert not exists(first.id) and not exists(untagged.id)

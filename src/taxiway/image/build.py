@@ -164,7 +164,7 @@ def prune_images(scope: str, keep: Iterable[int]) -> list[str]:
             raise engine_error(exc, f"image {_short(listed_image['Id'])}") from exc
         tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
         ours = ((image.get("Config") or {}).get("Labels") or {}).get(SCOPE) == scope
-        for tag in tags:
+        for tag in list(tags):  # `tags` keeps what is still on the image
             if not re.fullmatch(re.escape(repository) + r":v\d+", tag) or tag in keep_tags:
                 continue
             if len(tags) == 1 and not ours:
