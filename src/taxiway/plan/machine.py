@@ -183,6 +183,9 @@ class Runs(Spec):
     #: `[build] image`, the prebuilt image the platform would run (None: built from the
     #: Dockerfile, or no image).
     image: str | None
+    #: Where the image's files are on this host, copied out for statics; None: the app's
+    #: folder is the image (the planner leaves it None; the driver that copies them sets it).
+    rootfs: str | None = None
 
 
 class MachineSpec(Spec):
