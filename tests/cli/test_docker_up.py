@@ -19,11 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine_support import requires_image
+from engine_support import skip_without_image
 
 from cli_runner import run_taxiway as taxiway
 
-pytestmark = requires_image("python:3.12-slim")
+
+
+@pytest.fixture(autouse=True)
+def _needs_the_python_image() -> None:
+    skip_without_image("python:3.12-slim")
 
 DOCKERFILE = """\
 FROM python:3.12-slim

@@ -14,14 +14,18 @@ import uuid
 from pathlib import Path
 
 import pytest
-from engine_support import requires_image
+from engine_support import skip_without_image
 
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec
 from taxiway.runtime.environment import private_ip
 from taxiway.runtime.logs import MachineLog
 from taxiway.runtime.scope import seed
 
-pytestmark = requires_image("python:3.12-slim")
+
+
+@pytest.fixture(autouse=True)
+def _needs_the_python_image() -> None:
+    skip_without_image("python:3.12-slim")
 
 SERVER = b"""
 import http.server, os, socket

@@ -11,6 +11,13 @@ Hidden names (a path segment starting with ``.``) are never served either, whate
 guest_path says: the state folder ``.taxiway`` holds the local CA's key, every secret and
 the logs; ``.git`` and ``.env`` files are as bad. ``.well-known`` (RFC 8615) is public by
 design and is served.
+
+With the docker driver the image's files are copied out to a folder on this host (its
+"rootfs"), and every guest path is the image's own: ``/etc`` there is the image's, not
+the host's, so it is served like any other folder. Two refusals stay: hidden names
+anywhere in the path, and ``/`` itself — the whole image (its ``/etc``, ``/root``, the
+app's source and whatever secrets a build baked in), which no app means to publish; the
+platform would serve it, taxiway says why it doesn't.
 """
 
 from __future__ import annotations
@@ -44,10 +51,21 @@ def is_hidden(name: str | bytes) -> bool:
     return name[:1] in (".", b".") and name not in PUBLIC_HIDDEN
 
 
-def refusal(guest_path: str, workdir: str | None) -> str | None:
-    """Why taxiway won't serve ``guest_path`` (a clause naming the path), or None."""
+def refusal(guest_path: str, workdir: str | None, *, in_image: bool = False) -> str | None:
+    """Why taxiway won't serve ``guest_path`` (a clause naming the path), or None.
+
+    ``in_image``: the path is read from a copy of the image's files (a rootfs), so paths
+    outside the WORKDIR are the image's and allowed; else they would be this host's.
+    """
     guest, below = guest_root(guest_path, workdir)
-    if below is None:
+    if in_image:
+        if guest == "/":
+            return (
+                "/ is the image's whole file system (its /etc, /root and the app's source), "
+                "which taxiway doesn't publish; name the folder that holds the static files"
+            )
+        below = guest.lstrip("/")
+    elif below is None:
         return (
             f"{guest} is outside the app's folder (the image's WORKDIR "
             f"{workdir_of(workdir)}), and taxiway never serves this host's own files"

@@ -63,6 +63,7 @@ class AppEdge:
                 statics,
                 app_dir=self.base_dir,
                 workdir=_workdir(specs),
+                rootfs=_rootfs(specs, self.base_dir),
                 log=lambda m: log(f"statics: {m}"),
             )
             if statics
@@ -126,10 +127,10 @@ class AppEdge:
 
 def _layout(specs: Mapping[str, MachineSpec]) -> bytes:
     """What the edge is built from: every group's services and statics, and the WORKDIR
-    statics map from."""
+    and rootfs statics map from (a deploy of another image copies it out elsewhere)."""
     return msgspec.json.encode(
         [
-            (group, spec.services, spec.statics, spec.runs.workdir)
+            (group, spec.services, spec.statics, spec.runs.workdir, spec.runs.rootfs)
             for group, spec in sorted(specs.items())
         ]
     )
@@ -147,6 +148,14 @@ def _workdir(specs: Mapping[str, MachineSpec]) -> str | None:
     """The image's WORKDIR, where statics under it map to the app's folder (one image
     for every group)."""
     return next((spec.runs.workdir for spec in specs.values()), None)
+
+
+def _rootfs(specs: Mapping[str, MachineSpec], base_dir: Path) -> Path | None:
+    """Where the image's files are on this host (the first group's that says; one image
+    for every group), a relative path taken from the app's folder; None: the app's folder
+    is the image."""
+    rootfs = next((spec.runs.rootfs for spec in specs.values() if spec.runs.rootfs), None)
+    return base_dir / rootfs if rootfs else None
 
 
 def _statics_of(specs: Mapping[str, MachineSpec]) -> list[StaticSpec]:

@@ -15,6 +15,11 @@ The rules, and where taxiway had to decide:
   name — the state folder ``.taxiway``, ``.git``, ``.env`` — whatever guest_path says
   (`taxiway.config.static_paths`). A relative ``guest_path`` is relative to the
   ``WORKDIR``.
+- With a ``rootfs`` (the docker driver: the image's files copied out to a folder on this
+  host) every ``guest_path`` is the image's own and maps to ``<rootfs>/<guest_path>``,
+  ``/etc`` included; the rootfs is then the trusted base below which no symlink is
+  followed. ``/`` itself stays refused (the whole image, source and baked-in secrets
+  with it), and so do hidden names.
 - Prefixes match whole path segments (``/public`` matches ``/public`` and ``/public/x``,
   not ``/publicity``), a trailing slash in ``url_prefix`` doesn't matter, the longest
   prefix is tried first, and a miss there tries the shorter ones before the app.
@@ -22,8 +27,8 @@ The rules, and where taxiway had to decide:
   ``/public/%2e%2e/secret`` *is* the path ``/secret`` (not a static path; the app gets
   it like any other). No path can climb out of a prefix, so none climbs out of
   ``guest_path``. A file name with NUL, a backslash or an encoded ``/`` is a 400.
-- The platform doesn't honour symlinks: a symlink anywhere between the app folder (or,
-  for a host path, ``guest_path`` itself) and the file is a miss, even one that points
+- The platform doesn't honour symlinks: a symlink anywhere between the app folder (or
+  the rootfs) and the file is a miss, even one that points
   back inside. That also makes escaping through a symlink impossible.
 - Only GET and HEAD are served; other methods go to the app (a POST under
   ``/public`` may well be the app's).
@@ -124,15 +129,21 @@ class _Mapping:
     index_document: bytes | None
 
 
-def host_path(guest_path: str, *, app_dir: Path, workdir: str | None) -> tuple[Path, Path]:
+def host_path(
+    guest_path: str, *, app_dir: Path, workdir: str | None, rootfs: Path | None = None
+) -> tuple[Path, Path]:
     """Where ``guest_path`` lives on this host, as (trusted base, guest root).
 
-    Paths under ``workdir`` (``/app`` when None) are in the app folder, and the base is the
-    app folder: the part below it is "the image", where symlinks are not followed. Other
-    paths would be host paths (their base the parent of ``guest_path``), which `Statics`
-    refuses to serve.
+    With a ``rootfs`` (the image's files copied out) every path is in it, and the base is
+    the rootfs. Without, paths under ``workdir`` (``/app`` when None) are in the app
+    folder, and the base is the app folder: the part below it is "the image", where
+    symlinks are not followed. Other paths would be host paths (their base the parent of
+    ``guest_path``), which `Statics` refuses to serve.
     """
     guest, rel = guest_root(guest_path, workdir)
+    if rootfs is not None:
+        inside = guest.lstrip("/")
+        return rootfs, rootfs / inside if inside else rootfs
     if rel is not None:
         return app_dir, app_dir if rel == "." else app_dir / rel
     root = Path(guest)
@@ -148,9 +159,13 @@ class Statics:
         *,
         app_dir: Path,
         workdir: str | None,
+        rootfs: Path | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
+        """``rootfs``: where the image's files are on this host (copied out of the image);
+        None when the app's folder is the image (process and namespace drivers)."""
         self._log = log or (lambda _message: None)
+        self._rootfs = rootfs
         #: One sentence per problem found with the mappings, for `up` and `status` to show.
         self.diagnostics: list[str] = []
         self._warned: set[bytes] = set()
@@ -189,11 +204,12 @@ class Statics:
             self._note(f"statics[{i}] needs a guest_path and a url_prefix; it is not served")
             return None
         where = f"statics[{i}] ({spec.url_prefix} → {spec.guest_path})"
-        refused = refusal(spec.guest_path, workdir)
+        rootfs = self._rootfs
+        refused = refusal(spec.guest_path, workdir, in_image=rootfs is not None)
         if refused is not None:
             self._note(f"{where} is not served: {refused}; requests go to the app")
             return None
-        base, root = host_path(spec.guest_path, app_dir=app_dir, workdir=workdir)
+        base, root = host_path(spec.guest_path, app_dir=app_dir, workdir=workdir, rootfs=rootfs)
         if spec.tigris_bucket:
             self._note(
                 f"{where} is served from the Tigris bucket {spec.tigris_bucket} on the "
