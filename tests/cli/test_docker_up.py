@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine_support import skip_without_image
 
 from cli_runner import run_taxiway as taxiway
-
+from engine_support import skip_without_image
 
 
 @pytest.fixture(autouse=True)
@@ -54,8 +53,10 @@ VERSION = "{version}"
 print("web", VERSION, "on", os.environ["FLY_PRIVATE_IP"], flush=True)
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
-        migrated = pathlib.Path("/data/migrated").exists()
-        body = f"{{os.environ['GREETING']}} {{VERSION}} migrated={{migrated}}".encode()
+        hits = pathlib.Path("/data/hits")  # on the volume: it outlives every image
+        count = int(hits.read_text()) + 1 if hits.exists() else 1
+        hits.write_text(str(count))
+        body = f"{{os.environ['GREETING']}} {{VERSION}} hit {{count}}".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -68,9 +69,9 @@ Server(("::", 8080), H).serve_forever()
 """
 
 MIGRATE = """\
-import pathlib
-pathlib.Path("/data/migrated").write_text("yes")
-print("migrated", flush=True)
+import os, pathlib
+# the release command runs in the image, without the app's volumes (as on the platform)
+print("migrated", os.environ["GREETING"], pathlib.Path("/data").exists(), flush=True)
 """
 
 FLY_TOML = """\
@@ -173,8 +174,9 @@ def test_an_app_runs_from_its_image_deploys_and_rolls_back(app: Path) -> None:
     st = status(app)
     assert st["driver"] == "docker"
     base = edge_url(app)
-    # [build.args] reached the build, the release command ran in the image on the volume
-    assert get(base + "/") == "hi one migrated=True"
+    assert get(base + "/") == "hi one hit 1"  # [build.args] reached the build
+    ran = taxiway(app, "logs", "--group", "fly_app_release_command")
+    assert "migrated hi False" in ran.stdout  # in the image, without the volume
     # the statics are the image's (a build step made them; the folder has none)
     assert get(base + "/static/hello.txt") == "made in the image\n"
     assert not (app / "static").exists()
@@ -193,13 +195,13 @@ def test_an_app_runs_from_its_image_deploys_and_rolls_back(app: Path) -> None:
     (app / "web.py").write_text(WEB.format(version="two"))
     deployed = taxiway(app, "deploy", timeout=300)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    assert get(base + "/", "two") == "hi two migrated=True"
+    assert get(base + "/", "two") == "hi two hit 2"  # a new image, the same volume
     second = json.loads(taxiway(app, "releases", "--json").stdout)[0]
     assert second["image_id"] and second["image_id"] != first["image_id"]
 
-    back = taxiway(app, "rollback", timeout=300)
+    back = taxiway(app, "releases", "rollback", timeout=300)
     assert back.returncode == 0, back.stdout + back.stderr
-    assert get(base + "/", "one") == "hi one migrated=True"  # the old code is back
+    assert get(base + "/", "one") == "hi one hit 3"  # the old code is back
 
     down = taxiway(app, "down", timeout=120)
     assert down.returncode == 0, down.stderr
@@ -211,15 +213,15 @@ def test_a_failed_build_leaves_the_running_release_alone(app: Path) -> None:
     up = taxiway(app, "up", "-d", env=DOCKER, timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr
     base = edge_url(app)
-    assert get(base + "/") == "hi one migrated=True"
+    assert get(base + "/") == "hi one hit 1"
 
     (app / "Dockerfile").write_text(DOCKERFILE.replace("CMD", "RUN exit 3\nCMD"))
     (app / "web.py").write_text(WEB.format(version="two"))
     deployed = taxiway(app, "deploy", timeout=300)
     assert deployed.returncode == 1
     error = deployed.stderr.strip().splitlines()[-1]
-    assert "failed" in error and "exit 3" in error, error
-    assert get(base + "/") == "hi one migrated=True"
+    assert "failed" in error and "non-zero code: 3" in error, error
+    assert get(base + "/") == "hi one hit 2"
     releases = json.loads(taxiway(app, "releases", "--json").stdout)
     assert releases[0]["status"] == "failed" and releases[1]["current"]
 
@@ -237,7 +239,7 @@ def test_nothing_is_left_after_the_daemon_was_killed(app: Path) -> None:
     assert "image unchanged" in again.stdout
     running = [c for c in containers(app) if c.status == "running"]
     assert len(running) == 1 and len(containers(app)) == 1
-    assert get(edge_url(app) + "/") == "hi one migrated=True"
+    assert get(edge_url(app) + "/") == "hi one hit 1"
 
     down = taxiway(app, "down", timeout=120)
     assert down.returncode == 0, down.stderr

@@ -87,6 +87,25 @@ def test_build_args_env_ignore_and_config_from_the_engine(scope: str, tmp_path: 
     assert any("Using cache" in line for line in again.lines)
 
 
+def test_the_state_folder_never_reaches_the_image(scope: str, tmp_path: Path) -> None:
+    """.taxiway holds the secrets' database and changes at every run: it is never sent,
+    whatever .dockerignore says, so a second build is all cache even after a run."""
+    loaded = write_app(
+        tmp_path / "app",
+        'app = "image-test"\n',
+        {
+            "Dockerfile": f"FROM {BASE_IMAGE}\nWORKDIR /srv\nCOPY . .\n",
+            ".dockerignore": "!.taxiway\n",
+            ".taxiway/taxiway.db": "secrets\n",
+        },
+    )
+    built = build_image(loaded, scope=scope, app="image-test", progress=Progress())
+    assert ".taxiway" not in files_in(built.id, "/srv", tmp_path)
+    (tmp_path / "app" / ".taxiway" / "daemon.log").write_text("a run happened\n")
+    again = build_image(loaded, scope=scope, app="image-test", progress=Progress())
+    assert again.cached and again.id == built.id
+
+
 def test_a_custom_ignorefile_anywhere_replaces_dockerignore(scope: str, tmp_path: Path) -> None:
     (tmp_path / "ignores").mkdir()
     (tmp_path / "ignores" / "custom.ignore").write_text("other.txt\n")

@@ -14,13 +14,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from engine_support import skip_without_image
 
+from engine_support import skip_without_image
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec
 from taxiway.runtime.environment import private_ip
 from taxiway.runtime.logs import MachineLog
 from taxiway.runtime.scope import seed
-
 
 
 @pytest.fixture(autouse=True)

@@ -349,6 +349,11 @@ def _ignore_patterns(loaded: LoadedConfig, context: Path) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
+#: Never in a build context: taxiway's state folder (its database holds the app's
+#: secrets; its logs and volumes change all the time and would defeat the cache).
+ALWAYS_IGNORED = (".taxiway",)
+
+
 def _context_tar(context: Path, dockerfile: Path, patterns: list[str]) -> tuple[Any, str]:
     """The build context as a tar in a temporary file (never whole in memory), and the
     Dockerfile's name inside it. A Dockerfile outside the context is added under a
@@ -368,7 +373,9 @@ def _context_tar(context: Path, dockerfile: Path, patterns: list[str]) -> tuple[
                 f".dockerfile.{secrets.token_hex(10)}",
                 dockerfile.read_text("utf-8", "replace"),
             )
-        tar = build_utils.tar(str(context), exclude=list(patterns), dockerfile=extra)
+        tar = build_utils.tar(
+            str(context), exclude=[*patterns, *ALWAYS_IGNORED], dockerfile=extra
+        )
         return tar, extra[0]
     except OSError as exc:
         raise BuildError(

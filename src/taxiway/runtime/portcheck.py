@@ -121,6 +121,11 @@ def host_listening_ports() -> frozenset[int]:
     return frozenset((_listeners(os.getpid()) or {}).values())
 
 
+#: 127.0.0.11 as /proc/net/tcp writes it: Docker's embedded DNS server listens there, on
+#: a random port, in every container of a user-defined network; it isn't the app's.
+_ENGINE_DNS = "0B00007F"
+
+
 def _listeners(pid: int) -> dict[str, int] | None:
     """Listening sockets in ``pid``'s network namespace: inode → port."""
     found: dict[str, int] = {}
@@ -134,7 +139,10 @@ def _listeners(pid: int) -> dict[str, int] | None:
         for line in lines:
             fields = line.split()
             if len(fields) > 9 and fields[3] == _LISTEN:
-                found[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
+                address, port = fields[1].rsplit(":", 1)
+                if address == _ENGINE_DNS:
+                    continue
+                found[fields[9]] = int(port, 16)
     return found if read_any else None
 
 
