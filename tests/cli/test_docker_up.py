@@ -241,9 +241,59 @@ def test_nothing_is_left_after_the_daemon_was_killed(app: Path) -> None:
     assert len(running) == 1 and len(containers(app)) == 1
     assert get(edge_url(app) + "/") == "hi one hit 1"
 
+    pid = int((app / ".taxiway" / "daemon.lock").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)  # and `down` with no daemon cleans up as well
+    time.sleep(0.5)
     down = taxiway(app, "down", timeout=120)
     assert down.returncode == 0, down.stderr
     assert containers(app) == []
+    import docker
+
+    assert docker.from_env().networks.list(names=[f"taxiway-{_scope_of(app)}"]) == []
+
+
+def test_the_console_runs_in_the_image(app: Path) -> None:
+    up = taxiway(app, "up", "-d", env=DOCKER, timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    probe = "python3 -c 'import os; print(os.getcwd(), os.environ[\"GREETING\"])'"
+    ran = taxiway(app, "console", "--command", probe, timeout=120)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    # the entrypoint ran first, in the image's WORKDIR, with the image's ENV
+    assert ran.stdout.splitlines()[-2:] == ["entrypoint ran", "/app hi"]
+
+
+def test_a_prebuilt_image_runs_and_a_missing_one_is_one_sentence(tmp_path: Path) -> None:
+    import docker
+
+    client = docker.from_env()
+    tag = f"taxiway-test/prebuilt:{uuid.uuid4().hex[:8]}"
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        "FROM python:3.12-slim\nRUN echo prebuilt > /index.html\n"
+        'CMD ["python3", "-m", "http.server", "8080", "--directory", "/"]\n'
+    )
+    client.images.build(path=str(context), tag=tag, labels={"taxiway.test": "prebuilt"})
+    folder = tmp_path / "app"
+    folder.mkdir()
+    toml = f'app = "pb{uuid.uuid4().hex[:6]}"\n[build]\nimage = "{tag}"\n[http_service]\n'
+    toml += 'internal_port = 8080\nauto_stop_machines = "off"\n'
+    (folder / "fly.toml").write_text(toml)
+    try:
+        up = taxiway(folder, "up", "-d", env={"TAXIWAY_DRIVER": "auto"}, timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert status(folder)["driver"] == "docker"
+        assert get(edge_url(folder) + "/index.html") == "prebuilt\n"
+        assert taxiway(folder, "down", timeout=120).returncode == 0
+
+        (folder / "fly.toml").write_text(toml.replace(tag, "taxiway-test/nowhere:1"))
+        missing = taxiway(folder, "up", "-d", env=DOCKER, timeout=300)
+        assert missing.returncode == 1
+        assert "taxiway-test/nowhere:1" in missing.stderr
+        assert missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
+    finally:
+        taxiway(folder, "down", timeout=120)
+        client.images.remove(tag, force=True)
 
 
 def test_docker_without_an_engine_is_one_sentence(app: Path) -> None:

@@ -11,11 +11,17 @@ import argparse
 import json
 import re
 import sys
+from typing import TYPE_CHECKING
 
 from taxiway.api.client import DaemonNotRunning
 from taxiway.cli.app_cmd import client_for, print_table
 from taxiway.config.names import PLATFORM_ENV_PREFIX, platform_prefix_warning
 from taxiway.errors import TaxiwayError
+
+if TYPE_CHECKING:
+    from taxiway.api.paths import AppPaths
+    from taxiway.config.loader import LoadedConfig
+    from taxiway.plan.dockerfile import ImageConfig
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -130,15 +136,26 @@ def console(args: argparse.Namespace) -> int:
     app = app_name_for(loaded.source.path, loaded.config.app)
     paths = AppPaths.for_config(loaded.source.path)
     secrets: dict[str, str] = {}
-    if (paths.state_dir / "taxiway.db").exists():
+    store_exists = (paths.state_dir / "taxiway.db").exists()
+    if store_exists:
         with Store.open(paths.state_dir) as store:
             secrets = store.secret_values(app)
-    plan = default_plan(loaded)
+    image = _console_image(loaded, app, paths) if store_exists else None
+    plan = default_plan(loaded, image)
     argv = oneoff_argv(command, plan.runs.entrypoint, "console_command")
+    machine_id = ids.machine_id()
     env = oneoff_env(
-        loaded, plan, app=app, group=CONSOLE_GROUP, machine_id=ids.machine_id(), secrets=secrets
+        loaded, plan, app=app, group=CONSOLE_GROUP, machine_id=machine_id, secrets=secrets
     )
-    if "TERM" in os.environ:
+    if image is not None and plan.runs.image:
+        from taxiway.image.console import run_console
+        from taxiway.runtime.scope import scope_for
+
+        scope = scope_for(app, paths.state_dir)
+        return run_console(
+            image=plan.runs.image, argv=argv, env=env, scope=scope, app=app, machine_id=machine_id
+        )
+    if "TERM" in os.environ:  # after the image's console: docker's -t sets its own TERM
         env["TERM"] = os.environ["TERM"]
     try:
         return subprocess.run(argv, cwd=loaded.base_dir, env=env, check=False).returncode
@@ -146,3 +163,22 @@ def console(args: argparse.Namespace) -> int:
         raise TaxiwayError(f"console: command not found: {argv[0]}") from None
     except PermissionError:
         raise TaxiwayError(f"console: {argv[0]} is not executable") from None
+
+
+def _console_image(loaded: LoadedConfig, app: str, paths: AppPaths) -> ImageConfig | None:
+    """The image of the app's latest release when the docker driver made it (the console
+    then runs in it), else None: the console runs on this host."""
+    from taxiway.deploy.releases import runs_image
+    from taxiway.image.for_release import stored
+    from taxiway.runtime.scope import scope_for
+    from taxiway.state.store import Store
+
+    with Store.open(paths.state_dir) as store:
+        release = store.latest_release(app)
+    if release is None or not runs_image(release):
+        return None
+    scope = scope_for(app, paths.state_dir)
+    _, image = stored(
+        scope=scope, version=release.version, loaded=loaded, state_dir=paths.state_dir
+    )
+    return image
