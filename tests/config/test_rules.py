@@ -465,6 +465,23 @@ def test_a_static_guest_path_taxiway_will_not_serve_is_a_warning(
     check(loaded, "statics[0].guest_path", WARNING, 4, phrase, "requests under it go to the app")
 
 
+def test_a_static_guest_path_of_the_image_says_which_drivers_serve_it(tmp_path: Path) -> None:
+    """With a Dockerfile, a folder outside the WORKDIR is the image's: the docker driver
+    serves it from the image's files; the host drivers can't (it would be the host's)."""
+    (tmp_path / "Dockerfile").write_text("FROM nginx\nWORKDIR /srv\n")
+    loaded = load(
+        tmp_path, 'app = "a"\n[[statics]]\n  url_prefix = "/x"\n  guest_path = "/usr/share/web"\n'
+    )
+    check(
+        loaded,
+        "statics[0].guest_path",
+        WARNING,
+        4,
+        "is a folder of the image",
+        "the docker driver serves it from there",
+    )
+
+
 def test_a_static_guest_path_under_the_dockerfile_workdir_is_fine(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM node\nWORKDIR /srv/site\n")
     loaded = load(
@@ -1129,7 +1146,20 @@ def test_sidecar_assumption_warns_that_groups_run_on_their_own_machines(tmp_path
 
 def test_groups_with_the_same_command_on_one_service_do_not_warn(tmp_path: Path) -> None:
     text = SIDECAR.replace("nginx = \"nginx -g 'daemon off;'\"", 'nginx = "go run main.go"')
+    (tmp_path / "Dockerfile").write_text("FROM golang:1.22\n")
     assert problems(load(tmp_path, text)) == []
+
+
+def test_a_dockerfile_that_is_not_there_is_named(tmp_path: Path) -> None:
+    loaded = load(tmp_path, 'app = "a"\n\n[build]\n  dockerfile = "deploy/Dockerfile"\n')
+    check(
+        loaded,
+        "build.dockerfile",
+        WARNING,
+        4,
+        '"deploy/Dockerfile", which does not exist',
+        "the docker driver can't build the app",
+    )
 
 
 @pytest.mark.parametrize(
@@ -1296,6 +1326,7 @@ swap_size_mb = 512
 
 
 def test_a_clean_realistic_config_has_no_warnings_or_errors(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM python:3.12-slim\nWORKDIR /app\n")
     loaded = load(tmp_path, CLEAN)
     assert problems(loaded) == []
     assert loaded.valid

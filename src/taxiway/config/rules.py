@@ -179,6 +179,16 @@ class _Rules:
                 f"[build] names more than one way to build ({', '.join(ways)}); {ways[0]} is used",
                 ("build",),
             )
+        if (
+            b.dockerfile
+            and "://" not in b.dockerfile
+            and not (self.base_dir / b.dockerfile).is_file()
+        ):
+            self.d.warning(
+                f'build.dockerfile names "{b.dockerfile}", which does not exist (paths are '
+                "read from the folder fly.toml is in); the docker driver can't build the app",
+                ("build", "dockerfile"),
+            )
         if b.compression_level is not None and not 0 <= b.compression_level <= 9:
             self.d.error(
                 "build.compression_level must be between 0 and 9", ("build", "compression_level")
@@ -755,7 +765,18 @@ class _Rules:
                 self.d.error(f"statics[{i}] needs a guest_path", path)
             else:
                 refused = static_paths.refusal(s.guest_path, workdir)
-                if refused is not None:
+                if (
+                    refused is not None
+                    and static_paths.refusal(s.guest_path, workdir, in_image=True) is None
+                    and self._has_image()
+                ):
+                    self.d.warning(
+                        f'statics[{i}].guest_path "{s.guest_path}" is a folder of the image: '
+                        "the docker driver serves it from there; the process and namespace "
+                        "drivers send requests under it to the app",
+                        (*path, "guest_path"),
+                    )
+                elif refused is not None:
                     # Valid on the platform (a folder of the image), so a warning; the edge
                     # sends these requests to the app.
                     self.d.warning(
@@ -785,6 +806,12 @@ class _Rules:
                     "tigris_bucket",
                     (*path, "index_document"),
                 )
+
+    def _has_image(self) -> bool:
+        """Whether the app has an image to run (the docker driver can serve its folders)."""
+        from taxiway.plan.dockerfile import has_image
+
+        return has_image(self.c, self.base_dir)
 
     def _workdir(self) -> str | None:
         """The image's WORKDIR (from the Dockerfile), which statics map to the app folder."""
