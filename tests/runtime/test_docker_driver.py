@@ -165,6 +165,33 @@ def test_machines_reach_each_other_by_private_ipv6(tmp_path, image, scope):
     asyncio.run(main())
 
 
+def test_suspend_pauses_and_destroy_removes_the_container(tmp_path, image, scope):
+    import docker
+
+    from taxiway.runtime.drivers.docker import DockerDriver
+
+    client = docker.from_env()
+    name = f"taxiway-{scope}-m1"
+
+    async def main():
+        driver = DockerDriver()
+        spec = spec_for(tmp_path, scope, image, "m1", 1)
+        handle = await driver.launch(spec)
+        url = f"http://{driver.machine_host(scope, spec.private_ip)}:8080/"
+        await get(url)
+        handle.freeze()
+        assert client.containers.get(name).status == "paused"
+        handle.thaw()
+        assert await get(url) == b"m1"
+        handle.kill_tree()
+        await asyncio.wait_for(handle.wait(), 20)
+        assert client.containers.get(name).status == "exited"  # kept until released
+        driver.release_machine(scope, "m1")
+        assert client.containers.list(all=True, filters={"name": name}) == []
+
+    asyncio.run(main())
+
+
 def test_an_oom_kill_is_said_as_such(tmp_path, image, scope):
     from taxiway.runtime.drivers.docker import DockerDriver
 

@@ -453,6 +453,9 @@ class Deployer:
         snapshot = take_snapshot(loaded, runtime.store, runtime.app)
         latest = runtime.store.latest_release(runtime.app)
         changed = differences(snapshot, latest) if latest is not None else []
+        if runtime.driver.runs_image:
+            # the code is the image, not built yet: the build says "image unchanged"
+            changed = [part for part in changed if part != "code"]
         description = options.description or (
             f"deploy ({' and '.join(changed)} changed)" if changed else "deploy (no changes)"
         )
