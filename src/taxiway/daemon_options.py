@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import msgspec
 
+#: What `--driver` and ``TAXIWAY_DRIVER`` may say (`taxiway.runtime.drivers.choose_driver`).
+DRIVER_NAMES = ("auto", "process", "namespace", "docker")
+
 
 class DaemonOptions(msgspec.Struct, frozen=True):
     """How `taxiway up` asked the daemon to run the app."""

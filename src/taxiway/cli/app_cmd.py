@@ -15,11 +15,11 @@ from taxiway.api.paths import AppPaths
 from taxiway.cli.config_cmd import load_valid
 from taxiway.config.loader import LoadedConfig
 from taxiway.config.names import app_name_for
-from taxiway.daemon_options import DaemonOptions
-from taxiway.errors import TaxiwayError
 
 #: The drivers `--driver` and `TAXIWAY_DRIVER` may name.
-from taxiway.runtime.drivers import DRIVER_NAMES as DRIVERS
+from taxiway.daemon_options import DRIVER_NAMES as DRIVERS
+from taxiway.daemon_options import DaemonOptions
+from taxiway.errors import TaxiwayError
 
 #: Sets the driver when `--driver` isn't given: a CI job or a test suite can pin it
 #: once instead of depending on what `auto` finds on the host.

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from taxiway import __version__
+from taxiway.daemon_options import DRIVER_NAMES
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
@@ -172,7 +173,7 @@ def _add_up(commands: Commands) -> None:
     up.add_argument("-d", "--detach", action="store_true", help="run in the background")
     up.add_argument(
         "--driver",
-        choices=("auto", "process", "namespace", "docker"),
+        choices=DRIVER_NAMES,
         default=None,
         help=(
             "how machines run (docker: containers of the app's image, as on the platform; "

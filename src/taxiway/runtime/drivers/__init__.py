@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from taxiway.daemon_options import DRIVER_NAMES
 from taxiway.errors import TaxiwayError
 from taxiway.runtime import cgroups, netns, outbound
 from taxiway.runtime.drivers.base import Driver, DriverError
@@ -86,10 +87,6 @@ def choose_driver(
     if name == "process":
         return DriverChoice(name, f"{asked_by} {name}")
     raise TaxiwayError(f"unknown driver {name!r}; use {', '.join(DRIVER_NAMES)}")
-
-
-#: What `--driver` and ``TAXIWAY_DRIVER`` may say.
-DRIVER_NAMES = ("auto", "process", "namespace", "docker")
 
 
 def make_driver(name: str) -> Driver:
