@@ -39,6 +39,7 @@ from taxiway.image.engine import EngineError, client, engine_error
 from taxiway.runtime import hostaccess, netns
 from taxiway.runtime.drivers.base import Driver, DriverError, LaunchSpec
 from taxiway.runtime.drivers.engine_scope import (
+    bridge_name,
     container_name,
     network_name,
     note_engine,
@@ -154,6 +155,10 @@ def _exit_of(container_id: str) -> tuple[int, bool]:
         return -1, False
 
 
+#: The engine's option that names a bridge network's host interface.
+_BRIDGE_OPTION = "com.docker.network.bridge.name"
+
+
 class DockerDriver(Driver, OneoffSlots):
     name = "docker"
     #: Every container has its own network namespace: it binds internal_port itself.
@@ -188,15 +193,14 @@ class DockerDriver(Driver, OneoffSlots):
         """The scope's network (made when missing) and why the host's loopback isn't
         reachable from it (None: it is)."""
         api = _api(f"the network {network_name(scope)}")
-        bridge = netns.bridge_name(scope)
+        bridge = bridge_name(scope)
         try:
             found = api.networks(names=[network_name(scope)])
             found = [n for n in found if n.get("Name") == network_name(scope)]
-            if found:
-                config = api.inspect_network(found[0]["Id"])["IPAM"]["Config"]
-                v4 = next(c["Subnet"] for c in config if ":" not in c["Subnet"])
-                subnet = ipaddress.IPv4Network(v4)
-            else:
+            subnet = self._usable_subnet(api, found[0]["Id"], bridge) if found else None
+            if subnet is None:
+                if found:  # made otherwise, or its bridge is gone: make it again
+                    api.remove_network(found[0]["Id"])
                 subnet = netns.pick_subnet(scope)
                 v6 = netns.ipv6_link(private_ip or _any_private_ip(scope))
                 from docker.types import IPAMConfig, IPAMPool
@@ -211,7 +215,7 @@ class DockerDriver(Driver, OneoffSlots):
                             IPAMPool(subnet=str(v6), gateway=str(v6.network_address + 1)),
                         ]
                     ),
-                    options={"com.docker.network.bridge.name": bridge},
+                    options={_BRIDGE_OPTION: bridge},
                     labels=image_labels.labels(scope, app or scope),
                     check_duplicate=True,
                 )
@@ -221,6 +225,19 @@ class DockerDriver(Driver, OneoffSlots):
             what = f"the network {network_name(scope)}"
             raise DriverError(str(engine_error(exc, what))) from None
         return subnet, hostaccess.ensure_loopback(bridge, netns.gateway(subnet))
+
+    @staticmethod
+    def _usable_subnet(api: Any, network_id: str, bridge: str) -> ipaddress.IPv4Network | None:
+        """The existing network's /24 when it is as this driver makes it (its bridge is
+        ``bridge`` and that interface exists), else None."""
+        details = api.inspect_network(network_id)
+        if (details.get("Options") or {}).get(_BRIDGE_OPTION) != bridge:
+            return None
+        if not netns.link_exists(bridge):
+            return None
+        config = (details.get("IPAM") or {}).get("Config") or []
+        v4 = [c["Subnet"] for c in config if ":" not in c.get("Subnet", ":")]
+        return ipaddress.IPv4Network(v4[0]) if v4 else None
 
     # -- machines -----------------------------------------------------------------------
 
@@ -238,9 +255,9 @@ class DockerDriver(Driver, OneoffSlots):
             raise
 
     async def _launch(self, spec: LaunchSpec, scope: str, who: str) -> ContainerHandle:
-        state_dir = spec.log.path.parent.parent
+        # noted before anything is made, so a daemon killed halfway still has it reaped
+        note_engine(spec.log.path.parent.parent)
         container_id, stream, pid = await asyncio.to_thread(self._start, spec, scope, who)
-        note_engine(state_dir)
         handle = ContainerHandle(container_id, spec.log, pid)
         handle.follow(stream)
         return handle

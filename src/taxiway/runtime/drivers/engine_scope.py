@@ -25,6 +25,13 @@ def network_name(scope: str) -> str:
     return f"taxiway-{scope}"
 
 
+def bridge_name(scope: str) -> str:
+    """The host interface of the scope's network: ``twd`` + 6 hex digits of the scope,
+    apart from the namespace driver's ``tw…`` names, whose clean-up (which runs at every
+    `up` where namespaces can be made) must never take the engine's bridge away."""
+    return "twd" + netns.scope_hash(scope)[:6]
+
+
 def container_name(scope: str, machine_id: str) -> str:
     """Unique on the host: the scope names the state folder, the id the machine."""
     return f"taxiway-{scope}-{machine_id}"
@@ -52,7 +59,7 @@ def remove_scope(scope: str) -> list[str] | None:
         with contextlib.suppress(Exception):
             api.remove_network(network["Id"])
     if networks:
-        outbound.remove(netns.bridge_name(scope))  # host.taxiway.internal's rule
+        outbound.remove(bridge_name(scope))  # host.taxiway.internal's rule
     return running
 
 
