@@ -192,10 +192,21 @@ def test_an_app_runs_from_its_image_deploys_and_rolls_back(app: Path) -> None:
     first = json.loads(taxiway(app, "releases", "--json").stdout)[0]
     assert first["image_id"]
 
+    # A client connected to the edge before the deploy keeps its connection: the new
+    # image's statics don't make the edge rebind its listeners.
+    import http.client
+
+    kept = http.client.HTTPConnection(base.removeprefix("http://"), timeout=10)
+    kept.request("GET", "/static/hello.txt")
+    assert kept.getresponse().read() == b"made in the image\n"
+
     (app / "web.py").write_text(WEB.format(version="two"))
     deployed = taxiway(app, "deploy", timeout=300)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    assert get(base + "/", "two") == "hi two hit 2"  # a new image, the same volume
+    assert edge_url(app) == base
+    kept.request("GET", "/")
+    assert kept.getresponse().read() == b"hi two hit 2"  # a new image, the same volume
+    kept.close()
     second = json.loads(taxiway(app, "releases", "--json").stdout)[0]
     assert second["image_id"] and second["image_id"] != first["image_id"]
 

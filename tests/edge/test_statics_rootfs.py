@@ -235,10 +235,15 @@ def test_the_app_edge_serves_from_the_plans_rootfs_and_follows_a_new_one(
     # The first group that has one says where; a relative rootfs is from the app folder.
     moved = with_rootfs(specs, None) | {"web": with_rootfs(specs, "../rootfs")["web"]}
 
+    listeners = edge.edge
+
     async def deploys() -> list[bool]:
         changed = [await edge.reconfigure(moved), await edge.reconfigure(moved)]
         await edge.close()
         return changed
 
-    assert asyncio.run(deploys()) == [True, False]
+    # Only the statics moved (a deploy of another image): the listeners are not rebound,
+    # so no connection is cut and no port is given up; they serve the new image's files.
+    assert asyncio.run(deploys()) == [False, False]
+    assert edge.edge is listeners and listeners.statics is edge.statics
     assert body(get(edge.statics, b"/static/site.css")) == IMAGE_CSS

@@ -51,24 +51,14 @@ class AppEdge:
         self.autostop_after_s = autostop_after_s
         self.log = log
         self._layout = _layout(specs)
+        self._statics_layout = _statics_layout(specs)
         self.edge, self.autostop = self._build(specs)
         self._autostop_task: asyncio.Task[None] | None = None
 
     def _build(self, specs: Mapping[str, MachineSpec]) -> tuple[Edge, Autostop | None]:
         fleet, log = self.fleet, self.log
         ports = [p for spec in specs.values() for s in spec.services for p in s.ports]
-        statics = _statics_of(specs)
-        self.statics = (
-            Statics(
-                statics,
-                app_dir=self.base_dir,
-                workdir=_workdir(specs),
-                rootfs=_rootfs(specs, self.base_dir),
-                log=lambda m: log(f"statics: {m}"),
-            )
-            if statics
-            else None
-        )
+        self.statics = self._statics(specs)
         tls = None
         if any("tls" in p.handlers for p in ports):
             tls = _tls_contexts(self.certs_dir, fleet.app, log)
@@ -91,6 +81,18 @@ class AppEdge:
             edge.on_route = autostop.touch
         return edge, autostop
 
+    def _statics(self, specs: Mapping[str, MachineSpec]) -> Statics | None:
+        statics = _statics_of(specs)
+        if not statics:
+            return None
+        return Statics(
+            statics,
+            app_dir=self.base_dir,
+            workdir=_workdir(specs),
+            rootfs=_rootfs(specs, self.base_dir),
+            log=lambda m: self.log(f"statics: {m}"),
+        )
+
     async def start(self) -> None:
         await self.edge.start()
         if self.autostop is not None:
@@ -105,15 +107,23 @@ class AppEdge:
         await self.edge.close()
 
     async def reconfigure(self, specs: Mapping[str, MachineSpec]) -> bool:
-        """Follow a deploy's config: when its services, ports or statics differ, listeners
-        are rebound (connections open at that moment are cut, as a changed port or handler
-        can't carry them over). Returns whether anything changed."""
+        """Follow a deploy's config: when its services or ports differ, listeners are
+        rebound (connections open at that moment are cut, as a changed port or handler
+        can't carry them over); when only the statics differ (another image's files, with
+        the docker driver at every deploy), the listeners stay and serve the new ones.
+        Returns whether the listeners were rebound."""
         layout = _layout(specs)
         if layout == self._layout:
+            statics_layout = _statics_layout(specs)
+            if statics_layout != self._statics_layout:
+                self._statics_layout = statics_layout
+                self.statics = self._statics(specs)
+                self.edge.use_statics(self.statics)
             return False
         self.log("services changed: the edge's listeners are rebound")
         await self.close()
         self._layout = layout
+        self._statics_layout = _statics_layout(specs)
         self.edge, self.autostop = self._build(specs)
         await self.start()
         return True
@@ -126,11 +136,16 @@ class AppEdge:
 
 
 def _layout(specs: Mapping[str, MachineSpec]) -> bytes:
-    """What the edge is built from: every group's services and statics, and the WORKDIR
-    and rootfs statics map from (a deploy of another image copies it out elsewhere)."""
+    """What the edge's listeners are built from: every group's services."""
+    return msgspec.json.encode([(group, spec.services) for group, spec in sorted(specs.items())])
+
+
+def _statics_layout(specs: Mapping[str, MachineSpec]) -> bytes:
+    """What the statics are built from: every group's statics, and the WORKDIR and rootfs
+    they map from (a deploy of another image copies its files out elsewhere)."""
     return msgspec.json.encode(
         [
-            (group, spec.services, spec.statics, spec.runs.workdir, spec.runs.rootfs)
+            (group, spec.statics, spec.runs.workdir, spec.runs.rootfs)
             for group, spec in sorted(specs.items())
         ]
     )

@@ -165,6 +165,14 @@ class Edge:
                     await asyncio.wait_for(binding.server.wait_closed(), 1.0)
         await asyncio.sleep(0)
 
+    def use_statics(self, statics: StaticsLike | None) -> None:
+        """Serve ``statics`` from now on (a deploy of another image): every http site
+        takes it at its next request; listeners and open connections stay as they are."""
+        self.statics = statics
+        for site in self._sites:
+            if isinstance(site, HttpSite):
+                site.statics = statics
+
     def bindings(self) -> list[dict]:
         """[{"port", "address", "protocol", "handlers", "service", "mapped"}, ...]"""
         return [b.as_dict() for b in self._bindings]
