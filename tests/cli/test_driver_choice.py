@@ -71,7 +71,8 @@ def test_a_variable_naming_no_driver_is_one_sentence(app: Path) -> None:
     up = taxiway(app, "up", "-d", env={"TAXIWAY_DRIVER": "docker-ish"})
     assert up.returncode == 1
     assert up.stderr.strip().splitlines() == [
-        "taxiway: error: TAXIWAY_DRIVER=docker-ish names no driver; use auto, process, namespace, docker"
+        "taxiway: error: TAXIWAY_DRIVER=docker-ish names no driver; "
+        "use auto, process, namespace, docker"
     ]
     assert not (app / ".taxiway" / "taxiway.sock").exists()
 
