@@ -323,3 +323,70 @@ def test_auto_picks_docker_for_an_app_with_a_dockerfile(app: Path) -> None:
     st = status(app)
     assert st["driver"] == "docker"
     assert st["driver_reason"] == "auto: the app has an image and an engine answers"
+
+
+CHECKED_TOML = """\
+app = "{app}"
+
+[[files]]
+guest_path = "/etc/app/motd"
+raw_value = "hello from [[files]]"
+
+[http_service]
+internal_port = 8080
+auto_stop_machines = "off"
+
+[[http_service.machine_checks]]
+command = ["python3", "-c", "{probe}"]
+"""
+
+#: A machine check's command: reach the machine under test at FLY_TEST_MACHINE_IP.
+PROBE = (
+    "import os, urllib.request; address = os.environ['FLY_TEST_MACHINE_IP']; "
+    "print('tested', urllib.request.urlopen(f'http://[{address}]:8080/').read().decode())"
+)
+
+
+def test_files_and_machine_checks_in_the_image(app: Path) -> None:
+    """[[files]] appear at guest_path in the container; a deploy's machine check runs in
+    the release's image (its entrypoint first) and reaches the machine it tests."""
+    (app / "fly.toml").write_text(CHECKED_TOML.format(app=f"dk{uuid.uuid4().hex[:6]}", probe=PROBE))
+    (app / "Dockerfile").write_text(DOCKERFILE.replace("RUN mkdir", "RUN mkdir -p /data && mkdir"))
+    up = taxiway(app, "up", "-d", env=DOCKER, timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    machine = status(app)["machines"][0]
+    motd = taxiway(app, "machine", "exec", machine["id"], "cat", "/etc/app/motd")
+    assert motd.stdout == "hello from [[files]]"
+
+    (app / "web.py").write_text(WEB.format(version="two"))
+    deployed = taxiway(app, "deploy", timeout=300)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert "machine check 1 (python3 -c" in deployed.stdout
+    assert "machine check 1 (python3 -c" in deployed.stdout
+    assert "passed" in deployed.stdout
+    oneoff = deployed.stdout.split("in one-off machine ")[1].split()[0]
+    ran = taxiway(app, "logs", "--machine", oneoff)
+    assert "tested hello two" in ran.stdout  # from inside the image, against the new machine
+
+
+def test_a_base_image_that_cannot_be_pulled_is_one_sentence(app: Path) -> None:
+    (app / "Dockerfile").write_text("FROM registry.invalid/nothing:1\nCMD [\"true\"]\n")
+    up = taxiway(app, "up", "-d", env=DOCKER, timeout=300)
+    assert up.returncode == 1
+    error = up.stderr.strip().splitlines()
+    assert len(error) == 1 and "Traceback" not in up.stderr, up.stderr
+    assert "building Dockerfile failed at step 1/" in error[0]
+    assert "its base image registry.invalid/nothing:1 is not in the engine" in error[0]
+    assert containers(app) == []
+
+
+def test_a_container_that_exits_at_once_is_said_plainly(app: Path) -> None:
+    crash = "import sys\nprint('no database configured', flush=True)\nsys.exit(3)\n"
+    (app / "web.py").write_text(crash)
+    up = taxiway(app, "up", "-d", "--wait-timeout", "20s", env=DOCKER, timeout=300)
+    assert up.returncode == 1
+    error = up.stderr.strip().splitlines()
+    assert len(error) == 1 and "Traceback" not in up.stderr, up.stderr
+    machine = status(app)["machines"][0]
+    assert machine["id"] in error[0] and "exit" in error[0], error[0]
+    assert "no database configured" in taxiway(app, "logs").stdout

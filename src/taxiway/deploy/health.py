@@ -178,6 +178,23 @@ async def wait_serving(
     if failed:
         machine, exc = failed[0]
         raise TaxiwayError(_unhealthy_sentence(machine, exc))
+    for machine in runtime.machines.values():
+        reason = crash_reason(machine)
+        if reason is not None and machine.spec.services and machine not in machines:
+            raise TaxiwayError(_crashed_sentence(machine, reason))
+
+
+def _crashed_sentence(machine: SupervisedMachine, reason: str) -> str:
+    """A machine with a service (and no checks to wait for) that crashed while `up -d`
+    looked at it: which, how, its last line, and where the rest is."""
+    output = [
+        entry.line for entry in machine.log.read_entries() if entry.stream != "system"
+    ]
+    said = f"; its last output: {output[-1]}" if output else ""
+    return (
+        f"{label(machine)} {reason} right after it started{said}; the app keeps running "
+        f"and restarts it by its restart policy; see `taxiway logs --machine {machine.id}`"
+    )
 
 
 def _unhealthy_sentence(machine: SupervisedMachine, exc: DeployFailed) -> str:

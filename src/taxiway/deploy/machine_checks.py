@@ -12,9 +12,10 @@ process driver, the host port its ``internal_port`` is mapped to). A non-zero ex
 the deploy.
 
 Rolling deploys test a fresh machine of the new release per group before any machine is
-replaced (`test_group`); canary deploys test the canary. The check's ``image`` cannot be
-pulled here: the command runs on this host, after the check's ``entrypoint`` (else the
-tested machine's).
+replaced (`test_group`); canary deploys test the canary. The command runs after the
+check's ``entrypoint`` (else the tested machine's), in the release's image with the
+docker driver (or in the check's ``image``, which must be in the engine already: no
+registry is pulled from), on this host with the others.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ async def _run_one(
 ) -> None:
     machine_id = ids.machine_id()
     logs_dir = runtime.state_dir / "logs"
-    log = MachineLog(logs_dir / f"{machine_id}.log")
+    log = MachineLog(logs_dir / f"{machine_id}.log", group=TEST_GROUP)
     spec = target.spec
     entrypoint = check.entrypoint if check.entrypoint is not None else spec.runs.entrypoint
     argv = [*entrypoint, *check.command]
@@ -100,7 +101,7 @@ async def _run_one(
             group=TEST_GROUP,
             machine_id=machine_id,
             secrets=runtime.store.secret_values(runtime.app),
-            extra={"FLY_TEST_COMMAND": "1", "FLY_TEST_MACHINE_IP": target.info.host},
+            extra={"FLY_TEST_COMMAND": "1", "FLY_TEST_MACHINE_IP": _test_address(runtime, target)},
         ),
     }
     image = spec.runs.image
@@ -141,3 +142,10 @@ async def _run_one(
         f"{what} {outcome} against {label(target)}; its output: "
         f"`taxiway logs --machine {machine_id}`"
     )
+
+
+def _test_address(runtime: AppRuntime, target: SupervisedMachine) -> str:
+    """The tested machine's address, as the platform gives it: its private (6PN) IPv6
+    where machines have a network of their own; with the process driver, 127.0.0.1
+    (its port is then its ``PORT``)."""
+    return target.info.private_ip if runtime.driver.own_network else target.info.host

@@ -420,6 +420,11 @@ def _build(
                 log.flush()
                 reason = _first_line(str(chunk["error"]))
                 where = f" at step {log.step}" if log.step else ""
+                if log.base_image is not None:
+                    reason = (
+                        f"its base image {log.base_image} is not in the engine and could not "
+                        f"be pulled ({reason})"
+                    )
                 raise BuildError(f"building {shown} failed{where}: {reason}", log.tail)
             log.feed(chunk)
         log.flush()
@@ -472,6 +477,8 @@ class _BuildLog:
         #: Per step: None until its first " ---> " line, then whether that said cache.
         self._step_cached: bool | None = None
         self._step_is_from = False
+        #: The image a FROM step names, while that step runs (None: another step).
+        self.base_image: str | None = None
         self._rebuilt = False
         self._steps = 0
 
@@ -507,6 +514,8 @@ class _BuildLog:
             self.step = step.group(1)
             self._steps += 1
             self._step_is_from = step.group(2).upper() == "FROM"
+            words = [w for w in line[step.end() :].split() if not w.startswith("--")]
+            self.base_image = words[0] if self._step_is_from and words else None
             self._step_cached = None
         elif _RESULT.match(line) and self._step_cached is None:
             self._step_cached = bool(_CACHE.match(line))
