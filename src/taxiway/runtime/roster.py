@@ -88,6 +88,8 @@ class MachineRoster:
         self._seed = seed(self.scope)
         #: Machines whose latest state the store could not take (see `record_change`).
         self._unrecorded: set[str] = set()
+        #: Machines told their other containers need the docker driver.
+        self._told_containers: set[str] = set()
         #: Where the edge listens (`--edge-host`): a machine's port must be free there too.
         self.edge_host = "127.0.0.1"
         #: The ports the edge's listeners hold once it runs (the daemon sets this).
@@ -286,10 +288,11 @@ class MachineRoster:
         """A multi-container machine's containers, in start order, each with the machine's
         environment ([env] below its own env, the app's secrets and FLY_* above it) and
         its files. A driver that runs no images runs the built container alone: the log
-        says so once per start."""
+        says so once."""
         if not self.driver.runs_image:
             others = [c.name for c in spec.containers if not c.built]
-            if others:
+            if others and info.id not in self._told_containers:
+                self._told_containers.add(info.id)
                 log.system(
                     f"the containers {', '.join(others)} of this machine run only with the "
                     f"docker driver (--driver docker); the {self.driver.name} driver runs "
