@@ -1,7 +1,8 @@
 """Multi-container machines with the docker driver, against a real engine: the containers
 share the main one's network (localhost), start in depends_on order (started, healthy,
 exited successfully), their output is tagged in the machine's log, a container that
-exits follows its restart policy, and signals, pause and kill reach all of them. Skips
+exits follows its restart policy, and signals (a container's own stop signal where it
+names one), pause and kill reach all of them. Skips
 (saying why) where no engine answers or the base image is absent."""
 
 from __future__ import annotations
@@ -39,12 +40,15 @@ HEALTH = [
     "-c",
     "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/', timeout=1)",
 ]
-PROBE = (
-    "import time, urllib.request\n"
-    "print('probe got', urllib.request.urlopen('http://127.0.0.1:8080/').read().decode(),"
-    " flush=True)\n"
-    "time.sleep(3600)\n"
-)
+PROBE = """
+import signal, sys, time, urllib.request
+def stop(number, frame):
+    print("probe stopped by", signal.Signals(number).name, flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGUSR1, stop)
+print("probe got", urllib.request.urlopen("http://127.0.0.1:8080/").read().decode(), flush=True)
+time.sleep(3600)
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -149,6 +153,7 @@ def test_containers_share_localhost_and_start_in_dependency_order(tmp_path, imag
                 image,
                 ["python3", "-c", PROBE],
                 depends_on=[("app", "healthy"), ("job", "exited_successfully")],
+                stop_signal="SIGUSR1",  # its own; the others get the machine's
             ),
             other(
                 "flaky",
@@ -183,6 +188,7 @@ def test_containers_share_localhost_and_start_in_dependency_order(tmp_path, imag
 
         handle.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(handle.wait(), 20) == 143
+        await until(lambda: "[probe] probe stopped by SIGUSR1" in out(), f"probe: {out()}")
         handle.kill_tree()
         await until(
             lambda: all(c["State"] != "running" for c in engine_containers(scope).values()),

@@ -312,6 +312,7 @@ class MachineRoster:
                 ),
                 restart=c.restart.policy if c.restart else None,
                 max_retries=c.restart.max_retries if c.restart else None,
+                stop_signal=c.stop_signal if not c.built else None,
             )
             if not c.built:
                 launch.image = c.image

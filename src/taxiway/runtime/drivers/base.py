@@ -79,6 +79,8 @@ class ContainerLaunch(msgspec.Struct, kw_only=True):
     #: with the machine and stays down until the machine restarts).
     restart: str | None = None
     max_retries: int | None = None
+    #: The signal that stops it (None: the machine's kill_signal).
+    stop_signal: str | None = None
 
 
 class LaunchSpec(msgspec.Struct, kw_only=True):

@@ -148,8 +148,9 @@ class MachineContainers(ContainerHandle):
         self.tag = main.tag
         self._log, self._loop, self._exited = main._log, main._loop, main._exited
         self._main = main
-        #: name → the handle of each other container, as it runs now.
+        #: name → the handle of each other container, as it runs now, and what it runs.
         self.others: dict[str, ContainerHandle] = {}
+        self._launches: dict[str, ContainerLaunch] = {}
         self._restarts: dict[str, int] = {}
         self._signalled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -161,6 +162,7 @@ class MachineContainers(ContainerHandle):
 
     def add(self, launch: ContainerLaunch, handle: ContainerHandle) -> None:
         self.others[launch.name] = handle
+        self._launches[launch.name] = launch
         handle._exited.add_done_callback(lambda f: self._ended(launch, handle, f))
 
     def _ended(self, launch: ContainerLaunch, handle: ContainerHandle, done: Any) -> None:
@@ -198,10 +200,14 @@ class MachineContainers(ContainerHandle):
         return [self._main, *self.others.values()]
 
     def send_signal(self, sig: int) -> None:
+        """A stop: ``sig`` (the machine's kill_signal) to the main container, and to each
+        other one unless it names its own stop signal."""
         self._signalled = True
-        for handle in self._all():
+        if self._main.alive():
+            self._main.send_signal(sig)
+        for name, handle in self.others.items():
             if handle.alive():
-                handle.send_signal(sig)
+                handle.send_signal(_signal_of(self._launches[name].stop_signal, sig))
 
     def kill_tree(self) -> None:
         self._signalled = True
@@ -215,6 +221,17 @@ class MachineContainers(ContainerHandle):
     def thaw(self) -> None:
         for handle in self._all():
             handle.thaw()
+
+
+def _signal_of(name: str | None, default: int) -> int:
+    """``SIGQUIT`` or ``QUIT`` as a number; ``default`` for None or a name no signal has."""
+    if not name:
+        return default
+    name = name.upper()
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+    except KeyError:
+        return default
 
 
 def _restart_container(container_id: str) -> tuple[Any, int]:
