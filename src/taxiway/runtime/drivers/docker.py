@@ -17,6 +17,16 @@ and an IPv4 the edge connects to, both known before it starts, and binds
 ``internal_port`` itself. Machines reach each other by private address, and the host as
 ``host.taxiway.internal`` (its 127.0.0.1 services too: `taxiway.runtime.hostaccess`).
 
+A multi-container machine (`taxiway.plan.containers`: ``[build.compose]`` or
+``machine_config``) is one container per container of the machine: the one with the
+app's image is made as above and owns the machine's network; every other one joins that
+network (``network_mode=container:<id>``), as containers of one machine share theirs on
+the platform (https://fly.io/docs/machines/guides-examples/multi-container-machines/),
+and starts once what it ``depends_on`` is started, healthy or exited successfully. The
+main container owns the network rather than a holder container of its own because the
+app's image is the one image known to be there and to run; the price is that it can't
+wait for its own depends_on (the plan warns). Limits are the main container's only.
+
 Everything the driver makes carries the state folder's labels
 (`taxiway.image.labels`), and a note in the state folder says the engine holds some of
 its machines, so that `down` and the next `up` after a ``kill -9`` remove exactly what
@@ -195,6 +205,8 @@ class MachineContainers(ContainerHandle):
         handle = ContainerHandle(old.container_id, self._log, pid, tag=old.tag.decode())
         handle.follow(stream)
         self.add(launch, handle)
+        if self._signalled or not self.alive():
+            handle.kill_tree()  # the machine stopped while it restarted
 
     def _all(self) -> list[ContainerHandle]:
         return [self._main, *self.others.values()]
