@@ -146,39 +146,79 @@ def requires_image(name: str) -> Callable[[F], F]:
     return decorate
 
 
-@functools.cache
-def _node_problem() -> str | None:
-    problem = image_problem_or_none(NODE_IMAGE)
+NGINX_IMAGE = "nginx:stable"
+#: The official nginx image runs nginx in the foreground with its logs on the
+#: container's output, takes its sites from /etc/nginx/conf.d/*.conf and stops on
+#: SIGQUIT; the stand-in does the same with Debian's nginx-light.
+_NGINX_DOCKERFILE = f"""FROM debian:bookworm-slim
+RUN apt-get update \\
+    && apt-get install -y --no-install-recommends nginx-light \\
+    && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default \\
+    && ln -sf /dev/stdout /var/log/nginx/access.log \\
+    && ln -sf /dev/stderr /var/log/nginx/error.log
+STOPSIGNAL SIGQUIT
+CMD ["nginx", "-g", "daemon off;"]
+LABEL taxiway.stand-in="{NGINX_IMAGE}"
+"""
+
+
+def _stand_in_problem(tag: str, what: str, files: list[tuple[str, str, int]]) -> str | None:
+    """Build ``tag`` from ``files`` (name, text, mode) when the engine lacks it; why it
+    can't be had, or None."""
+    problem = image_problem_or_none(tag)
     if problem is None:
         return None
     problem = image_problem_or_none("debian:bookworm-slim")
     if problem is not None:
-        return f"the stand-in for {NODE_IMAGE} is built on debian:bookworm-slim: {problem}"
+        return f"the stand-in for {tag} is built on debian:bookworm-slim: {problem}"
     import docker
 
     client, _ = _client_or_problem()
     assert client is not None
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, text, mode in (
-            ("Dockerfile", _NODE_DOCKERFILE, 0o644),
-            ("docker-entrypoint.sh", _NODE_ENTRYPOINT, 0o755),
-        ):
+        for name, text, mode in files:
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))
     context.seek(0)
     try:
-        client.images.build(
-            fileobj=context, custom_context=True, tag=NODE_IMAGE, labels=LABEL, rm=True
-        )
+        client.images.build(fileobj=context, custom_context=True, tag=tag, labels=LABEL, rm=True)
     except (docker.errors.BuildError, docker.errors.APIError) as e:
-        return (
-            f"the stand-in for {NODE_IMAGE} (Debian's nodejs on debian:bookworm-slim) "
-            f"could not be built: {e}"
-        )
+        return f"the stand-in for {tag} ({what} on debian:bookworm-slim) could not be built: {e}"
     return None
+
+
+@functools.cache
+def _node_problem() -> str | None:
+    return _stand_in_problem(
+        NODE_IMAGE,
+        "Debian's nodejs",
+        [
+            ("Dockerfile", _NODE_DOCKERFILE, 0o644),
+            ("docker-entrypoint.sh", _NODE_ENTRYPOINT, 0o755),
+        ],
+    )
+
+
+@functools.cache
+def _nginx_problem() -> str | None:
+    return _stand_in_problem(
+        NGINX_IMAGE, "Debian's nginx-light", [("Dockerfile", _NGINX_DOCKERFILE, 0o644)]
+    )
+
+
+def ensure_stand_in_nginx() -> str:
+    """``nginx:stable`` on the engine, built when absent as a stand-in from
+    ``debian:bookworm-slim`` and Debian's ``nginx-light`` (the real image can't be
+    pulled here) that behaves like the official one where an app relies on it: nginx in
+    the foreground, sites from /etc/nginx/conf.d, logs on the output. Returns the name;
+    skips the calling test when it can't be had."""
+    problem = _nginx_problem()
+    if problem is not None:
+        pytest.skip(problem)
+    return NGINX_IMAGE
 
 
 def node_image_problem_or_none() -> str | None:

@@ -83,3 +83,70 @@ def test_the_sidecar_example_runs_web_and_nginx_on_separate_machines(tmp_path: P
         assert get(web_port, "/") == f"web machine {by_group['web']['id']}\n"
     finally:
         taxiway("down")
+
+
+def test_the_sidecar_compose_example_runs_nginx_and_the_app_in_one_machine(
+    tmp_path: Path,
+) -> None:
+    """The example's two compose services are two containers of one machine: the edge
+    reaches nginx, which reaches the app over the machine's localhost (the app listens
+    on 127.0.0.1 only); `down` leaves nothing in the engine."""
+    import urllib.request
+    import uuid
+
+    from engine_support import ensure_stand_in_nginx, skip_without_image
+
+    skip_without_image("python:3.12-slim")
+    ensure_stand_in_nginx()
+    import docker
+
+    app = tmp_path / "sidecar-compose"
+    shutil.copytree(EXAMPLES_DIR / "sidecar-compose", app)
+    toml = app / "fly.toml"
+    name = f"sc{uuid.uuid4().hex[:6]}"  # its own scope, so the engine's objects are its own
+    toml.write_text(toml.read_text().replace('app = "web-with-nginx-sidecar"', f'app = "{name}"'))
+    taxiway = functools.partial(run_taxiway, app)
+    engine = docker.from_env()
+
+    def ours() -> list:
+        return engine.containers.list(all=True, filters={"label": f"taxiway.app={name}"})
+
+    try:
+        up = taxiway("up", "-d", "--driver", "docker", timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        status = json.loads(taxiway("status", "--json").stdout)
+        (machine,) = status["machines"]  # one machine, two containers
+        by_name = {c.labels.get("taxiway.container"): c for c in ours()}
+        assert sorted(by_name) == ["app", "nginx"]
+        assert {c.labels["taxiway.machine"] for c in by_name.values()} == {machine["id"]}
+        edge = next(b for b in status["edge"] if b["port"] == 80)
+        body = ""
+        deadline = time.monotonic() + 60
+        while "via nginx-sidecar" not in body:
+            assert time.monotonic() < deadline, taxiway("logs").stdout
+            try:
+                with urllib.request.urlopen(f"http://{edge['address']}/", timeout=5) as r:
+                    body = r.read().decode()
+            except OSError:
+                time.sleep(0.3)
+        assert body == f"hello from the app on machine {machine['id']}, via nginx-sidecar\n"
+        logs = taxiway("logs").stdout
+        assert "app listening on 127.0.0.1:8000" in logs
+        assert "[nginx] " in logs  # the sidecar's output, tagged with its name
+        # Only the machine's owner of the network has an address; the app's port on it
+        # answers nobody outside the machine: only nginx, over localhost, reaches it.
+        networks = by_name["app"].attrs["NetworkSettings"]["Networks"]
+        (address,) = [n["IPAddress"] for n in networks.values()]
+        assert by_name["nginx"].attrs["HostConfig"]["NetworkMode"].startswith("container:")
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://{address}:8000/", timeout=2)
+        with urllib.request.urlopen(f"http://{address}:8080/", timeout=5) as r:
+            assert r.read().decode().endswith("via nginx-sidecar\n")
+    finally:
+        down = taxiway("down", timeout=120)
+        leftovers = ours()
+        for image in engine.images.list(filters={"label": f"taxiway.app={name}"}):
+            for tag in image.tags:
+                engine.images.remove(tag, force=True)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert leftovers == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 
+from taxiway.plan.containers import ContainerPlan
 from taxiway.plan.machine import Check, MachineSpec, Port, ServiceSpec
 
 
@@ -29,6 +30,11 @@ def _group(spec: MachineSpec, show_statics: bool) -> str:
     g = spec.guest
     lines = [f"[{spec.group}]"]
     lines.append(f"  command   {_command(spec)}")
+    for container in spec.containers:
+        lines.append(f"  container {_container(container)}")
+        for check in container.healthchecks:
+            if check.exec:
+                lines.append(f"    health  {shlex.join(check.exec)}")
     gpu = f", {g.gpus}x {g.gpu_kind}" if g.gpu_kind else ""
     lines.append(f"  guest     {g.cpus} {g.cpu_kind} cpu, {g.memory_mb} MB{gpu} ({g.size})")
     for svc in spec.services:
@@ -68,6 +74,30 @@ def _command(spec: MachineSpec) -> str:
         return "(none: add one under [processes], [experimental] cmd, or a Dockerfile CMD)"
     where = f" (in {runs.workdir})" if runs.workdir else ""
     return shlex.join(runs.argv) + where
+
+
+def _container(c: ContainerPlan) -> str:
+    """One container of a multi-container machine: its image, what it runs, what it waits
+    for."""
+    image = c.image or "the app's image"
+    if c.built:
+        image += ", built"
+    if c.argv:
+        runs = shlex.join(c.argv)
+    elif c.entrypoint is not None or c.cmd is not None:
+        runs = shlex.join([*(c.entrypoint or ["(image entrypoint)"]), *(c.cmd or [])])
+    else:
+        runs = "the image's command"
+    line = f"{c.name} ({image}): {runs}"
+    if c.user:
+        line += f" as {c.user}"
+    if c.depends_on:
+        line += "; after " + ", ".join(f"{d.name} {d.condition}" for d in c.depends_on)
+    if c.env:
+        line += "; env " + ", ".join(f"{k}={v}" for k, v in c.env.items())
+    for f in c.files:
+        line += f"; file {f.guest_path}"
+    return line
 
 
 def _service(svc: ServiceSpec) -> str:

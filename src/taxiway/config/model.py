@@ -400,7 +400,13 @@ class File(Section):
 
 
 class BuildCompose(Section):
-    file: str | None = None
+    file: Annotated[
+        str | None,
+        Meta(
+            description="Compose file whose services become the machine's containers "
+            "(default: compose.yaml, compose.yml, docker-compose.yaml or docker-compose.yml)."
+        ),
+    ] = None
 
 
 class Build(Section):
@@ -528,8 +534,17 @@ class AppConfig(Section):
         str | None, Meta(description="What `taxiway console` runs in a fresh machine.")
     ] = None
     host_dedication_id: str | None = None
-    machine_config: str | None = None
-    container: str | None = None
+    machine_config: Annotated[
+        str | None,
+        Meta(
+            description="A machine config with containers: inline JSON or a .json file "
+            "(runs with the docker driver)."
+        ),
+    ] = None
+    container: Annotated[
+        str | None,
+        Meta(description="The machine_config container that runs the built image (default app)."),
+    ] = None
     experimental: Experimental | None = None
     build: Build | None = None
     deploy: Deploy | None = None

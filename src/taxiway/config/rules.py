@@ -83,6 +83,7 @@ class _Rules:
         self.metrics()
         self.statics()
         self.files()
+        self.containers()
         self.unscoped_items()
 
     # -- top level -----------------------------------------------------------------
@@ -170,7 +171,6 @@ class _Rules:
                 ("dockerfile", b.dockerfile),
                 ("builder", b.builder or b.buildpacks),
                 ("builtin", b.builtin),
-                ("compose", b.compose),
             )
             if value
         ]
@@ -878,6 +878,20 @@ class _Rules:
                     f"process group has that name ({defined})",
                     (*path, "processes", k),
                 )
+
+    def containers(self) -> None:
+        """[build.compose] / machine_config: what `taxiway.plan.containers` can't read is
+        an error, what it leaves out a warning. ([build.compose] is no way to build: the
+        image is still built as [build] says, so it is not among `build`'s ways.)"""
+        from taxiway.plan.containers import ContainerConfigError, read_containers
+
+        try:
+            layout = read_containers(self.c, self.base_dir)
+        except ContainerConfigError as exc:
+            self.d.error(str(exc), exc.path)
+            return
+        for message, path in layout.notes if layout is not None else ():
+            self.d.warning(message, path)
 
     def unscoped_items(self) -> None:
         """In a multi-group app, an item without ``processes`` serves only the default group."""

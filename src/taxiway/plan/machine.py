@@ -33,6 +33,7 @@ from taxiway.config.names import volume_name_for
 from taxiway.config.presets import DEFAULT_GPU_PRESET, DEFAULT_PRESET, PRESETS
 from taxiway.config.units import duration_seconds, format_duration_ns, parse_size_gb, parse_size_mb
 from taxiway.plan.command import effective_entrypoint, machine_argv
+from taxiway.plan.containers import ContainerPlan, read_containers
 from taxiway.plan.dockerfile import ImageConfig, image_config
 
 # Platform defaults (https://fly.io/docs/reference/configuration/).
@@ -209,6 +210,10 @@ class MachineSpec(Spec):
     stop_config: StopConfig
     guest: Guest
     metadata: dict[str, str]
+    #: A multi-container machine's containers ([build.compose] or machine_config,
+    #: `taxiway.plan.containers`); empty for a machine that runs one image. The one
+    #: with ``built`` runs ``runs.argv`` in ``runs.image``.
+    containers: list[ContainerPlan] = msgspec.field(default_factory=list)
 
 
 def plan_machines(
@@ -242,16 +247,19 @@ def plan_group(
     mounts = [_mount(m, gpu=bool(guest.gpus)) for _, m in g.matching(config.mounts, group, default)]
     metrics = g.matching(config.metrics, group, default)
     restarts = g.matching(config.restart, group, default)
+    runs = Runs(
+        argv=machine_argv(init.cmd, init.entrypoint, init.exec, image),
+        entrypoint=effective_entrypoint(init.entrypoint, image),
+        workdir=image.workdir,
+        image=image.ref or (config.build.image if config.build is not None else None),
+        rootfs=image.rootfs,
+    )
+    containers = _containers(config, base_dir or Path.cwd(), init, image, runs)
     return MachineSpec(
         group=group,
         init=init,
-        runs=Runs(
-            argv=machine_argv(init.cmd, init.entrypoint, init.exec, image),
-            entrypoint=effective_entrypoint(init.entrypoint, image),
-            workdir=image.workdir,
-            image=image.ref or (config.build.image if config.build is not None else None),
-            rootfs=image.rootfs,
-        ),
+        runs=runs,
+        containers=containers,
         env=_env(config, group),
         image_env=image.env,
         services=services,
@@ -285,6 +293,31 @@ def plan_group(
         guest=guest,
         metadata={"fly_platform_version": "v2", "fly_process_group": group},
     )
+
+
+def _containers(
+    config: AppConfig, base_dir: Path, init: Init, image: ImageConfig, runs: Runs
+) -> list[ContainerPlan]:
+    """The machine's containers, the one with the app's image running what a machine of
+    the group would (its own exec/entrypoint/cmd over fly.toml's, over the image's);
+    ``runs.argv`` becomes that. ContainerConfigError (a TaxiwayError) when fly.toml's
+    compose file or machine_config can't be read."""
+    layout = read_containers(config, base_dir)
+    if layout is None:
+        return []
+    for container in layout.containers:
+        if container.built:
+            container.image = runs.image
+            container.argv = machine_argv(
+                container.cmd or init.cmd,
+                container.entrypoint if container.entrypoint is not None else init.entrypoint,
+                container.argv or init.exec,
+                image,
+            )
+            runs.argv = container.argv
+            if container.entrypoint is not None:
+                runs.entrypoint = list(container.entrypoint)
+    return layout.containers
 
 
 def process_command(config: AppConfig, group: str) -> list[str] | None:

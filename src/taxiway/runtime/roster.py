@@ -12,7 +12,7 @@ import base64
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -20,10 +20,11 @@ import msgspec
 from taxiway.config.loader import LoadedConfig
 from taxiway.errors import TaxiwayError
 from taxiway.plan.command import no_command
+from taxiway.plan.containers import ContainerFile, ContainerPlan, start_order
 from taxiway.plan.dockerfile import ImageConfig
-from taxiway.plan.machine import MachineSpec, plan_machines
+from taxiway.plan.machine import FileSpec, MachineSpec, plan_machines
 from taxiway.runtime import ids
-from taxiway.runtime.drivers.base import Driver, LaunchSpec
+from taxiway.runtime.drivers.base import ContainerLaunch, Driver, LaunchSpec
 from taxiway.runtime.environment import RuntimeVars, machine_env, private_ip, region_for
 from taxiway.runtime.lifecycle import State
 from taxiway.runtime.logs import MachineLog
@@ -87,6 +88,8 @@ class MachineRoster:
         self._seed = seed(self.scope)
         #: Machines whose latest state the store could not take (see `record_change`).
         self._unrecorded: set[str] = set()
+        #: Machines told their other containers need the docker driver.
+        self._told_containers: set[str] = set()
         #: Where the edge listens (`--edge-host`): a machine's port must be free there too.
         self.edge_host = "127.0.0.1"
         #: The ports the edge's listeners hold once it runs (the daemon sets this).
@@ -243,13 +246,18 @@ class MachineRoster:
         internal = internal_ports(spec)
         if internal:
             extra["PORT"] = str(info.ports.get(internal[0], internal[0]))
+        secrets = self.store.secret_values(self.app)
+        built = next((c for c in spec.containers if c.built), None)
         env = machine_env(
-            spec.env,
-            self.store.secret_values(self.app),
+            {**spec.env, **(built.env if built else {})},
+            {**secrets, **(_named_secrets(built, secrets) if built else {})},
             runtime,
             image=spec.image_env,
             extra=extra,
         )
+        containers = []
+        if spec.containers:
+            containers = self._containers(info, spec, log, runtime, secrets, extra)
         return LaunchSpec(
             machine_id=info.id,
             group=spec.group,
@@ -265,7 +273,62 @@ class MachineRoster:
             image=spec.runs.image,
             workdir=spec.runs.workdir,
             app=self.app,
+            containers=containers,
         )
+
+    def _containers(
+        self,
+        info: MachineInfo,
+        spec: MachineSpec,
+        log: MachineLog,
+        runtime: RuntimeVars,
+        secrets: dict[str, str],
+        extra: dict[str, str],
+    ) -> list[ContainerLaunch]:
+        """A multi-container machine's containers, in start order, each with the machine's
+        environment ([env] below its own env, the app's secrets and FLY_* above it) and
+        its files. A driver that runs no images runs the built container alone: the log
+        says so once."""
+        if not self.driver.runs_image:
+            others = [c.name for c in spec.containers if not c.built]
+            if others and info.id not in self._told_containers:
+                self._told_containers.add(info.id)
+                log.system(
+                    f"the containers {', '.join(others)} of this machine run only with the "
+                    f"docker driver (--driver docker); the {self.driver.name} driver runs "
+                    "the app's own command alone"
+                )
+            return []
+        out = []
+        for c in start_order(spec.containers):
+            launch = ContainerLaunch(
+                name=c.name,
+                built=c.built,
+                user=c.user,
+                depends_on=[(d.name, d.condition) for d in c.depends_on],
+                health=next((h.exec for h in c.healthchecks if h.exec), None),
+                health_timeout_s=float(
+                    next((h.timeout for h in c.healthchecks if h.exec and h.timeout), 5)
+                ),
+                restart=c.restart.policy if c.restart else None,
+                max_retries=c.restart.max_retries if c.restart else None,
+                stop_signal=c.stop_signal if not c.built else None,
+            )
+            if not c.built:
+                launch.image = c.image
+                launch.argv, launch.entrypoint, launch.cmd = c.argv, c.entrypoint, c.cmd
+                launch.env = machine_env(
+                    {**spec.env, **c.env},
+                    {**secrets, **_named_secrets(c, secrets)},
+                    runtime,
+                    extra=extra,
+                    host={},  # the container's image, not the host, gives PATH and the rest
+                )
+                launch.mounts = self._write_files(
+                    info, c.files, self.state_dir / "files" / info.id / c.name, log
+                )
+            out.append(launch)
+        return out
 
     def log_for(self, info: MachineInfo) -> MachineLog:
         return MachineLog(self.state_dir / "logs" / f"{info.id}.log", group=info.group)
@@ -275,10 +338,16 @@ class MachineRoster:
     ) -> list[tuple[Path, str]]:
         """Write the machine's [[files]] (the plan's content, or a secret's base64-decoded
         value, as the platform delivers them) and show each at its guest_path."""
-        folder = self.state_dir / "files" / info.id
+        return self._write_files(info, spec.files, self.state_dir / "files" / info.id, log)
+
+    def _write_files(
+        self, info: MachineInfo, files: Sequence[FileSpec | ContainerFile], folder: Path,
+        log: MachineLog,
+    ) -> list[tuple[Path, str]]:
+        """Write ``files`` to ``folder``: what to bind where in the machine."""
         mounts = []
         secrets = self.store.secret_values(self.app)
-        for n, file in enumerate(spec.files):
+        for n, file in enumerate(files):
             if file.raw_value is not None:
                 content = base64.b64decode(file.raw_value)
             elif file.secret_name in secrets:
@@ -457,3 +526,12 @@ def _event_data(info: MachineInfo) -> dict[str, object] | None:
     if info.oom_killed:
         return {"exit_code": info.exit_code, "oom_killed": True}
     return {"exit_code": info.exit_code}
+
+
+def _named_secrets(container: ContainerPlan, secrets: dict[str, str]) -> dict[str, str]:
+    """A container's ``secrets``: app secret ``name`` (else ``env_var``) as ``env_var``."""
+    return {
+        s.env_var: secrets[s.name or s.env_var]
+        for s in container.secrets
+        if (s.name or s.env_var) in secrets
+    }

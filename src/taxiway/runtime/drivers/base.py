@@ -53,6 +53,36 @@ async def spawn(argv: list[str], *, cwd: Path, env: dict[str, str]) -> asyncio.s
     return await asyncio.create_subprocess_exec(*argv, cwd=cwd, env=env, **_MACHINE_PROCESS)
 
 
+class ContainerLaunch(msgspec.Struct, kw_only=True):
+    """One container of a multi-container machine (`taxiway.plan.containers`), as a
+    driver that runs images starts it. The one with ``built`` runs the LaunchSpec's own
+    image, argv, environment and mounts; every other one runs what it says here."""
+
+    name: str
+    built: bool = False
+    image: str | None = None
+    #: Exactly what it runs; else ``entrypoint``/``cmd`` override the image's (None: the
+    #: image's own).
+    argv: list[str] | None = None
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    #: Its complete environment (the image's ENV comes from the engine, below it).
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    user: str | None = None
+    mounts: list[tuple[Path, str]] = msgspec.field(default_factory=list)
+    #: (container, condition): started, healthy or exited_successfully.
+    depends_on: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    #: An exec health check (None: none), and the seconds one run of it may take.
+    health: list[str] | None = None
+    health_timeout_s: float = 5.0
+    #: The platform's restart policy for it: no, always or on-failure (None: it ends
+    #: with the machine and stays down until the machine restarts).
+    restart: str | None = None
+    max_retries: int | None = None
+    #: The signal that stops it (None: the machine's kill_signal).
+    stop_signal: str | None = None
+
+
 class LaunchSpec(msgspec.Struct, kw_only=True):
     """Everything a driver needs to start one machine."""
 
@@ -77,6 +107,9 @@ class LaunchSpec(msgspec.Struct, kw_only=True):
     image: str | None = None
     workdir: str | None = None
     app: str = ""
+    #: A multi-container machine's containers, in the order they start (empty: the
+    #: machine is one container). Only a driver that runs images starts more than one.
+    containers: list[ContainerLaunch] = msgspec.field(default_factory=list)
 
 
 class MachineProcess(Protocol):

@@ -17,6 +17,16 @@ and an IPv4 the edge connects to, both known before it starts, and binds
 ``internal_port`` itself. Machines reach each other by private address, and the host as
 ``host.taxiway.internal`` (its 127.0.0.1 services too: `taxiway.runtime.hostaccess`).
 
+A multi-container machine (`taxiway.plan.containers`: ``[build.compose]`` or
+``machine_config``) is one container per container of the machine: the one with the
+app's image is made as above and owns the machine's network; every other one joins that
+network (``network_mode=container:<id>``), as containers of one machine share theirs on
+the platform (https://fly.io/docs/machines/guides-examples/multi-container-machines/),
+and starts once what it ``depends_on`` is started, healthy or exited successfully. The
+main container owns the network rather than a holder container of its own because the
+app's image is the one image known to be there and to run; the price is that it can't
+wait for its own depends_on (the plan warns). Limits are the main container's only.
+
 Everything the driver makes carries the state folder's labels
 (`taxiway.image.labels`), and a note in the state folder says the engine holds some of
 its machines, so that `down` and the next `up` after a ``kill -9`` remove exactly what
@@ -29,15 +39,17 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import shlex
 import signal
 import threading
+import time
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from taxiway.image import labels as image_labels
 from taxiway.image.engine import EngineError, client, engine_error
 from taxiway.runtime import hostaccess, netns
-from taxiway.runtime.drivers.base import Driver, DriverError, LaunchSpec
+from taxiway.runtime.drivers.base import ContainerLaunch, Driver, DriverError, LaunchSpec
 from taxiway.runtime.drivers.engine_scope import (
     bridge_name,
     container_name,
@@ -59,8 +71,11 @@ class ContainerHandle:
     reads its exit code and whether the kernel's OOM killer ended it, and hands both to
     the loop; the engine is asked nothing on the loop's thread but the signals."""
 
-    def __init__(self, container_id: str, log: MachineLog, pid: int) -> None:
+    def __init__(self, container_id: str, log: MachineLog, pid: int, tag: str = "") -> None:
         self.container_id = container_id
+        #: Put before each line of its output in the machine's log (a multi-container
+        #: machine's other containers: ``[nginx] ``).
+        self.tag = tag.encode()
         self.pid = pid
         self.pgid = _pgid(pid)
         self.start_time = process_start_time(pid) if pid else None
@@ -93,6 +108,8 @@ class ContainerHandle:
 
     def _write(self, stream: str, lines: list[bytes]) -> None:
         if lines:
+            if self.tag:
+                lines = [self.tag + line for line in lines]
             self._soon(_write_lines, self._log, stream, lines)
 
     def _soon(self, callback: Any, *args: Any) -> None:
@@ -124,6 +141,118 @@ class ContainerHandle:
 
     def thaw(self) -> None:
         _quietly(lambda api: api.unpause(self.container_id))
+
+
+class MachineContainers(ContainerHandle):
+    """A multi-container machine: its main container (the one with the app's image,
+    whose exit ends the machine, and whose network the others share) and the others.
+
+    Signals, kill, pause and unpause reach every container; `wait` and `alive` are the
+    main container's. Another container that exits follows its own restart policy while
+    the machine runs and no signal was sent to it (a stop sends one); without a policy
+    it stays down until the machine starts again, as the log says."""
+
+    def __init__(self, main: ContainerHandle) -> None:
+        # Not ContainerHandle's __init__: this handle is the main container's, shared.
+        self.container_id = main.container_id
+        self.pid, self.pgid, self.start_time = main.pid, main.pgid, main.start_time
+        self.tag = main.tag
+        self._log, self._loop, self._exited = main._log, main._loop, main._exited
+        self._main = main
+        #: name → the handle of each other container, as it runs now, and what it runs.
+        self.others: dict[str, ContainerHandle] = {}
+        self._launches: dict[str, ContainerLaunch] = {}
+        self._restarts: dict[str, int] = {}
+        self._signalled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property  # type: ignore[override]
+    def oom_killed(self) -> bool:
+        """The main container's: its end is the machine's."""
+        return self._main.oom_killed
+
+    def add(self, launch: ContainerLaunch, handle: ContainerHandle) -> None:
+        self.others[launch.name] = handle
+        self._launches[launch.name] = launch
+        handle._exited.add_done_callback(lambda f: self._ended(launch, handle, f))
+
+    def _ended(self, launch: ContainerLaunch, handle: ContainerHandle, done: Any) -> None:
+        if self.others.get(launch.name) is not handle or self._signalled or not self.alive():
+            return
+        code = done.result()
+        retries = self._restarts.get(launch.name, 0)
+        again = launch.restart == "always" or (launch.restart == "on-failure" and code != 0)
+        if again and launch.max_retries is not None and retries >= launch.max_retries:
+            again = False
+        if not again:
+            self._log.system(
+                f"container {launch.name} exited with code {code}; it stays down until the "
+                "machine restarts (its restart policy: "
+                f"{launch.restart or 'none, it ends with the machine'})"
+            )
+            return
+        self._restarts[launch.name] = retries + 1
+        self._log.system(f"container {launch.name} exited with code {code}; restarting it")
+        task = asyncio.ensure_future(self._restart(launch, handle))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _restart(self, launch: ContainerLaunch, old: ContainerHandle) -> None:
+        try:
+            stream, pid = await asyncio.to_thread(_restart_container, old.container_id)
+        except Exception as exc:
+            self._log.system(f"container {launch.name} could not restart: {exc}")
+            return
+        handle = ContainerHandle(old.container_id, self._log, pid, tag=old.tag.decode())
+        handle.follow(stream)
+        self.add(launch, handle)
+        if self._signalled or not self.alive():
+            handle.kill_tree()  # the machine stopped while it restarted
+
+    def _all(self) -> list[ContainerHandle]:
+        return [self._main, *self.others.values()]
+
+    def send_signal(self, sig: int) -> None:
+        """A stop: ``sig`` (the machine's kill_signal) to the main container, and to each
+        other one unless it names its own stop signal."""
+        self._signalled = True
+        if self._main.alive():
+            self._main.send_signal(sig)
+        for name, handle in self.others.items():
+            if handle.alive():
+                handle.send_signal(_signal_of(self._launches[name].stop_signal, sig))
+
+    def kill_tree(self) -> None:
+        self._signalled = True
+        for handle in self._all():
+            handle.kill_tree()
+
+    def freeze(self) -> None:
+        for handle in self._all():
+            handle.freeze()
+
+    def thaw(self) -> None:
+        for handle in self._all():
+            handle.thaw()
+
+
+def _signal_of(name: str | None, default: int) -> int:
+    """``SIGQUIT`` or ``QUIT`` as a number; ``default`` for None or a name no signal has."""
+    if not name:
+        return default
+    name = name.upper()
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+    except KeyError:
+        return default
+
+
+def _restart_container(container_id: str) -> tuple[Any, int]:
+    """Start an exited container again, its output attached: (the stream, its pid)."""
+    api = client().api
+    stream = api.attach(container_id, stream=True, stdout=True, stderr=True, demux=True)
+    api.start(container_id)
+    return stream, int(api.inspect_container(container_id)["State"].get("Pid") or 0)
 
 
 def _write_lines(log: MachineLog, stream: str, lines: list[bytes]) -> None:
@@ -260,7 +389,87 @@ class DockerDriver(Driver, OneoffSlots):
         container_id, stream, pid = await asyncio.to_thread(self._start, spec, scope, who)
         handle = ContainerHandle(container_id, spec.log, pid)
         handle.follow(stream)
-        return handle
+        if not spec.containers:
+            return handle
+        machine = MachineContainers(handle)
+        try:
+            await self._start_others(machine, spec, scope, who)
+        except BaseException:
+            machine.kill_tree()
+            raise
+        return machine
+
+    async def _start_others(
+        self, machine: MachineContainers, spec: LaunchSpec, scope: str, who: str
+    ) -> None:
+        """A multi-container machine's other containers, each in the main one's network
+        once what it depends on is started, healthy (its exec check passed) or exited
+        successfully."""
+        main = next(c for c in spec.containers if c.built)
+        ids = {main.name: machine.container_id}
+        by_name = {c.name: c for c in spec.containers}
+        for launch in spec.containers:
+            if launch.built:
+                continue
+            for dep, condition in launch.depends_on:
+                if condition == "started" or dep not in ids:
+                    continue
+                await asyncio.to_thread(
+                    _await_condition, ids[dep], by_name[dep], condition, launch.name, who
+                )
+            container_id, stream, pid = await asyncio.to_thread(
+                self._start_other, spec, launch, machine.container_id, scope, who
+            )
+            ids[launch.name] = container_id
+            handle = ContainerHandle(container_id, spec.log, pid, tag=f"[{launch.name}] ")
+            handle.follow(stream)
+            machine.add(launch, handle)
+
+    def _start_other(
+        self, spec: LaunchSpec, launch: ContainerLaunch, owner: str, scope: str, who: str
+    ) -> tuple[str, Any, int]:
+        """Create, attach and start one more container of the machine in the network of
+        ``owner`` (the main container): (its id, its output stream, its init's pid)."""
+        what = f"{who}, container {launch.name}"
+        api = _api(what)
+        name = container_name(scope, spec.machine_id, launch.name)
+        _remove(api, name)
+        image = launch.image or ""
+        _ensure_image(api, image, what)
+        host_config = api.create_host_config(
+            binds={str(source): {"bind": dest, "mode": "rw"} for source, dest in launch.mounts},
+            init=True,
+            network_mode=f"container:{owner}",
+            log_config={"type": "none", "config": {}},
+            restart_policy={"Name": "no"},
+        )
+        argv = launch.argv
+        try:
+            created = api.create_container(
+                image,
+                command=argv[1:] if argv else launch.cmd,
+                entrypoint=argv[:1] if argv else launch.entrypoint,
+                environment=launch.env,
+                name=name,
+                user=launch.user or "",
+                labels=image_labels.labels(
+                    scope,
+                    spec.app,
+                    machine=spec.machine_id,
+                    group=spec.group,
+                    container=launch.name,
+                ),
+                host_config=host_config,
+                stop_signal="SIGKILL",
+            )
+            container_id = created["Id"]
+            stream = api.attach(container_id, stream=True, stdout=True, stderr=True, demux=True)
+            api.start(container_id)
+            pid = int(api.inspect_container(container_id)["State"].get("Pid") or 0)
+        except Exception as exc:
+            _remove(api, name)
+            raise DriverError(str(engine_error(exc, f"{what}, image {image}"))) from None
+        return container_id, stream, pid
 
     def _start(self, spec: LaunchSpec, scope: str, who: str) -> tuple[str, Any, int]:
         """Create, attach and start the container: (its id, its output stream, the host
@@ -272,6 +481,10 @@ class DockerDriver(Driver, OneoffSlots):
         api = _api(who)
         name = container_name(scope, spec.machine_id)
         _remove(api, name)  # the previous start's container: each start is a fresh one
+        main = next((c for c in spec.containers if c.built), None)
+        for other in spec.containers:
+            if not other.built:
+                _remove(api, container_name(scope, spec.machine_id, other.name))
         host_config = api.create_host_config(
             binds={str(source): {"bind": dest, "mode": "rw"} for source, dest in spec.mounts},
             init=True,
@@ -300,11 +513,16 @@ class DockerDriver(Driver, OneoffSlots):
                 name=name,
                 hostname=spec.machine_id,
                 labels=image_labels.labels(
-                    scope, spec.app, machine=spec.machine_id, group=spec.group
+                    scope,
+                    spec.app,
+                    machine=spec.machine_id,
+                    group=spec.group,
+                    container=main.name if main else None,
                 ),
                 host_config=host_config,
                 networking_config=networking,
                 working_dir=spec.workdir or None,
+                user=(main.user if main else None) or "",
                 stop_signal="SIGKILL",  # taxiway stops it itself; the engine only kills
             )
             container_id = created["Id"]
@@ -380,7 +598,16 @@ class DockerDriver(Driver, OneoffSlots):
     def release_machine(self, scope: str, machine_id: str) -> None:
         """A destroyed machine or an ended one-off: its container goes."""
         with contextlib.suppress(EngineError):
-            _remove(client().api, container_name(scope, machine_id))
+            api = client().api
+            _remove(api, container_name(scope, machine_id))
+            with contextlib.suppress(Exception):  # a multi-container machine's others
+                labels = image_labels.scope_filter(scope)["label"]
+                found = api.containers(
+                    all=True,
+                    filters={"label": [*labels, f"{image_labels.MACHINE}={machine_id}"]},
+                )
+                for container in found:
+                    _remove(api, container["Id"])
         self.free_oneoff(scope, machine_id)
 
     def release_app(self, scope: str) -> list[str]:
@@ -419,6 +646,86 @@ def _has_command(api: Any, container_id: str, spec: LaunchSpec) -> bool:
             continue
         return True
     return False
+
+
+#: How long a container waits for what it depends on to be healthy or to have exited.
+DEPENDENCY_TIMEOUT_S = 120.0
+
+
+def _await_condition(
+    container_id: str, dep: ContainerLaunch, condition: str, waiting: str, who: str
+) -> None:
+    """Block until container ``dep`` is healthy (its exec check exits 0) or has exited
+    0, as ``condition`` says; DriverError when it can't be, or not in time."""
+    api = _api(who)
+    deadline = time.monotonic() + DEPENDENCY_TIMEOUT_S
+    if condition == "exited_successfully":
+        try:
+            code = int(api.wait(container_id, timeout=DEPENDENCY_TIMEOUT_S).get("StatusCode", -1))
+        except Exception:
+            code = None
+        if code != 0:
+            ended = "did not exit in time" if code is None else f"exited with code {code}"
+            raise DriverError(
+                f"{who}: container {dep.name} {ended}, and container {waiting} starts only "
+                "once it exited successfully"
+            )
+        return
+    if not dep.health:
+        raise DriverError(
+            f"{who}: container {waiting} waits for {dep.name} to be healthy, but {dep.name} "
+            "has no exec health check; add one or depend on it being started"
+        )
+    while True:
+        if _passes(api, container_id, dep.health, dep.health_timeout_s):
+            return
+        running = api.inspect_container(container_id).get("State", {}).get("Running")
+        if not running or time.monotonic() > deadline:
+            why = "exited" if not running else f"not healthy after {DEPENDENCY_TIMEOUT_S:g}s"
+            raise DriverError(
+                f"{who}: container {dep.name} {why} ({shlex.join(dep.health)} did not pass), "
+                f"and container {waiting} waits for it to be healthy"
+            )
+        time.sleep(1.0)
+
+
+def _passes(api: Any, container_id: str, argv: list[str], timeout_s: float) -> bool:
+    """Whether the exec check ``argv`` exits 0 in the container (within ``timeout_s``)."""
+    result: dict[str, bool] = {}
+
+    def run() -> None:
+        try:
+            made = api.exec_create(container_id, argv)
+            api.exec_start(made["Id"])
+            result["ok"] = api.exec_inspect(made["Id"]).get("ExitCode") == 0
+        except Exception:
+            result["ok"] = False
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    return result.get("ok", False)
+
+
+def _ensure_image(api: Any, image: str, what: str) -> None:
+    """The image is in the engine, pulled when it isn't (as the platform pulls a
+    container's image); DriverError naming it when neither."""
+    try:
+        api.inspect_image(image)
+        return
+    except Exception:
+        pass
+    from docker.utils import parse_repository_tag
+
+    try:
+        repository, tag = parse_repository_tag(image)
+        api.pull(repository, tag=tag or "latest")
+    except Exception as exc:
+        reason = str(getattr(exc, "explanation", "") or exc).splitlines()[0]
+        raise DriverError(
+            f"{what}: the image {image} is not in the engine and could not be pulled "
+            f"({reason}); pull or build it there first"
+        ) from None
 
 
 def _api(what: str) -> Any:

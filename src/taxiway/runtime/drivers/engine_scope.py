@@ -32,10 +32,11 @@ def bridge_name(scope: str) -> str:
     return "twd" + netns.scope_hash(scope)[:6]
 
 
-def container_name(scope: str, machine_id: str) -> str:
-    """Unique on the host: the scope names the state folder, the id the machine."""
-    return f"taxiway-{scope}-{machine_id}"
-
+def container_name(scope: str, machine_id: str, container: str = "") -> str:
+    """Unique on the host: the scope names the state folder, the id the machine; a
+    multi-container machine's other containers add their name."""
+    name = f"taxiway-{scope}-{machine_id}"
+    return f"{name}-{container}" if container else name
 
 
 def remove_scope(scope: str) -> list[str] | None:
