@@ -172,17 +172,24 @@ def test_compose_errors_name_the_file_and_key(tmp_path: Path, compose: str, expe
         plan(path)
 
 
-def test_a_missing_compose_file_is_an_error(tmp_path: Path) -> None:
+def test_a_missing_compose_file_is_a_warning_and_the_docker_build_refuses(
+    tmp_path: Path,
+) -> None:
+    """fly.toml is valid without its compose file (flyctl reads it only to deploy, and
+    the corpus has such files): validation warns, the plan has no containers, and the
+    docker driver's build stops with the sentence."""
+    from taxiway.image.for_release import build_release
+
     path = app(tmp_path)
-    (error,) = problems(path, Severity.ERROR)
-    assert error.startswith("[build.compose] finds no compose file next to fly.toml")
+    (warning,) = problems(path, Severity.WARNING)
+    assert warning.startswith("[build.compose] finds no compose file next to fly.toml")
+    assert warning.endswith("the docker driver needs it to run the machine")
     named = FLY_TOML.replace("[build.compose]", '[build.compose]\n  file = "pod.yaml"')
     path = app(tmp_path, named)
-    assert problems(path, Severity.ERROR) == [
-        "build.compose.file names pod.yaml, which does not exist next to fly.toml"
-    ]
-    with pytest.raises(ContainerConfigError):
-        plan(path)
+    assert problems(path, Severity.ERROR) == []
+    assert all(spec.containers == [] for spec in plan(path).values())
+    with pytest.raises(ContainerConfigError, match=r"^build\.compose\.file names pod\.yaml"):
+        build_release(load_config(path), scope="s", app="a", progress=print)
 
 
 # -- machine_config --------------------------------------------------------------------

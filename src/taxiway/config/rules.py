@@ -883,10 +883,17 @@ class _Rules:
         """[build.compose] / machine_config: what `taxiway.plan.containers` can't read is
         an error, what it leaves out a warning. ([build.compose] is no way to build: the
         image is still built as [build] says, so it is not among `build`'s ways.)"""
-        from taxiway.plan.containers import ContainerConfigError, read_containers
+        from taxiway.plan.containers import (
+            ComposeFileMissing,
+            ContainerConfigError,
+            read_containers,
+        )
 
         try:
             layout = read_containers(self.c, self.base_dir)
+        except ComposeFileMissing as exc:
+            self.d.warning(f"{exc}; the docker driver needs it to run the machine", exc.path)
+            return
         except ContainerConfigError as exc:
             self.d.error(str(exc), exc.path)
             return

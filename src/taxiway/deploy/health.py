@@ -191,9 +191,11 @@ def _crashed_sentence(machine: SupervisedMachine, reason: str) -> str:
         entry.line for entry in machine.log.read_entries() if entry.stream != "system"
     ]
     said = f"; its last output: {output[-1]}" if output else ""
+    hints = "".join(f"; {hint}" for hint in machine.info.hints)
     return (
-        f"{label(machine)} {reason} right after it started{said}; the app keeps running "
-        f"and restarts it by its restart policy; see `taxiway logs --machine {machine.id}`"
+        f"{label(machine)} {reason} right after it started{said}{hints}; the app keeps "
+        f"running and restarts it by its restart policy; see `taxiway logs --machine "
+        f"{machine.id}`"
     )
 
 

@@ -61,7 +61,12 @@ def plan_image(
 def build_release(
     loaded: LoadedConfig, *, scope: str, app: str, progress: Callable[[str], None]
 ) -> BuiltImage:
-    """Build (or take) the app's image for a new release, saying when nothing changed."""
+    """Build (or take) the app's image for a new release, saying when nothing changed.
+    A compose file or machine_config that can't be read stops it first (ContainerConfigError):
+    the containers it describes are what the release runs."""
+    from taxiway.plan.containers import read_containers
+
+    read_containers(loaded.config, loaded.base_dir)
     built = build_image(loaded, scope=scope, app=app, progress=progress)
     if built.cached:
         progress("image unchanged")

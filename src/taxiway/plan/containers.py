@@ -161,6 +161,12 @@ class ContainerLayout(msgspec.Struct):
 # -- which source ----------------------------------------------------------------------
 
 
+class ComposeFileMissing(ContainerConfigError):
+    """``[build.compose]`` names or finds no file. fly.toml itself is fine (flyctl reads
+    the file only when it deploys): `config validate` warns, the plan has no containers,
+    and the docker driver refuses to build (`taxiway.image.for_release`)."""
+
+
 def machine_config_of(config: AppConfig) -> str | None:
     """``[experimental] machine_config`` wins over the top-level one, as in flyctl's
     ``internal/appconfig/machines.go``."""
@@ -179,7 +185,7 @@ def compose_path(config: AppConfig, base_dir: Path) -> Path | None:
     if build.compose.file:
         path = base_dir / build.compose.file
         if not path.is_file():
-            raise ContainerConfigError(
+            raise ComposeFileMissing(
                 f"build.compose.file names {build.compose.file}, which does not exist next "
                 "to fly.toml",
                 ("build", "compose", "file"),
@@ -188,7 +194,7 @@ def compose_path(config: AppConfig, base_dir: Path) -> Path | None:
     for name in COMPOSE_FILES:
         if (base_dir / name).is_file():
             return base_dir / name
-    raise ContainerConfigError(
+    raise ComposeFileMissing(
         f"[build.compose] finds no compose file next to fly.toml (looked for "
         f"{', '.join(COMPOSE_FILES)}); add one or set build.compose.file",
         ("build", "compose"),

@@ -33,7 +33,7 @@ from taxiway.config.names import volume_name_for
 from taxiway.config.presets import DEFAULT_GPU_PRESET, DEFAULT_PRESET, PRESETS
 from taxiway.config.units import duration_seconds, format_duration_ns, parse_size_gb, parse_size_mb
 from taxiway.plan.command import effective_entrypoint, machine_argv
-from taxiway.plan.containers import ContainerPlan, read_containers
+from taxiway.plan.containers import ComposeFileMissing, ContainerPlan, read_containers
 from taxiway.plan.dockerfile import ImageConfig, image_config
 
 # Platform defaults (https://fly.io/docs/reference/configuration/).
@@ -301,8 +301,12 @@ def _containers(
     """The machine's containers, the one with the app's image running what a machine of
     the group would (its own exec/entrypoint/cmd over fly.toml's, over the image's);
     ``runs.argv`` becomes that. ContainerConfigError (a TaxiwayError) when fly.toml's
-    compose file or machine_config can't be read."""
-    layout = read_containers(config, base_dir)
+    compose file or machine_config can't be read; none when the compose file isn't there
+    (the plan stays total: validation warns, the docker driver refuses to build)."""
+    try:
+        layout = read_containers(config, base_dir)
+    except ComposeFileMissing:
+        return []
     if layout is None:
         return []
     for container in layout.containers:
