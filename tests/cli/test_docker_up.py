@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +20,14 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_taxiway as taxiway
+from docker_apps import DOCKER, containers, edge_url, get, remove_images, status
 from engine_support import skip_without_image
 
 
 @pytest.fixture(autouse=True)
 def _needs_the_python_image() -> None:
     skip_without_image("python:3.12-slim")
+
 
 DOCKERFILE = """\
 FROM python:3.12-slim
@@ -97,8 +98,6 @@ guest_path = "/app/static"
 url_prefix = "/static/"
 """
 
-DOCKER = {"TAXIWAY_DRIVER": "docker"}
-
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Path]:
@@ -112,58 +111,7 @@ def app(tmp_path: Path) -> Iterator[Path]:
     (folder / "fly.toml").write_text(FLY_TOML.format(app=f"dk{uuid.uuid4().hex[:6]}"))
     yield folder
     taxiway(folder, "down", timeout=120)
-    _remove_images(folder)
-
-
-def _remove_images(folder: Path) -> None:
-    import docker
-
-    client = docker.from_env()
-    for image in client.images.list(filters={"label": f"taxiway.scope={_scope_of(folder)}"}):
-        for tag in image.tags:
-            client.images.remove(tag, force=True)
-
-
-def _scope_of(folder: Path) -> str:
-    from taxiway.config.loader import load_config
-    from taxiway.config.names import app_name_for
-    from taxiway.runtime.scope import scope_for
-
-    loaded = load_config(folder / "fly.toml")
-    return scope_for(app_name_for(folder / "fly.toml", loaded.config.app), folder / ".taxiway")
-
-
-def status(folder: Path) -> dict:
-    result = taxiway(folder, "status", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def edge_url(folder: Path) -> str:
-    edge = next(b for b in status(folder)["edge"] if b["port"] == 80)
-    return f"http://{edge['address']}"
-
-
-def get(url: str, want: str | None = None, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    body = ""
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                body = response.read().decode()
-            if want is None or want in body:
-                return body
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} answered {body!r}, not {want!r}")
-
-
-def containers(folder: Path) -> list:
-    import docker
-
-    client = docker.from_env()
-    return client.containers.list(all=True, filters={"label": f"taxiway.scope={_scope_of(folder)}"})
+    remove_images(folder)
 
 
 def test_an_app_runs_from_its_image_deploys_and_rolls_back(app: Path) -> None:
