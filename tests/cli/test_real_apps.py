@@ -32,8 +32,13 @@ def copy_of(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(shutil.copytree(APPS / name, tmp_path_factory.mktemp("apps") / name))
 
 
+#: Variables a developer's shell often has: the platform gives a machine none of them.
+SHELL_ENV = {"TZ": "Asia/Tokyo", "USER": "someone", "LOGNAME": "someone"}
+
+
 def up(folder: Path) -> None:
-    result = taxiway(folder, "up", "-d", env=DOCKER, timeout=BUILD_TIMEOUT_S)
+    """`taxiway up -d` with the docker driver, from a developer's shell."""
+    result = taxiway(folder, "up", "-d", env={**DOCKER, **SHELL_ENV}, timeout=BUILD_TIMEOUT_S)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -180,6 +185,15 @@ class TestFastapiSite:
         assert index["version"] == "1.4.0"  # the Dockerfile's ENV
         assert index["machine"] == machine_of(fastapi_site, "app")["id"]
         assert index["region"] == "fra"
+
+    def test_nothing_of_the_hosts_environment_reaches_it(self, fastapi_site: Path) -> None:
+        machine = machine_of(fastapi_site, "app")["id"]
+        ran = taxiway(fastapi_site, "machine", "exec", machine, "env")
+        assert ran.returncode == 0, ran.stderr
+        env = dict(line.split("=", 1) for line in ran.stdout.splitlines() if "=" in line)
+        assert env["APP_VERSION"] == "1.4.0" and env["GREETING"] == "Hello from Fly"
+        assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        assert not set(SHELL_ENV) & set(env), env  # `up` ran with them set
 
     def test_its_http_check_passes(self, fastapi_site: Path) -> None:
         listed = taxiway(fastapi_site, "checks", "list", "--json")

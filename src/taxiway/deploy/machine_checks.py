@@ -101,6 +101,7 @@ async def _run_one(
             machine_id=machine_id,
             secrets=runtime.store.secret_values(runtime.app),
             extra={"FLY_TEST_COMMAND": "1", "FLY_TEST_MACHINE_IP": target.info.host},
+            in_image=runtime.driver.runs_image,
         ),
     }
     image = spec.runs.image

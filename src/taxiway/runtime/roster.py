@@ -249,6 +249,7 @@ class MachineRoster:
             runtime,
             image=spec.image_env,
             extra=extra,
+            host={} if self.driver.runs_image else None,
         )
         return LaunchSpec(
             machine_id=info.id,
