@@ -139,6 +139,17 @@ class TestDjangoSite:
         ticks = logs_with(django_site, "cron: tick", "--group", "cron", count=2)
         assert f"cron: started on {cron['id']}, every 5s" in ticks
 
+    def test_the_console_runs_in_the_image_through_its_entrypoint(self, django_site: Path) -> None:
+        shell = (
+            "import os; from django.conf import settings; "
+            'print("console", os.environ["FLY_PROCESS_GROUP"], os.getcwd(), settings.STATIC_ROOT)'
+        )
+        ran = taxiway(django_site, "console", stdin=shell + "\n", timeout=120)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert "console fly_app_console /app /app/static" in ran.stdout
+        groups = [c.labels.get("taxiway.group") for c in containers(django_site)]
+        assert "fly_app_console" not in groups  # its container is gone
+
     def test_visits_count_on_the_volume_and_survive_down_and_up(self, django_site: Path) -> None:
         ctx = ca_context(django_site)
         first = json.loads(get(site(django_site) + "/visits/", context=ctx))

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
+from typing import TYPE_CHECKING
 
 from taxiway.api.client import DaemonNotRunning
 from taxiway.cli.app_cmd import client_for, print_table
 from taxiway.config.names import PLATFORM_ENV_PREFIX, platform_prefix_warning
 from taxiway.errors import TaxiwayError
+
+if TYPE_CHECKING:
+    from taxiway.api.paths import AppPaths
+    from taxiway.config.loader import LoadedConfig
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -109,7 +115,6 @@ def _list(args: argparse.Namespace) -> int:
 
 def console(args: argparse.Namespace) -> int:
     """Run console_command interactively in a throwaway machine with the app's env and secrets."""
-    import os
     import subprocess
 
     from taxiway.api.paths import AppPaths
@@ -133,6 +138,8 @@ def console(args: argparse.Namespace) -> int:
     if (paths.state_dir / "taxiway.db").exists():
         with Store.open(paths.state_dir) as store:
             secrets = store.secret_values(app)
+    if _console_driver(loaded, paths, app) == "docker":
+        return _console_in_image(loaded, paths, app, command, secrets)
     plan = default_plan(loaded)
     argv = oneoff_argv(command, plan.runs.entrypoint, "console_command")
     env = oneoff_env(
@@ -146,3 +153,74 @@ def console(args: argparse.Namespace) -> int:
         raise TaxiwayError(f"console: command not found: {argv[0]}") from None
     except PermissionError:
         raise TaxiwayError(f"console: {argv[0]} is not executable") from None
+
+
+def _console_driver(loaded: LoadedConfig, paths: AppPaths, app: str) -> str:
+    """The driver the app's machines run on: the running daemon's, else the one `up`
+    would pick now (``TAXIWAY_DRIVER``, else auto)."""
+    from taxiway.api.client import Client
+    from taxiway.cli.app_cmd import DRIVER_VARIABLE
+    from taxiway.plan.dockerfile import has_image
+    from taxiway.runtime.drivers import choose_driver
+
+    try:
+        status = Client(paths.socket).request("GET", f"/v1/apps/{app}/status")
+        return str(status.get("driver") or "process")
+    except DaemonNotRunning:
+        pass
+    name = os.environ.get(DRIVER_VARIABLE) or "auto"
+    image = has_image(loaded.config, loaded.base_dir)
+    return choose_driver(name, DRIVER_VARIABLE, has_image=image).name
+
+
+def _console_in_image(
+    loaded: LoadedConfig, paths: AppPaths, app: str, command: str, secrets: dict[str, str]
+) -> int:
+    """The console with the docker driver: in a throwaway container of the newest
+    complete release's image, as the platform runs it in the app's current image."""
+    import msgspec
+
+    from taxiway.image.build import release_image
+    from taxiway.image.labels import labels
+    from taxiway.plan.command import oneoff_argv
+    from taxiway.runtime import ids
+    from taxiway.runtime.drivers.docker_console import run_attached
+    from taxiway.runtime.drivers.engine_scope import container_name
+    from taxiway.runtime.oneoff import CONSOLE_GROUP, default_plan, oneoff_env
+    from taxiway.runtime.scope import scope_for
+    from taxiway.state.store import Store
+
+    scope = scope_for(app, paths.state_dir)
+    release = None
+    if (paths.state_dir / "taxiway.db").exists():
+        with Store.open(paths.state_dir) as store:
+            release = store.latest_release(app, "complete")
+    built = release_image(scope, release.version) if release is not None else None
+    if built is None:
+        raise TaxiwayError(
+            f"console: {app} has no release image to run the console in; start the app "
+            "with `taxiway up` (docker driver) first"
+        )
+    plan = default_plan(loaded, msgspec.structs.replace(built.config, ref=built.ref))
+    machine_id = ids.machine_id()
+    env = oneoff_env(
+        loaded,
+        plan,
+        app=app,
+        group=CONSOLE_GROUP,
+        machine_id=machine_id,
+        secrets=secrets,
+        in_image=True,
+    )
+    if sys.stdin.isatty() and "TERM" in os.environ:
+        env["TERM"] = os.environ["TERM"]
+    return run_attached(
+        image=built.ref,
+        argv=oneoff_argv(command, plan.runs.entrypoint, "console_command"),
+        env=env,
+        workdir=plan.runs.workdir,
+        name=container_name(scope, machine_id),
+        hostname=machine_id,
+        labels=labels(scope, app, machine=machine_id, group=CONSOLE_GROUP),
+        memory_mb=plan.guest.memory_mb,
+    )
