@@ -210,3 +210,10 @@ def test_auto_picks_docker_for_an_app_with_a_dockerfile(app: Path) -> None:
     st = status(app)
     assert st["driver"] == "docker"
     assert st["driver_reason"] == "auto: the app has an image and an engine answers"
+
+
+def test_a_console_before_any_release_says_to_start_the_app(app: Path) -> None:
+    result = taxiway(app, "console", "--command", "sh", env=DOCKER)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "has no release image to run the console in" in result.stderr

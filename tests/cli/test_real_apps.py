@@ -147,6 +147,10 @@ class TestDjangoSite:
         ran = taxiway(django_site, "console", stdin=shell + "\n", timeout=120)
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert "console fly_app_console /app /app/static" in ran.stdout
+        other = taxiway(
+            django_site, "console", "--command", "sh -c 'echo out; echo err >&2; exit 4'"
+        )
+        assert (other.returncode, other.stdout, other.stderr) == (4, "out\n", "err\n")
         groups = [c.labels.get("taxiway.group") for c in containers(django_site)]
         assert "fly_app_console" not in groups  # its container is gone
 
