@@ -249,7 +249,7 @@ def node_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.mark.usefixtures("node_server")
 class TestNodeServer:
-    def test_it_answers_on_its_default_port(self, node_server: Path) -> None:
+    def test_it_answers_through_the_edge(self, node_server: Path) -> None:
         hello = json.loads(get(site(node_server) + "/", context=ca_context(node_server)))
         assert hello["hello"] == "from node-server"
         assert hello["machine"] == machine_of(node_server, "app")["id"]
