@@ -31,7 +31,8 @@ PLATFORM_AUTOSTOP_INTERVAL_S = 300.0
 
 class AppEdge:
     """The edge of one app, started and stopped with the daemon, rebuilt when a deploy
-    changes the app's services or statics."""
+    changes the app's services; a deploy that changes only where statics come from (a
+    new image's files) swaps them under the running listeners."""
 
     def __init__(
         self,
@@ -54,21 +55,22 @@ class AppEdge:
         self.edge, self.autostop = self._build(specs)
         self._autostop_task: asyncio.Task[None] | None = None
 
+    def _statics_for(self, specs: Mapping[str, MachineSpec]) -> Statics | None:
+        statics = _statics_of(specs)
+        if not statics:
+            return None
+        return Statics(
+            statics,
+            app_dir=self.base_dir,
+            workdir=_workdir(specs),
+            rootfs=_rootfs(specs, self.base_dir),
+            log=lambda m: self.log(f"statics: {m}"),
+        )
+
     def _build(self, specs: Mapping[str, MachineSpec]) -> tuple[Edge, Autostop | None]:
         fleet, log = self.fleet, self.log
         ports = [p for spec in specs.values() for s in spec.services for p in s.ports]
-        statics = _statics_of(specs)
-        self.statics = (
-            Statics(
-                statics,
-                app_dir=self.base_dir,
-                workdir=_workdir(specs),
-                rootfs=_rootfs(specs, self.base_dir),
-                log=lambda m: log(f"statics: {m}"),
-            )
-            if statics
-            else None
-        )
+        self.statics = self._statics_for(specs)
         tls = None
         if any("tls" in p.handlers for p in ports):
             tls = _tls_contexts(self.certs_dir, fleet.app, log)
@@ -105,12 +107,20 @@ class AppEdge:
         await self.edge.close()
 
     async def reconfigure(self, specs: Mapping[str, MachineSpec]) -> bool:
-        """Follow a deploy's config: when its services, ports or statics differ, listeners
-        are rebound (connections open at that moment are cut, as a changed port or handler
-        can't carry them over). Returns whether anything changed."""
+        """Follow a deploy's config: when its services or ports differ, listeners are
+        rebound (connections open at that moment are cut, as a changed port or handler
+        can't carry them over); when only its statics do (with the docker driver, every
+        deploy of new code: its image's files are copied out afresh), the running
+        listeners serve the new ones, and keep their ports and connections. Returns
+        whether anything changed."""
         layout = _layout(specs)
         if layout == self._layout:
             return False
+        if layout[0] == self._layout[0]:
+            self._layout = layout
+            self.statics = self._statics_for(specs)
+            self.edge.set_statics(self.statics)
+            return True
         self.log("services changed: the edge's listeners are rebound")
         await self.close()
         self._layout = layout
@@ -125,14 +135,16 @@ class AppEdge:
         await self.edge.drain(machine_id, timeout_s)
 
 
-def _layout(specs: Mapping[str, MachineSpec]) -> bytes:
-    """What the edge is built from: every group's services and statics, and the WORKDIR
-    and rootfs statics map from (a deploy of another image copies it out elsewhere)."""
-    return msgspec.json.encode(
-        [
-            (group, spec.services, spec.statics, spec.runs.workdir, spec.runs.rootfs)
-            for group, spec in sorted(specs.items())
-        ]
+def _layout(specs: Mapping[str, MachineSpec]) -> tuple[bytes, bytes]:
+    """What the edge is built from: every group's services (the listeners), then its
+    statics with the WORKDIR and rootfs they map from (a deploy of another image copies
+    it out elsewhere)."""
+    groups = sorted(specs.items())
+    return (
+        msgspec.json.encode([(group, spec.services) for group, spec in groups]),
+        msgspec.json.encode(
+            [(group, spec.statics, spec.runs.workdir, spec.runs.rootfs) for group, spec in groups]
+        ),
     )
 
 

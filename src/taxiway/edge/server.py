@@ -119,6 +119,14 @@ class Edge:
         self._started = False
         self._h2: H2Upstreams | None = None
 
+    def set_statics(self, statics: StaticsLike | None) -> None:
+        """Serve ``statics`` from now on, on every http listener (a deploy of another
+        image), without rebinding anything."""
+        self.statics = statics
+        for site in self._sites:
+            if isinstance(site, HttpSite):
+                site.statics = statics
+
     # -- life --------------------------------------------------------------------------------
 
     async def start(self) -> None:
