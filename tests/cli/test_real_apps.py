@@ -154,6 +154,21 @@ class TestDjangoSite:
         groups = [c.labels.get("taxiway.group") for c in containers(django_site)]
         assert "fly_app_console" not in groups  # its container is gone
 
+    def test_a_deploy_serves_the_new_images_statics_at_the_same_address(
+        self, django_site: Path
+    ) -> None:
+        ctx = ca_context(django_site)
+        before = status(django_site)["edge"]
+        css = django_site / "pages" / "static" / "pages" / "site.css"
+        css.write_text(css.read_text().replace("#7b3fe4", "#e4573f"))
+        deployed = taxiway(django_site, "deploy", timeout=BUILD_TIMEOUT_S)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        assert status(django_site)["edge"] == before  # the URL a user has open still works
+        served = get(site(django_site) + "/static/pages/site.css", "#e4573f", context=ctx)
+        assert served == css.read_text()
+        newest = json.loads(taxiway(django_site, "releases", "--json").stdout)[0]
+        assert newest["version"] == 2 and newest["release_command"]["exit_code"] == 0
+
     def test_visits_count_on_the_volume_and_survive_down_and_up(self, django_site: Path) -> None:
         ctx = ca_context(django_site)
         first = json.loads(get(site(django_site) + "/visits/", context=ctx))
