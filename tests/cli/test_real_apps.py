@@ -139,14 +139,20 @@ class TestDjangoSite:
         ticks = logs_with(django_site, "cron: tick", "--group", "cron", count=2)
         assert f"cron: started on {cron['id']}, every 5s" in ticks
 
-    def test_the_console_runs_in_the_image_through_its_entrypoint(self, django_site: Path) -> None:
+    def test_a_secret_restarts_the_site_and_reaches_the_console(self, django_site: Path) -> None:
+        secret = taxiway(django_site, "secrets", "set", "SECRET_KEY=set-with-secrets")
+        assert secret.returncode == 0, secret.stderr
+        assert "restarted 2 machine(s)" in secret.stdout  # the web and the cron machine
+        get(site(django_site) + "/", "<h1>django-site</h1>", context=ca_context(django_site))
+
+        # the console runs in the image (its ENTRYPOINT, WORKDIR) with the new secret
         shell = (
             "import os; from django.conf import settings; "
-            'print("console", os.environ["FLY_PROCESS_GROUP"], os.getcwd(), settings.STATIC_ROOT)'
+            'print("console", os.environ["FLY_PROCESS_GROUP"], os.getcwd(), settings.SECRET_KEY)'
         )
         ran = taxiway(django_site, "console", stdin=shell + "\n", timeout=120)
         assert ran.returncode == 0, ran.stdout + ran.stderr
-        assert "console fly_app_console /app /app/static" in ran.stdout
+        assert "console fly_app_console /app set-with-secrets" in ran.stdout
         other = taxiway(
             django_site, "console", "--command", "sh -c 'echo out; echo err >&2; exit 4'"
         )
@@ -159,6 +165,7 @@ class TestDjangoSite:
     ) -> None:
         ctx = ca_context(django_site)
         before = status(django_site)["edge"]
+        (current, *_) = json.loads(taxiway(django_site, "releases", "--json").stdout)
         css = django_site / "pages" / "static" / "pages" / "site.css"
         css.write_text(css.read_text().replace("#7b3fe4", "#e4573f"))
         deployed = taxiway(django_site, "deploy", timeout=BUILD_TIMEOUT_S)
@@ -167,7 +174,8 @@ class TestDjangoSite:
         served = get(site(django_site) + "/static/pages/site.css", "#e4573f", context=ctx)
         assert served == css.read_text()
         newest = json.loads(taxiway(django_site, "releases", "--json").stdout)[0]
-        assert newest["version"] == 2 and newest["release_command"]["exit_code"] == 0
+        assert newest["version"] == current["version"] + 1
+        assert newest["release_command"]["exit_code"] == 0
 
     def test_visits_count_on_the_volume_and_survive_down_and_up(self, django_site: Path) -> None:
         ctx = ca_context(django_site)
