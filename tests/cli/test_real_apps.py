@@ -11,6 +11,9 @@ import http.client
 import json
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -157,8 +160,30 @@ class TestDjangoSite:
             django_site, "console", "--command", "sh -c 'echo out; echo err >&2; exit 4'"
         )
         assert (other.returncode, other.stdout, other.stderr) == (4, "out\n", "err\n")
-        groups = [c.labels.get("taxiway.group") for c in containers(django_site)]
-        assert "fly_app_console" not in groups  # its container is gone
+        assert consoles(django_site) == []  # its container is gone
+
+    def test_a_console_stopped_with_sigterm_leaves_no_container(self, django_site: Path) -> None:
+        console = subprocess.Popen(
+            [sys.executable, "-m", "taxiway", "console", "--command", "sleep 600"],
+            cwd=django_site,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not consoles(django_site) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert consoles(django_site), "the console's container never started"
+            console.send_signal(signal.SIGTERM)
+            assert console.wait(timeout=60) == 130
+            assert consoles(django_site) == []
+        finally:
+            console.kill()
+            console.wait()
+            assert console.stdin is not None and console.stderr is not None
+            console.stdin.close()
+            console.stderr.close()
 
     def test_a_deploy_serves_the_new_images_statics_at_the_same_address(
         self, django_site: Path
@@ -190,6 +215,11 @@ class TestDjangoSite:
         up(django_site)
         again = json.loads(get(site(django_site) + "/visits/", context=ca_context(django_site)))
         assert again["visits"] == second["visits"] + 1
+
+
+def consoles(folder: Path) -> list[Any]:
+    """The app's console containers (the engine's, by their group label)."""
+    return [c for c in containers(folder) if c.labels.get("taxiway.group") == "fly_app_console"]
 
 
 def plain_status(url: str) -> int:

@@ -10,8 +10,9 @@ network: it reaches the world, not the app's machines' private addresses.
 
 Its stdin is this process's, its output comes back as it is written; with a terminal on
 both ends it gets a TTY of this terminal's size (this terminal in raw mode meanwhile),
-without one the engine keeps stdout and stderr apart. It carries the state folder's
-labels, so the `down` or `up` after a crash removes it.
+without one the engine keeps stdout and stderr apart. Ctrl-C, SIGTERM or a closed
+terminal (SIGHUP) removes it; it carries the state folder's labels, so the `down` or
+`up` after a crash (SIGKILL) removes it too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -65,7 +67,7 @@ def run_attached(
             hostname=hostname,
             labels=labels,
             working_dir=workdir or None,
-            stdin_open=True,
+            stdin_open=True,  # and, as the SDK sets it, once: EOF when this process lets go
             tty=tty,
             host_config=api.create_host_config(init=True, **limits),
         )
@@ -78,7 +80,7 @@ def run_attached(
         )
         raw: socket.socket = getattr(sock, "_sock", sock)
         api.start(container)
-        with _raw_terminal(tty):
+        with _raw_terminal(tty), _interrupted_by_term():
             if tty:
                 size = shutil.get_terminal_size()
                 with contextlib.suppress(Exception):
@@ -95,6 +97,22 @@ def run_attached(
     finally:
         with contextlib.suppress(Exception):
             api.remove_container(container, force=True)
+
+
+@contextlib.contextmanager
+def _interrupted_by_term() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the console as Ctrl-C does (the container is removed),
+    not this process alone."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -145,4 +163,3 @@ def _copy_output(raw: socket.socket, tty: bool) -> None:
             out.write(pending[_HEADER : _HEADER + size])
             out.flush()
             pending = pending[_HEADER + size :]
-
