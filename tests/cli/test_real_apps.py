@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,7 +95,6 @@ def django_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield from running(copy_of("django-site", tmp_path_factory))
 
 
-@pytest.mark.usefixtures("django_site")
 class TestDjangoSite:
     def test_the_release_command_migrated_in_the_image(self, django_site: Path) -> None:
         ran = logs(django_site, "--group", "fly_app_release_command")
@@ -245,7 +245,6 @@ def fastapi_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield from running(copy_of("fastapi-site", tmp_path_factory))
 
 
-@pytest.mark.usefixtures("fastapi_site")
 class TestFastapiSite:
     def test_it_answers_with_fly_toml_env_and_the_images_env(self, fastapi_site: Path) -> None:
         index = json.loads(get(site(fastapi_site) + "/", context=ca_context(fastapi_site)))
@@ -279,6 +278,25 @@ class TestFastapiSite:
         assert stored == {"id": 7, "name": "lamp", "price": 12.5}
         assert json.loads(get(url, context=ctx)) == stored
 
+        machine = machine_of(fastapi_site, "app")["id"]
+        restarted = taxiway(fastapi_site, "machine", "restart", machine, timeout=120)
+        assert restarted.returncode == 0, restarted.stderr
+        assert status_once_up(url, ctx) == 404  # a fresh process: the store is empty
+
+
+def status_once_up(url: str, ctx: Any, timeout: float = 30) -> int:
+    """The status of GET ``url`` once the app answers it (the edge says 502 while the
+    machine's server is still starting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10, context=ctx) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            if exc.code != 502 or time.monotonic() > deadline:
+                return exc.code
+        time.sleep(0.2)
+
 
 def send(url: str, method: str, body: dict[str, Any], ctx: Any) -> dict[str, Any]:
     request = urllib.request.Request(
@@ -300,7 +318,6 @@ def node_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield from running(copy_of("node-server", tmp_path_factory))
 
 
-@pytest.mark.usefixtures("node_server")
 class TestNodeServer:
     def test_it_answers_through_the_edge(self, node_server: Path) -> None:
         hello = json.loads(get(site(node_server) + "/", context=ca_context(node_server)))
