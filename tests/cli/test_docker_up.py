@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +20,14 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_taxiway as taxiway
+from docker_apps import DOCKER, containers, edge_url, get, remove_images, scope_of, status
 from engine_support import skip_without_image
 
 
 @pytest.fixture(autouse=True)
 def _needs_the_python_image() -> None:
     skip_without_image("python:3.12-slim")
+
 
 DOCKERFILE = """\
 FROM python:3.12-slim
@@ -97,8 +98,6 @@ guest_path = "/app/static"
 url_prefix = "/static/"
 """
 
-DOCKER = {"TAXIWAY_DRIVER": "docker"}
-
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Path]:
@@ -112,58 +111,7 @@ def app(tmp_path: Path) -> Iterator[Path]:
     (folder / "fly.toml").write_text(FLY_TOML.format(app=f"dk{uuid.uuid4().hex[:6]}"))
     yield folder
     taxiway(folder, "down", timeout=120)
-    _remove_images(folder)
-
-
-def _remove_images(folder: Path) -> None:
-    import docker
-
-    client = docker.from_env()
-    for image in client.images.list(filters={"label": f"taxiway.scope={_scope_of(folder)}"}):
-        for tag in image.tags:
-            client.images.remove(tag, force=True)
-
-
-def _scope_of(folder: Path) -> str:
-    from taxiway.config.loader import load_config
-    from taxiway.config.names import app_name_for
-    from taxiway.runtime.scope import scope_for
-
-    loaded = load_config(folder / "fly.toml")
-    return scope_for(app_name_for(folder / "fly.toml", loaded.config.app), folder / ".taxiway")
-
-
-def status(folder: Path) -> dict:
-    result = taxiway(folder, "status", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def edge_url(folder: Path) -> str:
-    edge = next(b for b in status(folder)["edge"] if b["port"] == 80)
-    return f"http://{edge['address']}"
-
-
-def get(url: str, want: str | None = None, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    body = ""
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                body = response.read().decode()
-            if want is None or want in body:
-                return body
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} answered {body!r}, not {want!r}")
-
-
-def containers(folder: Path) -> list:
-    import docker
-
-    client = docker.from_env()
-    return client.containers.list(all=True, filters={"label": f"taxiway.scope={_scope_of(folder)}"})
+    remove_images(folder)
 
 
 def test_an_app_runs_from_its_image_deploys_and_rolls_back(app: Path) -> None:
@@ -260,7 +208,7 @@ def test_nothing_is_left_after_the_daemon_was_killed(app: Path) -> None:
     assert containers(app) == []
     import docker
 
-    assert docker.from_env().networks.list(names=[f"taxiway-{_scope_of(app)}"]) == []
+    assert docker.from_env().networks.list(names=[f"taxiway-{scope_of(app)}"]) == []
 
 
 def test_the_console_runs_in_the_image(app: Path) -> None:
@@ -362,7 +310,6 @@ def test_files_and_machine_checks_in_the_image(app: Path) -> None:
     deployed = taxiway(app, "deploy", timeout=300)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     assert "machine check 1 (python3 -c" in deployed.stdout
-    assert "machine check 1 (python3 -c" in deployed.stdout
     assert "passed" in deployed.stdout
     oneoff = deployed.stdout.split("in one-off machine ")[1].split()[0]
     ran = taxiway(app, "logs", "--machine", oneoff)
@@ -390,3 +337,10 @@ def test_a_container_that_exits_at_once_is_said_plainly(app: Path) -> None:
     machine = status(app)["machines"][0]
     assert machine["id"] in error[0] and "exit" in error[0], error[0]
     assert "no database configured" in taxiway(app, "logs").stdout
+
+
+def test_a_console_before_any_release_says_to_start_the_app(app: Path) -> None:
+    result = taxiway(app, "console", "--command", "sh", env=DOCKER)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "has no release image to run the console in" in result.stderr

@@ -247,3 +247,49 @@ def test_the_app_edge_serves_from_the_plans_rootfs_and_follows_a_new_one(
     assert asyncio.run(deploys()) == [False, False]
     assert edge.edge is listeners and listeners.statics is edge.statics
     assert body(get(edge.statics, b"/static/site.css")) == IMAGE_CSS
+
+
+def test_a_deploy_of_another_image_keeps_the_listeners_and_their_connections(
+    tmp_path: Path, rootfs: Path
+) -> None:
+    """With the docker driver every deploy of new code copies its image's statics out
+    afresh: the edge serves them from then on, on the port it had, without cutting the
+    connections a browser holds."""
+    app = tmp_path / "app"
+    specs = plan(
+        app,
+        'app = "a"\n[http_service]\ninternal_port = 8080\n'
+        '[[statics]]\nguest_path = "/app/static"\nurl_prefix = "/static/"\n',
+    )
+    edge = AppEdge(
+        StaticFleet("a", []), specs, base_dir=app, certs_dir=tmp_path / "certs", log=lambda m: None
+    )
+    request = b"GET /static/site.css HTTP/1.1\r\nHost: a.localhost\r\n\r\n"
+
+    async def css(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        return await reader.readexactly(length)
+
+    async def deploy() -> tuple[list[bytes], bool, bool]:
+        await edge.start()
+        try:
+            before = edge.bindings()
+            host, port = next(b["address"] for b in before if b["port"] == 80).rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            served = [await css(reader, writer)]
+            changed = await edge.reconfigure(with_rootfs(specs, str(rootfs)))
+            served.append(await css(reader, writer))  # the same connection
+            writer.close()
+            return served, changed, edge.bindings() == before
+        finally:
+            await edge.close()
+
+    served, changed, same_ports = asyncio.run(deploy())
+    assert served == [HOST_CSS, IMAGE_CSS]
+    assert changed and same_ports

@@ -151,6 +151,12 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
         release = release_for_secrets(
             runtime.store, runtime.app, runtime.loaded, runtime.release, changed
         )
+        if runtime.driver.runs_image:
+            from taxiway.image.for_release import carry_over
+
+            await asyncio.to_thread(
+                carry_over, runtime.image, scope=runtime.scope, version=release.version
+            )
         runtime.stamp_release(release.version)
         return {"changed": changed, "restarted": restarted, "release": release.version}
 

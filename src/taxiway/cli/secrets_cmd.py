@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from typing import TYPE_CHECKING
@@ -21,7 +22,6 @@ from taxiway.errors import TaxiwayError
 if TYPE_CHECKING:
     from taxiway.api.paths import AppPaths
     from taxiway.config.loader import LoadedConfig
-    from taxiway.plan.dockerfile import ImageConfig
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -115,7 +115,6 @@ def _list(args: argparse.Namespace) -> int:
 
 def console(args: argparse.Namespace) -> int:
     """Run console_command interactively in a throwaway machine with the app's env and secrets."""
-    import os
     import subprocess
 
     from taxiway.api.paths import AppPaths
@@ -136,26 +135,17 @@ def console(args: argparse.Namespace) -> int:
     app = app_name_for(loaded.source.path, loaded.config.app)
     paths = AppPaths.for_config(loaded.source.path)
     secrets: dict[str, str] = {}
-    store_exists = (paths.state_dir / "taxiway.db").exists()
-    if store_exists:
+    if (paths.state_dir / "taxiway.db").exists():
         with Store.open(paths.state_dir) as store:
             secrets = store.secret_values(app)
-    image = _console_image(loaded, app, paths) if store_exists else None
-    plan = default_plan(loaded, image)
+    if _console_driver(loaded, paths, app) == "docker":
+        return _console_in_image(loaded, paths, app, command, secrets)
+    plan = default_plan(loaded)
     argv = oneoff_argv(command, plan.runs.entrypoint, "console_command")
-    machine_id = ids.machine_id()
     env = oneoff_env(
-        loaded, plan, app=app, group=CONSOLE_GROUP, machine_id=machine_id, secrets=secrets
+        loaded, plan, app=app, group=CONSOLE_GROUP, machine_id=ids.machine_id(), secrets=secrets
     )
-    if image is not None and plan.runs.image:
-        from taxiway.image.console import run_console
-        from taxiway.runtime.scope import scope_for
-
-        scope = scope_for(app, paths.state_dir)
-        return run_console(
-            image=plan.runs.image, argv=argv, env=env, scope=scope, app=app, machine_id=machine_id
-        )
-    if "TERM" in os.environ:  # after the image's console: docker's -t sets its own TERM
+    if "TERM" in os.environ:
         env["TERM"] = os.environ["TERM"]
     try:
         return subprocess.run(argv, cwd=loaded.base_dir, env=env, check=False).returncode
@@ -165,20 +155,72 @@ def console(args: argparse.Namespace) -> int:
         raise TaxiwayError(f"console: {argv[0]} is not executable") from None
 
 
-def _console_image(loaded: LoadedConfig, app: str, paths: AppPaths) -> ImageConfig | None:
-    """The image of the app's latest release when the docker driver made it (the console
-    then runs in it), else None: the console runs on this host."""
-    from taxiway.deploy.releases import runs_image
-    from taxiway.image.for_release import stored
+def _console_driver(loaded: LoadedConfig, paths: AppPaths, app: str) -> str:
+    """The driver the app's machines run on: the running daemon's, else the one `up`
+    would pick now (``TAXIWAY_DRIVER``, else auto)."""
+    from taxiway.api.client import Client
+    from taxiway.cli.app_cmd import DRIVER_VARIABLE
+    from taxiway.plan.dockerfile import has_image
+    from taxiway.runtime.drivers import choose_driver
+
+    try:
+        status = Client(paths.socket).request("GET", f"/v1/apps/{app}/status")
+        return str(status.get("driver") or "process")
+    except DaemonNotRunning:
+        pass
+    name = os.environ.get(DRIVER_VARIABLE) or "auto"
+    image = has_image(loaded.config, loaded.base_dir)
+    return choose_driver(name, DRIVER_VARIABLE, has_image=image).name
+
+
+def _console_in_image(
+    loaded: LoadedConfig, paths: AppPaths, app: str, command: str, secrets: dict[str, str]
+) -> int:
+    """The console with the docker driver: in a throwaway container of the newest
+    complete release's image, as the platform runs it in the app's current image."""
+    import msgspec
+
+    from taxiway.image.build import release_image
+    from taxiway.image.labels import labels
+    from taxiway.plan.command import oneoff_argv
+    from taxiway.runtime import ids
+    from taxiway.runtime.drivers.docker_console import run_attached
+    from taxiway.runtime.drivers.engine_scope import container_name
+    from taxiway.runtime.oneoff import CONSOLE_GROUP, default_plan, oneoff_env
     from taxiway.runtime.scope import scope_for
     from taxiway.state.store import Store
 
-    with Store.open(paths.state_dir) as store:
-        release = store.latest_release(app)
-    if release is None or not runs_image(release):
-        return None
     scope = scope_for(app, paths.state_dir)
-    _, image = stored(
-        scope=scope, version=release.version, loaded=loaded, state_dir=paths.state_dir
+    release = None
+    if (paths.state_dir / "taxiway.db").exists():
+        with Store.open(paths.state_dir) as store:
+            release = store.latest_release(app, "complete")
+    built = release_image(scope, release.version) if release is not None else None
+    if built is None:
+        raise TaxiwayError(
+            f"console: {app} has no release image to run the console in; start the app "
+            "with `taxiway up` (docker driver) first"
+        )
+    plan = default_plan(loaded, msgspec.structs.replace(built.config, ref=built.ref))
+    machine_id = ids.machine_id()
+    env = oneoff_env(
+        loaded,
+        plan,
+        app=app,
+        group=CONSOLE_GROUP,
+        machine_id=machine_id,
+        secrets=secrets,
+        in_image=True,
     )
-    return image
+    if sys.stdin.isatty() and "TERM" in os.environ:
+        env["TERM"] = os.environ["TERM"]
+    return run_attached(
+        image=built.ref,
+        argv=oneoff_argv(command, plan.runs.entrypoint, "console_command"),
+        env=env,
+        workdir=plan.runs.workdir,
+        name=container_name(scope, machine_id),
+        hostname=machine_id,
+        labels=labels(scope, app, machine=machine_id, group=CONSOLE_GROUP),
+        memory_mb=plan.guest.memory_mb,
+    )

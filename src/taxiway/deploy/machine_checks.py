@@ -102,6 +102,7 @@ async def _run_one(
             machine_id=machine_id,
             secrets=runtime.store.secret_values(runtime.app),
             extra={"FLY_TEST_COMMAND": "1", "FLY_TEST_MACHINE_IP": _test_address(runtime, target)},
+            in_image=runtime.driver.runs_image,
         ),
     }
     image = spec.runs.image

@@ -10,6 +10,7 @@ tag ``taxiway/<scope>:v<version>`` (`taxiway.image.build.tag_release`) for that.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
@@ -92,6 +93,17 @@ def stored(
             "engine; deploy again to build it"
         )
     return built, plan_image(built, f"taxiway/{scope}:v{version}", loaded, state_dir)
+
+
+def carry_over(image: ImageConfig | None, *, scope: str, version: int) -> None:
+    """Tag the running image (``image``, as the plan has it) for release ``version`` too:
+    a release that changes no code (new secrets) runs the same image, and a rollback to
+    it or a console in it finds it by that tag. An engine that can't be asked leaves it
+    to the next `up`, which tags the latest release's image."""
+    if image is None or image.ref is None:
+        return
+    with contextlib.suppress(EngineError):
+        tag_release(image.ref, scope, version)
 
 
 def keep_versions(current: int, versions: Iterable[int]) -> set[int]:

@@ -1,7 +1,8 @@
 """A machine's environment, built as the platform builds it.
 
 Layers, later ones winning: the few host variables a process needs to run at all
-(PATH, HOME, locale; the platform's image has its own), the image's ENV (from the
+(PATH, HOME, locale), for a machine that runs on this host only (a container has its
+image's, as on the platform: nothing of the host reaches it), the image's ENV (from the
 Dockerfile; a ``${VAR}`` the base image would fill takes the host's value), the plan's
 env (``[env]`` plus ``FLY_PROCESS_GROUP`` and ``PRIMARY_REGION``), the app's secrets
 (which win over ``[env]``), then the runtime variables the platform sets, which win
@@ -63,7 +64,8 @@ def machine_env(
     host: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The complete environment of one machine (``image``: the image's ENV, the plan's
-    ``image_env``; ``extra``: e.g. PORT, RELEASE_COMMAND)."""
+    ``image_env``; ``extra``: e.g. PORT, RELEASE_COMMAND; ``host``: the host variables
+    to pass on, this process's by default, ``{}`` for a machine that runs an image)."""
     host_env = os.environ if host is None else host
     env = {k: host_env[k] for k in HOST_PASSTHROUGH if k in host_env}
     base = dict(env)  # the host stands in for the base image the Dockerfile builds on

@@ -66,9 +66,11 @@ def oneoff_env(
     machine_id: str,
     secrets: dict[str, str],
     extra: dict[str, str] | None = None,
+    in_image: bool = False,
 ) -> dict[str, str]:
     """The env of a throwaway machine: the default group's env (``spec``, its plan),
-    secrets, runtime variables."""
+    secrets, runtime variables; ``in_image``: it runs in the image (docker driver), so
+    no host variable reaches it (`taxiway.runtime.environment.machine_env`)."""
     config = loaded.config
     plan_env = {**spec.env, "FLY_PROCESS_GROUP": group}
     version = ids.ulid()
@@ -83,7 +85,9 @@ def oneoff_env(
         memory_mb=spec.guest.memory_mb,
         primary_region=config.primary_region,
     )
-    return machine_env(plan_env, secrets, runtime, image=spec.image_env, extra=extra)
+    return machine_env(
+        plan_env, secrets, runtime, image=spec.image_env, extra=extra, host={} if in_image else None
+    )
 
 
 class ReleaseCommandInterrupted(ReleaseCommandFailed):
@@ -142,6 +146,7 @@ async def run_release_command(
             machine_id=machine_id,
             secrets=secrets,
             extra={"RELEASE_COMMAND": "1"},
+            in_image=driver.runs_image,
         ),
         cwd=loaded.base_dir,
         log=log,

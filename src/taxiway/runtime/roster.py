@@ -254,6 +254,7 @@ class MachineRoster:
             runtime,
             image=spec.image_env,
             extra=extra,
+            host={} if self.driver.runs_image else None,
         )
         containers = []
         if spec.containers:
