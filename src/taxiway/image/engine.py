@@ -102,6 +102,22 @@ def client() -> docker.DockerClient:
         return made
 
 
+_podman: dict[int, bool] = {}
+
+
+def is_podman() -> bool:
+    """Whether the engine is Podman's Docker-compatible service (asked once per client):
+    the few places where it behaves differently from dockerd check this."""
+    made = client()
+    if id(made) not in _podman:
+        try:
+            components = made.version().get("Components") or []
+        except Exception as exc:
+            raise engine_error(exc, "the engine's version") from exc
+        _podman[id(made)] = any("podman" in str(c.get("Name", "")).lower() for c in components)
+    return _podman[id(made)]
+
+
 def engine_error(exc: Exception, what: str) -> EngineError:
     """One sentence for a docker SDK or requests exception about ``what`` (e.g. "image
     taxiway/x:v3"): what the engine said, without its HTTP plumbing."""

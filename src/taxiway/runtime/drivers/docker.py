@@ -220,7 +220,20 @@ class DockerDriver(Driver, OneoffSlots):
         except Exception as exc:
             what = f"the network {network_name(scope)}"
             raise DriverError(str(engine_error(exc, what))) from None
+        if not os.path.exists(f"/sys/class/net/{bridge}"):
+            return subnet, _BRIDGE_PENDING
         return subnet, hostaccess.ensure_loopback(bridge, netns.gateway(subnet))
+
+    def _settle_loopback(self, scope: str) -> str | None:
+        """The host's loopback for a network whose bridge only exists once a container
+        runs on it (Podman makes it then; dockerd at once): set up now, once."""
+        with self._lock:
+            subnet, note = self._networks[scope]
+            if note == _BRIDGE_PENDING:
+                bridge = netns.bridge_name(scope)
+                note = hostaccess.ensure_loopback(bridge, netns.gateway(subnet))
+                self._networks[scope] = (subnet, note)
+            return note
 
     # -- machines -----------------------------------------------------------------------
 
@@ -249,9 +262,6 @@ class DockerDriver(Driver, OneoffSlots):
         """Create, attach and start the container: (its id, its output stream, the host
         pid of its init)."""
         subnet = self.subnet(scope, spec.private_ip, spec.app)
-        loopback_note = self._networks[scope][1]
-        if loopback_note is not None:
-            self._tell_once(spec, "loopback", loopback_note)
         api = _api(who)
         name = container_name(scope, spec.machine_id)
         _remove(api, name)  # the previous start's container: each start is a fresh one
@@ -304,6 +314,9 @@ class DockerDriver(Driver, OneoffSlots):
         except Exception as exc:
             _remove(api, name)
             raise DriverError(_launch_error(who, spec, exc)) from None
+        loopback_note = self._settle_loopback(scope)
+        if loopback_note is not None:
+            self._tell_once(spec, "loopback", loopback_note)
         return container_id, stream, pid
 
     def _limits(self, spec: LaunchSpec) -> dict[str, int]:
@@ -372,6 +385,11 @@ class DockerDriver(Driver, OneoffSlots):
             self._networks.pop(scope, None)
         self.forget_oneoffs(scope)
         return remove_scope(scope) or []
+
+
+#: A network's loopback note before its bridge exists: Podman creates the bridge when
+#: the first container starts on the network, not with the network.
+_BRIDGE_PENDING = "the network's bridge does not exist yet"
 
 
 def _any_private_ip(scope: str) -> str:
