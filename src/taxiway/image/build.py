@@ -453,7 +453,7 @@ def _build(
             dockerfile=name,
             buildargs=dict(build.args or {}) if build is not None else {},
             target=build.build_target if build is not None else None,
-            labels=labels(scope, app),
+            labels=_build_labels(scope, app),
             rm=True,
             forcerm=True,
             pull=False,
@@ -489,6 +489,17 @@ def _build(
     )
 
 
+def _build_labels(scope: str, app: str) -> dict[str, str] | list[str]:
+    """The build's labels. Podman turns each into a LABEL step, in the order it reads them:
+    from a JSON object that order is random (a Go map), and a build whose LABEL steps came
+    out in another order misses the cache. Podman also takes a list of ``key=value``, which
+    keeps the order; Docker takes only the object."""
+    wanted = labels(scope, app)
+    if is_podman():
+        return [f"{key}={value}" for key, value in wanted.items()]
+    return wanted
+
+
 def _chunks(stream: Iterator[Any]) -> Iterator[dict[str, Any]]:
     for chunk in stream:
         if isinstance(chunk, dict):
@@ -500,7 +511,12 @@ def _chunks(stream: Iterator[Any]) -> Iterator[dict[str, Any]]:
 _STEP = re.compile(r"^STEP (\d+/\d+) ?: (\S+)", re.IGNORECASE)
 _RESULT = re.compile(r"^\s*-+> ")
 _CACHE = re.compile(r"^\s*-+> Using cache\b")
-_NOISE = re.compile(r"^( ---> (Running in |[0-9a-f]{12}$)|Removing intermediate container )")
+# Noise: Docker's " ---> Running in …", " ---> <id>", "Removing intermediate container …";
+# Podman's "--> <id>" after each step, "COMMIT" and the bare image id at the end.
+_NOISE = re.compile(
+    r"^( ---> (Running in |[0-9a-f]{12}$)|Removing intermediate container "
+    r"|--> [0-9a-f]{11,}$|COMMIT$|[0-9a-f]{64}$)"
+)
 
 
 class _BuildLog:
