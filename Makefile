@@ -2,7 +2,8 @@
 #
 #   make run     validate the bundled example app, show its machines, and run it (Ctrl-C stops)
 #   make test    lint (ruff) and run the test suite; extra pytest flags go in PYTEST_ARGS
-#   make bench   every benchmark: validate, up -d, autostart, the edge, deploys (vs named peers)
+#   make bench   every benchmark: validate, up -d, autostart, the edge, deploys, docker compose
+#                (each vs named peers)
 #   make clean   remove the virtualenv and every cache
 #
 # Every target that runs taxiway first makes sure .venv exists and holds an editable install
@@ -62,6 +63,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/autostart.py
 	$(BIN)/python benchmarks/edge.py
 	$(BIN)/python benchmarks/deploy.py
+	$(BIN)/python benchmarks/compose.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist src/*.egg-info benchmarks/.cache

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine_support import skip_without_image
+from taxiway.image.engine import is_podman
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec
 from taxiway.runtime.environment import private_ip
 from taxiway.runtime.logs import MachineLog
@@ -201,8 +202,15 @@ def test_an_oom_kill_is_said_as_such(tmp_path, image, scope):
         spec = spec_for(tmp_path, scope, image, "m1", 1, memory_mb=64, argv=hog)
         handle = await driver.launch(spec)
         code = await asyncio.wait_for(handle.wait(), 30)
-        assert code == 137 and handle.oom_killed
+        assert code == 137
         assert "survived" not in lines(spec)
+        if not handle.oom_killed and is_podman():
+            pytest.xfail(
+                "Podman 4.3 never reports OOMKilled here: conmon 2.1.6 writes its `oom` "
+                "marker into the service's working folder, not where Podman reads it "
+                "(`podman inspect` says false after an OOM kill too)"
+            )
+        assert handle.oom_killed
 
     asyncio.run(main())
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from taxiway.errors import TaxiwayError
-from taxiway.image.engine import client, engine_error, explanation
+from taxiway.image.engine import client, engine_error, explanation, is_podman
 from taxiway.image.labels import SCOPE, labels, scope_filter
 from taxiway.plan.dockerfile import ImageConfig
 
@@ -162,7 +162,7 @@ def prune_images(scope: str, keep: Iterable[int]) -> list[str]:
             continue
         except Exception as exc:
             raise engine_error(exc, f"image {_short(listed_image['Id'])}") from exc
-        tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
+        tags = [short_tag(t) for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
         ours = ((image.get("Config") or {}).get("Labels") or {}).get(SCOPE) == scope
         for tag in list(tags):  # `tags` keeps what is still on the image
             if not re.fullmatch(re.escape(repository) + r":v\d+", tag) or tag in keep_tags:
@@ -197,12 +197,28 @@ def prune_images(scope: str, keep: Iterable[int]) -> list[str]:
     return removed
 
 
+#: Podman names every image in full: a tag made through its Docker API is stored as
+#: ``docker.io/taxiway/x:v1``, an image loaded from ``docker save`` as ``localhost/x``.
+_FULL_NAME = re.compile(r"^(docker\.io/library/|docker\.io/|localhost/)")
+
+
+def short_tag(tag: str) -> str:
+    """``tag`` as Docker spells it (``taxiway/x:v1``), whichever engine listed it: taxiway
+    compares and removes its release tags by that name, which both engines accept."""
+    return _FULL_NAME.sub("", tag)
+
+
 def _deleted(answer: object, image_id: str) -> list[str]:
     """``[image_id]`` when the engine's answer to a removal says it deleted that image
     (not just a tag; the untagged parents it also prunes are build cache, not listed)."""
     entries = answer if isinstance(answer, list) else []
-    gone = {e.get("Deleted") for e in entries if isinstance(e, dict)}
-    return [image_id] if image_id in gone else []
+    # Docker says "sha256:<hex>", Podman the bare hex.
+    gone = {_hex(str(e.get("Deleted"))) for e in entries if isinstance(e, dict)}
+    return [image_id] if _hex(image_id) in gone else []
+
+
+def _hex(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")
 
 
 def _short(image_id: str) -> str:
@@ -354,11 +370,22 @@ def _ignore_patterns(loaded: LoadedConfig, context: Path) -> list[str]:
 ALWAYS_IGNORED = (".taxiway",)
 
 
-def _context_tar(context: Path, dockerfile: Path, patterns: list[str]) -> tuple[Any, str]:
+#: Podman's build (buildah) applies the context's own ignore file again, preferring
+#: .containerignore to .dockerignore; Docker's ignores both (the client filters).
+PODMAN_IGNORE_FILE = ".containerignore"
+
+
+def _context_tar(
+    context: Path, dockerfile: Path, patterns: list[str], *, custom_ignore: bool = False
+) -> tuple[Any, str]:
     """The build context as a tar in a temporary file (never whole in memory), and the
     Dockerfile's name inside it. A Dockerfile outside the context is added under a
     random name, as `docker build -f ../x` does; the Dockerfile is always sent, even
-    when an ignore pattern matches it, as docker does."""
+    when an ignore pattern matches it, as docker does.
+
+    With ``custom_ignore`` (``[build] ignorefile``) on Podman, a .containerignore holding
+    those patterns (and itself) is added, else buildah would apply the context's
+    .dockerignore on top of them."""
     from docker.utils import build as build_utils
 
     try:
@@ -376,11 +403,27 @@ def _context_tar(context: Path, dockerfile: Path, patterns: list[str]) -> tuple[
         tar = build_utils.tar(
             str(context), exclude=[*patterns, *ALWAYS_IGNORED], dockerfile=extra
         )
+        if custom_ignore and is_podman():
+            _add_podman_ignore(tar, [*patterns, *ALWAYS_IGNORED, PODMAN_IGNORE_FILE])
         return tar, extra[0]
     except OSError as exc:
         raise BuildError(
             f"cannot pack the build context {_shown(context)}: {exc.strerror or exc}"
         ) from exc
+
+
+def _add_podman_ignore(tar_file: Any, patterns: list[str]) -> None:
+    """Append (or replace) the context's .containerignore with ``patterns``."""
+    import io
+    import tarfile
+
+    tar_file.seek(0)
+    with tarfile.open(fileobj=tar_file, mode="a") as tar:
+        data = "".join(f"{p}\n" for p in patterns).encode()
+        info = tarfile.TarInfo(PODMAN_IGNORE_FILE)
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+    tar_file.seek(0)
 
 
 def _build(
@@ -399,7 +442,8 @@ def _build(
     patterns = _ignore_patterns(loaded, context)
     engine = client()
     previous = _scope_image_ids(engine, scope)
-    tar, name = _context_tar(context, dockerfile, patterns)
+    custom_ignore = build is not None and bool(build.ignorefile)
+    tar, name = _context_tar(context, dockerfile, patterns, custom_ignore=custom_ignore)
     log = _BuildLog(progress)
     shown = _shown(dockerfile)
     try:
@@ -409,7 +453,7 @@ def _build(
             dockerfile=name,
             buildargs=dict(build.args or {}) if build is not None else {},
             target=build.build_target if build is not None else None,
-            labels=labels(scope, app),
+            labels=_build_labels(scope, app),
             rm=True,
             forcerm=True,
             pull=False,
@@ -450,6 +494,17 @@ def _build(
     )
 
 
+def _build_labels(scope: str, app: str) -> dict[str, str] | list[str]:
+    """The build's labels. Podman turns each into a LABEL step, in the order it reads them:
+    from a JSON object that order is random (a Go map), and a build whose LABEL steps came
+    out in another order misses the cache. Podman also takes a list of ``key=value``, which
+    keeps the order; Docker takes only the object."""
+    wanted = labels(scope, app)
+    if is_podman():
+        return [f"{key}={value}" for key, value in wanted.items()]
+    return wanted
+
+
 def _chunks(stream: Iterator[Any]) -> Iterator[dict[str, Any]]:
     for chunk in stream:
         if isinstance(chunk, dict):
@@ -461,7 +516,12 @@ def _chunks(stream: Iterator[Any]) -> Iterator[dict[str, Any]]:
 _STEP = re.compile(r"^STEP (\d+/\d+) ?: (\S+)", re.IGNORECASE)
 _RESULT = re.compile(r"^\s*-+> ")
 _CACHE = re.compile(r"^\s*-+> Using cache\b")
-_NOISE = re.compile(r"^( ---> (Running in |[0-9a-f]{12}$)|Removing intermediate container )")
+# Noise: Docker's " ---> Running in …", " ---> <id>", "Removing intermediate container …";
+# Podman's "--> <id>" after each step, "COMMIT" and the bare image id at the end.
+_NOISE = re.compile(
+    r"^( ---> (Running in |[0-9a-f]{12}$)|Removing intermediate container "
+    r"|--> [0-9a-f]{11,}$|COMMIT$|[0-9a-f]{64}$)"
+)
 
 
 class _BuildLog:

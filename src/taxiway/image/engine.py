@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 #: Where the SDK and the docker CLI look when DOCKER_HOST is unset.
 DEFAULT_ADDRESS = "unix:///var/run/docker.sock"
 
+#: The API version the engine probe speaks: any engine of the last decade has it.
+PROBE_API_VERSION = "1.24"
+
 #: What to do when there is no engine, said at the end of every such error.
 START_ONE = (
     "start Docker's engine (dockerd, or `bash .ci/engine` in a taxiway checkout) "
@@ -57,8 +60,11 @@ def engine_problem(timeout: float = 1.0) -> str | None:
     except ImportError:
         return "the docker Python package is not installed (pip install 'docker>=7')"
     try:
-        probe = docker.from_env(timeout=timeout)
-    except Exception as exc:  # the SDK asks the engine its API version when it connects
+        # A fixed, old API version: the SDK then skips asking the engine for its own
+        # (`/version`, which Podman's service takes ~0.5 s to answer, over a second on a
+        # busy host); a ping means the same at any version.
+        probe = docker.from_env(timeout=timeout, version=PROBE_API_VERSION)
+    except Exception as exc:
         return f"no Docker engine answers at {address} ({_reason(exc)})"
     try:
         probe.ping()
@@ -100,6 +106,22 @@ def client() -> docker.DockerClient:
             ) from exc
         _cached = (os.getpid(), made)
         return made
+
+
+_podman: dict[int, bool] = {}
+
+
+def is_podman() -> bool:
+    """Whether the engine is Podman's Docker-compatible service (asked once per client):
+    the few places where it behaves differently from dockerd check this."""
+    made = client()
+    if id(made) not in _podman:
+        try:
+            components = made.version().get("Components") or []
+        except Exception as exc:
+            raise engine_error(exc, "the engine's version") from exc
+        _podman[id(made)] = any("podman" in str(c.get("Name", "")).lower() for c in components)
+    return _podman[id(made)]
 
 
 def engine_error(exc: Exception, what: str) -> EngineError:

@@ -353,20 +353,32 @@ class DockerDriver(Driver, OneoffSlots):
         except Exception as exc:
             what = f"the network {network_name(scope)}"
             raise DriverError(str(engine_error(exc, what))) from None
+        if not os.path.exists(f"/sys/class/net/{bridge}"):
+            return subnet, _BRIDGE_PENDING
         return subnet, hostaccess.ensure_loopback(bridge, netns.gateway(subnet))
 
     @staticmethod
     def _usable_subnet(api: Any, network_id: str, bridge: str) -> ipaddress.IPv4Network | None:
         """The existing network's /24 when it is as this driver makes it (its bridge is
-        ``bridge`` and that interface exists), else None."""
+        named ``bridge``), else None. (Podman makes the interface only once a container
+        runs on it, so its absence says nothing.)"""
         details = api.inspect_network(network_id)
         if (details.get("Options") or {}).get(_BRIDGE_OPTION) != bridge:
-            return None
-        if not netns.link_exists(bridge):
             return None
         config = (details.get("IPAM") or {}).get("Config") or []
         v4 = [c["Subnet"] for c in config if ":" not in c.get("Subnet", ":")]
         return ipaddress.IPv4Network(v4[0]) if v4 else None
+
+    def _settle_loopback(self, scope: str) -> str | None:
+        """The host's loopback for a network whose bridge only exists once a container
+        runs on it (Podman makes it then; dockerd at once): set up now, once."""
+        with self._lock:
+            subnet, note = self._networks[scope]
+            if note == _BRIDGE_PENDING:
+                bridge = bridge_name(scope)
+                note = hostaccess.ensure_loopback(bridge, netns.gateway(subnet))
+                self._networks[scope] = (subnet, note)
+            return note
 
     # -- machines -----------------------------------------------------------------------
 
@@ -475,9 +487,6 @@ class DockerDriver(Driver, OneoffSlots):
         """Create, attach and start the container: (its id, its output stream, the host
         pid of its init)."""
         subnet = self.subnet(scope, spec.private_ip, spec.app)
-        loopback_note = self._networks[scope][1]
-        if loopback_note is not None:
-            self._tell_once(spec, "loopback", loopback_note)
         api = _api(who)
         name = container_name(scope, spec.machine_id)
         _remove(api, name)  # the previous start's container: each start is a fresh one
@@ -539,6 +548,9 @@ class DockerDriver(Driver, OneoffSlots):
         except Exception as exc:
             _remove(api, name)
             raise DriverError(_launch_error(who, spec, exc)) from None
+        loopback_note = self._settle_loopback(scope)
+        if loopback_note is not None:
+            self._tell_once(spec, "loopback", loopback_note)
         return container_id, stream, pid
 
     def _limits(self, spec: LaunchSpec) -> dict[str, int]:
@@ -616,6 +628,11 @@ class DockerDriver(Driver, OneoffSlots):
             self._networks.pop(scope, None)
         self.forget_oneoffs(scope)
         return remove_scope(scope) or []
+
+
+#: A network's loopback note before its bridge exists: Podman creates the bridge when
+#: the first container starts on the network, not with the network.
+_BRIDGE_PENDING = "the network's bridge does not exist yet"
 
 
 def _any_private_ip(scope: str) -> str:
