@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,17 @@ def only_json(result) -> dict:
     """The one JSON object on stdout of a command that succeeded."""
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def wait_for_release(app: Path, version: int) -> None:
+    """Until a detached deploy's release has ended (the machines are the daemon's again)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        listed = json.loads(taxiway(app, "releases", "--json").stdout)
+        if any(r["version"] == version and r["status"] != "running" for r in listed):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"release v{version} did not end in 60 s")
 
 
 @pytest.fixture
@@ -65,6 +77,7 @@ def test_up_deploy_rollback_down_print_one_object_each(app: Path) -> None:
     assert rolled["release"]["version"] == 3 and rolled["release"]["current"] is True
     detached = only_json(taxiway(app, "releases", "--json", "rollback", "--detach"))
     assert detached["detached"] is True and set(detached["release"]) == RELEASE_KEYS
+    wait_for_release(app, detached["release"]["version"])
 
     machine = started["machines"][0]["id"]
     done = taxiway(app, "machine", "exec", "--json", machine[:6], "sh", "-c", "echo out; exit 3")
@@ -76,6 +89,9 @@ def test_up_deploy_rollback_down_print_one_object_each(app: Path) -> None:
         "stdout": "out\n",
         "stderr": "",
     }
+
+    stopped = only_json(taxiway(app, "machine", "stop", machine, "--json"))
+    assert stopped["id"] == machine and stopped["state"] == "stopped"
 
     down = only_json(taxiway(app, "down", "--json"))
     assert down == {"app": "scripted", "was_running": True, "machines": 1, "leftovers_stopped": 0}
