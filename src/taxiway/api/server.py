@@ -363,9 +363,10 @@ def _scale(runtime: AppRuntime) -> dict[str, object]:
 
 
 def _logs(runtime: AppRuntime, query: dict[str, str]) -> AsyncIterator[bytes]:
-    """Past lines of the selected machines (one-offs' and destroyed machines' included),
-    then (with follow=1) the live machines' new ones as they come. An unknown
-    ``machine`` is an error before anything streams."""
+    """Past lines of the selected machines (one-offs' and destroyed machines' included;
+    with ``since``, a log timestamp, those from then on), then (with follow=1) the live
+    machines' new ones as they come. An unknown ``machine`` is an error before anything
+    streams."""
     from taxiway.runtime.logs import logged_machines, past_lines
 
     logs_dir = runtime.state_dir / "logs"
@@ -374,7 +375,7 @@ def _logs(runtime: AppRuntime, query: dict[str, str]) -> AsyncIterator[bytes]:
     groups = {
         r.id: r.group for r in runtime.store.list_machines(runtime.app, include_destroyed=True)
     }
-    history = past_lines(logs_dir, ids, groups, group)
+    history = past_lines(logs_dir, ids, groups, group, since=query.get("since"))
     selected = [
         m
         for m in runtime.machines.values()

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from taxiway.api.client import Client, DaemonNotRunning
 from taxiway.api.paths import AppPaths
 from taxiway.cli.config_cmd import load_valid
+from taxiway.cli.json_result import people_to_stderr, print_json
 from taxiway.config.loader import LoadedConfig
 from taxiway.config.names import app_name_for
 
@@ -43,15 +44,26 @@ def client_for(config: str | None) -> tuple[Client, str, AppPaths]:
 
 def up(args: argparse.Namespace) -> int:
     options = daemon_options(args)
+    as_json = getattr(args, "json", False)
+    if as_json and not args.detach:
+        raise TaxiwayError(
+            "up --json needs -d: in the foreground `up` prints the machines' output until "
+            "Ctrl-C and has no result to print; use `taxiway up -d --json`"
+        )
     if args.detach:
         wait_timeout = getattr(args, "wait_timeout", None)
         if wait_timeout is not None:
             from taxiway.cli.deploy_cmd import duration_flag
 
             duration_flag(wait_timeout, "--wait-timeout")  # a bad flag fails before anything runs
-        return _up_detached(
-            args.config, options, wait=not getattr(args, "no_wait", False), timeout=wait_timeout
-        )
+        with people_to_stderr(as_json) as stdout:
+            return _up_detached(
+                args.config,
+                options,
+                wait=not getattr(args, "no_wait", False),
+                timeout=wait_timeout,
+                json_out=stdout if as_json else None,
+            )
     loaded, paths = _checked_for_up(args.config)
     from taxiway.cli.output import LogPrinter
     from taxiway.daemon import run_loop, serve
@@ -128,12 +140,19 @@ def _checked_for_up(config: str | None) -> tuple[LoadedConfig, AppPaths]:
 
 
 def _up_detached(
-    config: str | None, options: DaemonOptions, *, wait: bool = True, timeout: str | None = None
+    config: str | None,
+    options: DaemonOptions,
+    *,
+    wait: bool = True,
+    timeout: str | None = None,
+    json_out: Any = None,
 ) -> int:
     """Fork the daemon, send it the checked config (and, unless it launches first, the
     settled start-up), and return once it reports every machine started, or its error;
     then, unless ``wait`` is off, once every machine with service checks has passed them
-    (`_wait_serving`; ``timeout``: the --wait-timeout flag).
+    (`_wait_serving`; ``timeout``: the --wait-timeout flag). With ``json_out`` (`up -d
+    --json`), the app's status, the daemon's pid and the notices go there as one object
+    once everything went well.
 
     The fork comes first: the daemon imports what needs no event loop while this
     process checks the config, and what comes next is the daemon's protocol
@@ -203,12 +222,13 @@ def _up_detached(
             else _daemon_failure(paths)
         )
     status = json.loads(text.removeprefix("ready "))
-    for notice in status.pop("notices", []):
+    notices = status.pop("notices", [])
+    for notice in notices:
         print(notice)
     unhealthy = None
     if wait and _has_services(status):
         status, unhealthy = _wait_serving(loaded, paths, status, timeout)
-    _print_status(status)
+    print_status(status)
     print(f"\ndaemon pid {pid}; logs: `taxiway logs -f`; stop: `taxiway down`")
     if unhealthy is not None:
         raise TaxiwayError(unhealthy)
@@ -223,6 +243,8 @@ def _up_detached(
             ]
             reasons.append(notes[-1] if notes else f"machine {m['id']} ({m['group']}) failed")
         raise TaxiwayError("; ".join(reasons))
+    if json_out is not None:
+        print_json({**status, "daemon_pid": pid, "notices": notices}, json_out)
     return 0
 
 
@@ -339,19 +361,27 @@ def _daemon_failure(paths: AppPaths) -> str:
 
 def down(args: argparse.Namespace) -> int:
     client, app, paths = client_for(args.config)
-    try:
-        client.request("POST", f"/v1/apps/{app}/down")
-    except DaemonNotRunning:
-        reaped = _reap_without_daemon(paths, app)
-        print(
-            f"taxiway was not running {app}; cleaned up {reaped} machine(s) a dead daemon left"
-            if reaped
-            else f"taxiway is not running {app}"
-        )
-        return 0
-    while client.alive():
-        time.sleep(0.05)
-    print(f"{app} is down (volumes, secrets, logs and releases are kept)")
+    as_json = getattr(args, "json", False)
+    with people_to_stderr(as_json) as stdout:
+        try:
+            answer = client.request("POST", f"/v1/apps/{app}/down")
+        except DaemonNotRunning:
+            reaped = _reap_without_daemon(paths, app)
+            left = f"cleaned up {reaped} machine(s) a dead daemon left"
+            print(
+                f"taxiway was not running {app}; {left}"
+                if reaped
+                else f"taxiway is not running {app}"
+            )
+            result = {"app": app, "was_running": False, "machines": 0, "leftovers_stopped": reaped}
+        else:
+            while client.alive():
+                time.sleep(0.05)
+            print(f"{app} is down (volumes, secrets, logs and releases are kept)")
+            machines = answer.get("stopping", 0) if isinstance(answer, dict) else 0
+            result = {"app": app, "was_running": True, "machines": machines, "leftovers_stopped": 0}
+    if as_json:
+        print_json(result, stdout)
     return 0
 
 
@@ -399,6 +429,10 @@ def daemon(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    if getattr(args, "watch", False):
+        from taxiway.cli.status_watch import watch
+
+        return watch(args)
     client, app, paths = client_for(args.config)
     try:
         data = client.request("GET", f"/v1/apps/{app}/status")
@@ -408,7 +442,7 @@ def status(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
     else:
-        _print_status(data)
+        print_status(data)
     return 0
 
 
@@ -418,7 +452,7 @@ def driver_line(name: str, reason: str) -> str:
     return f"driver {name} ({reason})" if reason else f"driver {name}"
 
 
-def _print_status(data: dict[str, Any]) -> None:
+def print_status(data: dict[str, Any]) -> None:
     print(f"app {data['app']}  release v{data['release']}")
     if data.get("driver"):
         print(driver_line(data["driver"], data.get("driver_reason", "")))
@@ -522,6 +556,18 @@ def machine(args: argparse.Namespace) -> int:
         result = client.request(
             "POST", f"/v1/apps/{app}/machines/{args.id}/exec", {"cmd": args.cmd}
         )
+        if args.json:  # the command's own exit code stays the exit status, as without --json
+            found = client.request("GET", f"/v1/apps/{app}/machines/{args.id}")
+            print_json(
+                {
+                    "machine": found["id"],
+                    "cmd": args.cmd,
+                    "exit_code": result["exit_code"],
+                    "stdout": result["stdout"],
+                    "stderr": result["stderr"],
+                }
+            )
+            return int(result["exit_code"])
         sys.stdout.write(result["stdout"])
         sys.stderr.write(result["stderr"])
         return int(result["exit_code"])
@@ -593,14 +639,23 @@ def _print_scale(data: dict[str, Any]) -> None:
 def logs(args: argparse.Namespace) -> int:
     from urllib.parse import urlencode
 
+    since = None
+    if getattr(args, "since", None) is not None:
+        from taxiway.cli.log_since import since_cutoff
+
+        since = since_cutoff(args.since)  # a bad value fails before anything is read
     client, app, paths = client_for(args.config)
     query = {k: v for k, v in (("machine", args.machine), ("group", args.group)) if v}
     if args.follow:
         query["follow"] = "1"
+    if since is not None:
+        query["since"] = since
     from taxiway.cli.output import format_log_line
 
     try:
         for entry in client.stream(f"/v1/apps/{app}/logs?{urlencode(query)}"):
+            if since is not None and str(entry.get("ts", "")) < since:
+                continue  # a daemon from before --since sends every line
             if args.json:
                 print(json.dumps(entry), flush=True)
             else:
@@ -608,15 +663,17 @@ def logs(args: argparse.Namespace) -> int:
     except DaemonNotRunning:
         if args.follow:
             raise
-        _print_logs_from_files(paths, app, args)
+        _print_logs_from_files(paths, app, args, since)
     except KeyboardInterrupt:
         return 0
     return 0
 
 
-def _print_logs_from_files(paths: AppPaths, app: str, args: argparse.Namespace) -> None:
+def _print_logs_from_files(
+    paths: AppPaths, app: str, args: argparse.Namespace, since: str | None
+) -> None:
     """Past machines' logs when no daemon runs: read the files directly (the store says
-    the group of a line written before lines carried it)."""
+    the group of a line written before lines carried it); ``since``: `since_cutoff`."""
     from taxiway.cli.output import format_log_line
     from taxiway.runtime.logs import logged_machines, past_lines
 
@@ -628,10 +685,9 @@ def _print_logs_from_files(paths: AppPaths, app: str, args: argparse.Namespace) 
         with Store.open(paths.state_dir) as store:
             known = store.list_machines(app, include_destroyed=True)
             groups = {record.id: record.group for record in known}
-    for entry in past_lines(paths.logs, ids, groups, args.group):
+    for entry in past_lines(paths.logs, ids, groups, args.group, since=since):
         print(json.dumps(entry) if args.json else format_log_line(entry))
 
 
 def _print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    print_json(data)

@@ -9,12 +9,12 @@ nothing to roll, and `up` makes the config the app's new release.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from taxiway.api.client import Client, DaemonNotRunning
 from taxiway.api.paths import AppPaths
+from taxiway.cli.json_result import people_to_stderr, print_json
 from taxiway.config.names import app_name_for
 from taxiway.errors import TaxiwayError
 
@@ -24,6 +24,12 @@ SETTLE_S = 30.0
 
 
 def deploy(args: argparse.Namespace) -> int:
+    as_json = getattr(args, "json", False)
+    with people_to_stderr(as_json) as stdout:
+        return _deploy(args, stdout if as_json else None)
+
+
+def _deploy(args: argparse.Namespace, json_out: Any) -> int:
     from taxiway.cli.app_cmd import up
     from taxiway.config.loader import load_config
 
@@ -37,7 +43,11 @@ def deploy(args: argparse.Namespace) -> int:
         from taxiway.cli.main import build_parser
 
         config = ["-c", args.config] if args.config else []
-        return up(build_parser("up").parse_args(["up", "-d", *config]))
+        code = up(build_parser("up").parse_args(["up", "-d", *config]))
+        if json_out is not None and code == 0:
+            current = [r for r in client.request("GET", f"/v1/apps/{app}/releases") if r["current"]]
+            _print_result(json_out, app, current[0] if current else None, started_app=True)
+        return code
     body: dict[str, Any] = {"rollback": False} if args.no_rollback else {}
     if args.strategy:
         body["strategy"] = args.strategy
@@ -50,15 +60,34 @@ def deploy(args: argparse.Namespace) -> int:
     path = f"/v1/apps/{app}/deploy"
     rate = getattr(args, "under_load", None)
     if rate is None:
-        return _run(client, path, body, detach=args.detach)
+        return _run(client, path, body, detach=args.detach, json_out=json_out)
     if args.detach:
         raise TaxiwayError("--under-load watches the deploy to its end; leave out --detach")
     if rate <= 0:
         raise TaxiwayError(f"--under-load {rate:g}: the rate must be more than 0 requests/s")
-    return _run_under_load(client, app, path, body, rate)
+    return _run_under_load(client, app, path, body, rate, json_out)
 
 
-def _run_under_load(client: Client, app: str, path: str, body: dict[str, Any], rate: float) -> int:
+def _print_result(
+    json_out: Any,
+    app: str,
+    release: dict[str, Any] | None,
+    *,
+    detached: bool = False,
+    started_app: bool = False,
+) -> None:
+    """`deploy --json` and `releases rollback --json`: the release (as `releases --json`
+    shows it), whether the command returned before it finished, and whether it had to
+    start the app (`up -d`) because no daemon ran it."""
+    print_json(
+        {"app": app, "release": release, "detached": detached, "started_app": started_app},
+        json_out,
+    )
+
+
+def _run_under_load(
+    client: Client, app: str, path: str, body: dict[str, Any], rate: float, json_out: Any = None
+) -> int:
     """Deploy while `taxiway.deploy.load` sends ``rate`` requests/s through the edge's
     first HTTP listener; the deploy's outcome first, then the load's."""
     from taxiway.deploy.load import LoadThread
@@ -66,19 +95,23 @@ def _run_under_load(client: Client, app: str, path: str, body: dict[str, Any], r
     host, port = _http_listener(client.request("GET", f"/v1/apps/{app}/status"))
     load = LoadThread(host, port, rate)
     load.start()
+    result: list[dict[str, Any]] = []
     try:
-        code = _run(client, path, body, detach=False)
+        code = _run(client, path, body, detach=False, into=result)
         if code == 0 and _wait_settled(client, app):
             print("(the load went on until every started machine passed its checks)")
     finally:
-        result = load.finish()
-        print(result.summary(), flush=True)
-        for error in result.errors:
+        load_result = load.finish()
+        print(load_result.summary(), flush=True)
+        for error in load_result.errors:
             print(f"  e.g. {error}", flush=True)
-    if not result.ok:
+    if not load_result.ok:
         raise TaxiwayError(
-            f"{result.failed + result.non_2xx} of {result.sent} requests failed during the deploy"
+            f"{load_result.failed + load_result.non_2xx} of {load_result.sent} requests failed "
+            "during the deploy"
         )
+    if json_out is not None and result:
+        _print_result(json_out, app, result[0])
     return code
 
 
@@ -135,31 +168,48 @@ def _listeners(value: Any) -> list[dict[str, Any]]:
 
 
 def releases(args: argparse.Namespace) -> int:
+    if args.releases_command == "rollback":
+        as_json = getattr(args, "json", False)
+        with people_to_stderr(as_json) as stdout:
+            return _rollback(args, stdout if as_json else None)
+    return _list_releases(args)
+
+
+def _rollback(args: argparse.Namespace, json_out: Any) -> int:
     from taxiway.config.loader import load_config
 
     loaded = load_config(args.config)
     paths = AppPaths.for_config(loaded.source.path)
     app = app_name_for(loaded.source.path, loaded.config.app)
     client = Client(paths.socket, timeout=None)  # type: ignore[arg-type]
-    if args.releases_command == "rollback":
-        body: dict[str, Any] = {}
-        if args.version is not None:
-            body["version"] = _version(args.version)
-        if args.no_smoke_checks:
-            body["smoke_checks"] = False
-        if not client.alive():
-            raise DaemonNotRunning(
-                f"taxiway is not running {app}; a rollback updates running machines, so "
-                "start it with `taxiway up -d` first"
-            )
-        return _run(client, f"/v1/apps/{app}/releases/rollback", body, detach=args.detach)
+    body: dict[str, Any] = {}
+    if args.version is not None:
+        body["version"] = _version(args.version)
+    if args.no_smoke_checks:
+        body["smoke_checks"] = False
+    if not client.alive():
+        raise DaemonNotRunning(
+            f"taxiway is not running {app}; a rollback updates running machines, so "
+            "start it with `taxiway up -d` first"
+        )
+    return _run(
+        client, f"/v1/apps/{app}/releases/rollback", body, detach=args.detach, json_out=json_out
+    )
+
+
+def _list_releases(args: argparse.Namespace) -> int:
+    from taxiway.config.loader import load_config
+
+    loaded = load_config(args.config)
+    paths = AppPaths.for_config(loaded.source.path)
+    app = app_name_for(loaded.source.path, loaded.config.app)
+    client = Client(paths.socket, timeout=None)  # type: ignore[arg-type]
     try:
         data = client.request("GET", f"/v1/apps/{app}/releases")
     except DaemonNotRunning:
         data = _releases_from_store(paths, app)
     if args.json:
-        json.dump(data, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(data)
         return 0
     if not data:
         print(f"{app} has no releases yet; `taxiway up` or `taxiway deploy` makes the first")
@@ -197,12 +247,24 @@ def _release_command_cell(run: dict[str, Any] | None) -> str:
     return f"{run['machine']} exit {'-' if code is None else code}"
 
 
-def _run(client: Client, path: str, body: dict[str, Any], *, detach: bool) -> int:
-    """Send a deploy (or rollback); print its progress, then how it ended."""
+def _run(
+    client: Client,
+    path: str,
+    body: dict[str, Any],
+    *,
+    detach: bool,
+    json_out: Any = None,
+    into: list[dict[str, Any]] | None = None,
+) -> int:
+    """Send a deploy (or rollback); print its progress, then how it ended: with
+    ``json_out``, the release there (`_print_result`); ``into`` gets the release too."""
+    app = path.split("/")[3]  # /v1/apps/{app}/…
     if detach:
         data = client.request("POST", path, {**body, "detach": True})
         version = data["release"]["version"]
         print(f"release v{version} is deploying in the daemon; `taxiway releases` shows how")
+        if json_out is not None:
+            _print_result(json_out, app, data["release"], detached=True)
         return 0
     try:
         for entry in client.stream(path, method="POST", body=body):
@@ -211,6 +273,10 @@ def _run(client: Client, path: str, body: dict[str, Any], *, detach: bool) -> in
             elif "error" in entry:
                 raise TaxiwayError(entry["error"])
             elif "release" in entry:  # its progress lines said how it ended
+                if into is not None:
+                    into.append(entry["release"])
+                if json_out is not None:
+                    _print_result(json_out, app, entry["release"])
                 return 0
     except KeyboardInterrupt:
         return _interrupted(client, path)

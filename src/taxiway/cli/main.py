@@ -194,6 +194,7 @@ def _add_up(commands: Commands) -> None:
         help="with -d: how long to wait for the machines' checks to pass, like 30s or 5m "
         "(default: [deploy] wait_timeout, else 5m)",
     )
+    _add_json_result(up, "with -d: ")
     _add_daemon_options(up)
     up.set_defaults(handler=_APP + "up")
 
@@ -205,6 +206,7 @@ def _add_down(commands: Commands) -> None:
         description="Stop every machine gracefully, then the daemon.",
     )
     _add_config_option(down)
+    _add_json_result(down)
     down.set_defaults(handler=_APP + "down")
 
 
@@ -217,8 +219,49 @@ def _add_status(commands: Commands) -> None:
         "and where the edge listens. Needs the daemon (`taxiway up`).",
     )
     _add_config_option(status)
-    status.add_argument("--json", action="store_true", help="print JSON (a stable shape)")
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON (a stable shape); with --watch, one compact object per line",
+    )
+    status.add_argument(
+        "-w", "--watch", action="store_true", help="refresh in place until Ctrl-C (`taxiway top`)"
+    )
+    _add_interval(status)
     status.set_defaults(handler=_APP + "status")
+
+
+def _add_interval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-n",
+        "--interval",
+        metavar="SECONDS",
+        default="1",
+        help="with --watch: seconds between refreshes, like 2 or 500ms (default 1)",
+    )
+
+
+def _add_top(commands: Commands) -> None:
+    top = _command(
+        commands,
+        "top",
+        "status, refreshed in place until Ctrl-C (status --watch)",
+        "Show `taxiway status` refreshed in place every --interval until Ctrl-C; when "
+        "the daemon goes away it says so and waits for it to come back.",
+    )
+    _add_config_option(top)
+    _add_interval(top)
+    top.set_defaults(handler=_APP + "status", watch=True, json=False)
+
+
+def _add_json_result(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """``--json`` on a command that changes state: one object on stdout, the lines for
+    people on stderr (`taxiway.cli.json_result`)."""
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help=f"{when}print the result as one JSON object (progress goes to stderr)",
+    )
 
 
 def _add_scale(commands: Commands) -> None:
@@ -266,6 +309,11 @@ def _add_machine(commands: Commands) -> None:
         sub.add_argument("id", metavar="ID", help="machine id (or a unique prefix)")
         if action == "exec":
             sub.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD")
+            sub.add_argument(  # before ID: whatever follows ID is the command's
+                "--json",
+                action="store_true",
+                help="print the exit code and output as one JSON object (put it before ID)",
+            )
         else:
             sub.add_argument("--json", action="store_true", help="print JSON")
         sub.set_defaults(handler=_APP + "machine")
@@ -285,6 +333,12 @@ def _add_logs(commands: Commands) -> None:
     logs.add_argument("--machine", metavar="ID", help="only this machine")
     logs.add_argument("--group", metavar="G", help="only this process group")
     logs.add_argument("--json", action="store_true", help="one JSON object per line")
+    logs.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only lines from then on: a duration back, like 10m or 1h30m, or a moment, like "
+        "2026-12-03T12:00:00Z (UTC unless it says otherwise)",
+    )
     logs.set_defaults(handler=_APP + "logs")
 
 
@@ -304,6 +358,8 @@ def _add_secrets(commands: Commands) -> None:
     listing = _command(secret_commands, "list", "names and digests")
     listing.add_argument("--json", action="store_true", help="print JSON")
     imported = _command(secret_commands, "import", "read NAME=VALUE lines from stdin")
+    for sub in (set_, unset, imported):
+        _add_json_result(sub)
     for sub in (set_, unset, listing, imported):
         _add_config_option(sub)
         sub.set_defaults(handler="taxiway.cli.secrets_cmd:secrets")
@@ -342,6 +398,8 @@ def _add_volumes(commands: Commands) -> None:
     vextend.add_argument("--size", type=float, required=True, help="new size in GB")
     vdestroy = _command(volume_commands, "destroy", "delete a volume and its data")
     vdestroy.add_argument("id")
+    for sub in (vcreate, vextend, vdestroy):
+        _add_json_result(sub)
     for sub in (vlist, vcreate, vextend, vdestroy):
         _add_config_option(sub)
         sub.set_defaults(handler="taxiway.cli.volumes_cmd:volumes")
@@ -456,6 +514,7 @@ def _add_deploy(commands: Commands) -> None:
         metavar="RATE",
         help="send RATE requests/s through the edge while deploying; fails if any fails",
     )
+    _add_json_result(deploy)
     deploy.set_defaults(handler=_DEPLOY + "deploy")
 
 
@@ -484,6 +543,12 @@ def _add_releases(commands: Commands) -> None:
     rollback.add_argument("version", nargs="?", metavar="VERSION", help="e.g. 3 or v3")
     rollback.add_argument("--detach", action="store_true", help="return at once")
     rollback.add_argument("--no-smoke-checks", action="store_true", help="as for deploy")
+    rollback.add_argument(  # SUPPRESS: `releases --json rollback` keeps the parent's --json
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the result as one JSON object (progress goes to stderr)",
+    )
     rollback.set_defaults(handler=_DEPLOY + "releases")
 
 
@@ -493,6 +558,7 @@ _COMMANDS: dict[str, Callable[[Commands], None]] = {
     "up": _add_up,
     "down": _add_down,
     "status": _add_status,
+    "top": _add_top,
     "scale": _add_scale,
     "machine": _add_machine,
     "logs": _add_logs,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from taxiway.api.client import DaemonNotRunning
 from taxiway.cli.app_cmd import client_for, print_table
+from taxiway.cli.json_result import print_json
 from taxiway.config.names import PLATFORM_ENV_PREFIX, platform_prefix_warning
 from taxiway.errors import TaxiwayError
 
@@ -67,9 +68,12 @@ def secrets(args: argparse.Namespace) -> int:
             _check_name(name)
         values, unset = {}, list(args.names)
     client, app, paths = client_for(args.config)
+    # names only, here and in every output: a value never leaves the store
+    outcome: dict[str, object] = {"app": app, "changed": [], "staged": False, "restarted": 0}
     try:
         result = client.request("POST", f"/v1/apps/{app}/secrets", {"set": values, "unset": unset})
         changed, note = result["changed"], f"restarted {result['restarted']} machine(s)"
+        outcome["restarted"] = result["restarted"]
         if "release" in result:
             note += f"; release v{result['release']}"
     except DaemonNotRunning:
@@ -80,7 +84,11 @@ def secrets(args: argparse.Namespace) -> int:
             store.ensure_app(app, str(paths.state_dir.parent / "fly.toml"))
             changed = store.set_secrets(app, values) + store.unset_secrets(app, unset)
         note = "staged for the next `taxiway up`"
-    if not changed:
+        outcome["staged"] = bool(changed)
+        result = {}
+    if getattr(args, "json", False):
+        print_json({**outcome, "changed": list(changed), "release": result.get("release")})
+    elif not changed:
         print("no secret changed")
     else:
         verb = "unset" if command == "unset" else "set"

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from taxiway.cli.app_cmd import client_for, print_table
+from taxiway.cli.json_result import print_json
 from taxiway.errors import TaxiwayError
 from taxiway.state.records import VolumeRecord
 from taxiway.state.store import RECOVER_COMMAND
@@ -73,17 +74,26 @@ def volumes(args: argparse.Namespace) -> int:
             except TaxiwayError:
                 path.rmdir()  # refused (its name or size): no folder without a volume
                 raise
-            print(f"created volume {volume.id} ({volume.name}, {volume.size_gb:g}GB)")
+            _say(args, volume, f"created volume {volume.id} ({volume.name}, {volume.size_gb:g}GB)")
             return 0
         volume = _find(store.list_volumes(app), args.id)
         if command == "extend":
             volume = store.extend_volume(volume.id, args.size)
-            print(f"volume {volume.id} is now {volume.size_gb:g}GB")
+            _say(args, volume, f"volume {volume.id} is now {volume.size_gb:g}GB")
             return 0
-        store.destroy_volume(volume.id)
+        destroyed = store.destroy_volume(volume.id)
         remove_folder(volume)
-        print(f"destroyed volume {volume.id} ({volume.name}) and its data")
+        _say(args, destroyed, f"destroyed volume {volume.id} ({volume.name}) and its data")
         return 0
+
+
+def _say(args: argparse.Namespace, volume: VolumeRecord, sentence: str) -> None:
+    """What a change did: the sentence, or with --json the volume as `list --json` shows
+    it (its ``state`` says ``destroyed`` after a destroy)."""
+    if getattr(args, "json", False):
+        print_json(_json(volume))
+    else:
+        print(sentence)
 
 
 def _note_unlisted(state_dir: Path, listed: list[VolumeRecord]) -> None:

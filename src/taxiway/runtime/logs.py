@@ -183,14 +183,22 @@ def logged_machines(
 
 
 def past_lines(
-    logs_dir: Path, machine_ids: list[str], groups: dict[str, str], group: str | None = None
+    logs_dir: Path,
+    machine_ids: list[str],
+    groups: dict[str, str],
+    group: str | None = None,
+    *,
+    since: str | None = None,
 ) -> list[dict[str, Any]]:
     """What these machines' logs hold, oldest first, as `log_record`s (only ``group``'s
-    lines, when given); a line written before lines carried their group takes it from
+    lines, when given, and only those stamped at or after ``since``, a timestamp written
+    as lines are); a line written before lines carried their group takes it from
     ``groups`` (machine id → group)."""
     lines = []
     for machine_id in machine_ids:
         for entry in read_log(logs_dir / f"{machine_id}.log"):
+            if since is not None and entry.ts < since:
+                continue
             line_group = entry.group or groups.get(machine_id, "")
             if not group or line_group == group:
                 lines.append(log_record(machine_id, line_group, entry))
