@@ -178,10 +178,33 @@ async def wait_serving(
     if failed:
         machine, exc = failed[0]
         raise TaxiwayError(_unhealthy_sentence(machine, exc))
-    for machine in runtime.machines.values():
-        reason = crash_reason(machine)
-        if reason is not None and machine.spec.services and machine not in machines:
-            raise TaxiwayError(_crashed_sentence(machine, reason))
+    unchecked = [m for m in runtime.machines.values() if m.spec.services and m not in machines]
+    await _settle_crashes(runtime, unchecked, timeout_s)
+
+
+async def _settle_crashes(
+    runtime: AppRuntime, machines: list[SupervisedMachine], timeout_s: float
+) -> None:
+    """Machines with a service (and no checks) that crashed since `up` and were never
+    seen serving: wait while their restart policy restarts them, until each serves, or
+    raise the one sentence for the first that keeps crashing (it won't be restarted, or
+    it crashed a second time). One crash the policy recovers from (a port taken for a
+    moment) doesn't fail `up -d`; a healthy app returns at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        troubled = [
+            m
+            for m in machines
+            if not runtime.seen_serving(m) and (crash_reason(m) or m.info.restarts > 0)
+        ]
+        for machine in troubled:
+            info, reason = machine.info, crash_reason(machine)
+            if info.state is State.FAILED or (reason and not info.backoff_s) or info.restarts >= 2:
+                raise TaxiwayError(_crashed_sentence(machine, reason or "keeps crashing"))
+        if not troubled or loop.time() > deadline:
+            return
+        await asyncio.sleep(0.2)
 
 
 def _crashed_sentence(machine: SupervisedMachine, reason: str) -> str:

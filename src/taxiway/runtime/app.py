@@ -231,6 +231,11 @@ class AppRuntime(MachineRoster):
             # until it is settled a look costs one read of the host's listeners
             await asyncio.sleep(5.0 if settled else 0.1)
 
+    def seen_serving(self, machine: SupervisedMachine) -> bool:
+        """Whether the machine was seen listening where the edge connects (since it was
+        last moved to other ports)."""
+        return machine.id in self._port_ok
+
     def _port_facts(self, machine: SupervisedMachine, settled: bool) -> PortFacts:
         """What the host sees of the machine's first service port (runs in a thread)."""
         info = machine.info
