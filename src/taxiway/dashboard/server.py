@@ -228,6 +228,9 @@ class DashboardServer:
                 page = render_page(self.state.document()).encode()
                 await http.answer(conn, writer, 200, page, "text/html; charset=utf-8")
                 return False
+            if request.path == "/favicon.ico":  # none: say so without a 404 in the console
+                await http.answer(conn, writer, 204, b"", "image/x-icon")
+                return False
             if request.path in _STATIC:
                 name, kind = _STATIC[request.path]
                 await http.answer(conn, writer, 200, self._static_file(name), kind)

@@ -180,7 +180,7 @@
   function chart(title, unit, series) {
     const w = 240, h = 64, pad = 2;
     const all = series.flatMap((s) => s.values.filter((v) => v !== null));
-    const max = Math.max(1e-9, ...all);
+    const max = Math.max(1e-9, ...all) * 1.25;  // headroom: a flat line stays visible
     const figure = el("figure", { class: "chart" });
     const latest = series.map((s) => {
       const v = s.values.filter((x) => x !== null).at(-1);
