@@ -9,6 +9,7 @@
   const ACTIONS = ["restart", "stop", "start"];
   const MAX_LOG_LINES = 1000;
   const CHART_POINTS = 150;
+  const MIN_SLOTS = 30;
   let history = [];
   let lastStates = {};
 
@@ -191,12 +192,21 @@
       "aria-label": `${title}: ${latest}`,
     });
     graphic.append(svg("rect", { x: 0, y: 0, width: w, height: h, class: "chart-bg" }));
+    // the newest point at the right edge; at least MIN_SLOTS slots wide so a young chart
+    // already draws a line rather than a speck
+    const slots = Math.max(MIN_SLOTS, ...series.map((s) => s.values.length));
     for (const s of series) {
       const n = s.values.length;
-      const points = s.values.map((v, i) => v === null ? null :
-        `${(pad + (i + CHART_POINTS - n) * (w - 2 * pad) / (CHART_POINTS - 1)).toFixed(1)},` +
-        `${(h - pad - (v / max) * (h - 2 * pad)).toFixed(1)}`).filter((p) => p !== null);
-      if (points.length) graphic.append(svg("polyline", { points: points.join(" "), class: s.cls }));
+      const xy = s.values.map((v, i) => v === null ? null : [
+        pad + (i + slots - n) * (w - 2 * pad) / (slots - 1),
+        h - pad - (v / max) * (h - 2 * pad),
+      ]).filter((p) => p !== null);
+      if (xy.length === 1) {
+        graphic.append(svg("circle", { cx: xy[0][0], cy: xy[0][1], r: 2, class: `dot ${s.cls}` }));
+      } else if (xy.length) {
+        const points = xy.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" ");
+        graphic.append(svg("polyline", { points, class: s.cls }));
+      }
     }
     figure.append(graphic, el("figcaption", {}, [el("strong", { text: title }), el("br"), latest]));
     return figure;

@@ -1,0 +1,175 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven through Debian's
+chromedriver with Selenium (`.ci/browser` installs both; no browser can be downloaded
+here). The page lists the running machines, follows a machine stopped from the CLI and
+a line a machine prints without a reload, and its buttons work from the keyboard.
+
+A screenshot is saved to tests/artifacts/dashboard.png (git-ignored); with
+TAXIWAY_DOCS_SCREENSHOT=1 it is also copied to docs/dashboard.png for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dashboard_app import dashboard_url, machine_ids, running_app, say, status, wait_for
+
+from cli_runner import run_taxiway as taxiway
+
+__all__ = ["running_app"]  # the fixture, used by name
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACT = ROOT / "tests" / "artifacts" / "dashboard.png"
+
+
+def _browser_problem() -> str | None:
+    if not os.path.exists(CHROMIUM) or not os.path.exists(CHROMEDRIVER):
+        return "Debian's chromium and chromium-driver are not installed (run `bash .ci/browser`)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (it is in the test extras: pip install -e '.[test]')"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_browser_problem() is not None, reason=str(_browser_problem()))
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="taxiway-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",  # tests run as root in CI
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,1300",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _text(driver: Any, selector: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, selector).text
+
+
+def _state_of(driver: Any, machine_id: str) -> str:
+    from selenium.common.exceptions import NoSuchElementException
+
+    try:
+        return _text(driver, f'tr[data-id="{machine_id}"] .state')
+    except NoSuchElementException:
+        return ""
+
+
+def test_the_page_follows_the_app_live(running_app: Path, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    app = running_app
+    ids = machine_ids(app)
+    url = dashboard_url(app)
+    port = url.split(":")[2].split("/")[0]
+
+    # without the token: 401, and not a machine id in the answer
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
+    assert refused.value.code == 401
+    body = refused.value.read().decode()
+    assert not any(i in body for i in ids.values())
+
+    browser.get(url)
+    # the token went into a cookie and out of the address bar
+    assert browser.current_url == f"http://127.0.0.1:{port}/"
+    assert "token" not in browser.current_url
+    wait_for(lambda: _text(browser, "#connection") == "live", what="the event stream")
+    for group, machine_id in ids.items():
+        row = browser.find_element(By.CSS_SELECTOR, f'tr[data-id="{machine_id}"]')
+        assert group in row.text and "started" in row.text
+    assert "http://127.0.0.1:" in _text(browser, "#edge")
+    assert "v1" in _text(browser, "#releases")
+    # a marker on the page: it must survive every update below (no reload)
+    browser.execute_script("window.__taxiwayNoReload = 'kept';")
+
+    # a line the worker prints shows in the log tail (following every machine)
+    say(app, "hello dashboard 5e1c")
+    wait_for(lambda: "hello dashboard 5e1c" in _text(browser, "#log"), what="the log line")
+
+    # a machine stopped from the CLI is shown stopped without a reload
+    assert taxiway(app, "machine", "stop", ids["worker"]).returncode == 0
+    wait_for(lambda: _state_of(browser, ids["worker"]) == "stopped", what="the stopped state")
+    assert browser.execute_script("return window.__taxiwayNoReload") == "kept"
+    assert "stopped" in _text(browser, "#announce")
+
+    # its Start button, pressed from the keyboard, starts it again
+    start = browser.find_element(
+        By.CSS_SELECTOR, f'button[data-action="start"][data-machine="{ids["worker"]}"]'
+    )
+    assert start.get_attribute("aria-label") == f"Start machine {ids['worker']}"
+    start.send_keys(Keys.ENTER)
+    wait_for(lambda: _state_of(browser, ids["worker"]) == "started", what="the restart")
+    assert {m["id"]: m["state"] for m in status(app)["machines"]}[ids["worker"]] == "started"
+
+    # Destroy asks first; Cancel (the default) leaves the machine be
+    browser.find_element(
+        By.CSS_SELECTOR, f'button[data-action="destroy"][data-machine="{ids["web"]}"]'
+    ).click()
+    dialog = browser.find_element(By.ID, "confirm-destroy")
+    wait_for(dialog.is_displayed, what="the confirm dialog")
+    assert browser.switch_to.active_element.get_attribute("id") == "confirm-cancel"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    wait_for(lambda: not dialog.is_displayed(), what="the dialog to close")
+    assert ids["web"] in {m["id"] for m in status(app)["machines"]}
+
+    # a deploy shows its steps and its release's status as it goes
+    config = app / "fly.toml"
+    config.write_text(config.read_text().replace("[env]\n", '[env]\nGREETING = "v2"\n'))
+    deployed = taxiway(app, "deploy", "--no-smoke-checks", timeout=120)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    wait_for(lambda: "Release v2: complete" in _text(browser, "#deploy"), what="the deploy")
+    steps = browser.find_elements(By.CSS_SELECTOR, "#deploy li")
+    assert steps and "release v2" in steps[0].text
+    assert "v2 (current)" in _text(browser, "#releases")
+
+    # the charts fill in from the samples (memory of each machine's process tree)
+    wait_for(
+        lambda: len(browser.find_elements(By.CSS_SELECTOR, "#machine-charts figure")) >= 4,
+        what="the machine charts",
+    )
+    assert "metrics unavailable" in _text(browser, "#services-unavailable") or (
+        browser.find_elements(By.CSS_SELECTOR, "#service-charts figure")
+    )
+    say(app, "one more line for the picture")
+    wait_for(lambda: "one more line" in _text(browser, "#log"), what="the second line")
+
+    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACT))
+    if os.environ.get("TAXIWAY_DOCS_SCREENSHOT") == "1":
+        shutil.copyfile(ARTIFACT, ROOT / "docs" / "dashboard.png")
