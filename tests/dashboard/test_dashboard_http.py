@@ -63,7 +63,7 @@ def test_without_the_token_nothing_is_told(running_app: Path) -> None:
         ("/", {}),
         (f"/?token={wrong}", {}),
         ("/events", {}),
-        ("/logs", {}),
+        ("/events?group=web", {}),
         ("/static/dashboard.js", {}),
         ("/", {"Cookie": f"taxiway_dashtest={token}"}),  # another name: not this app's
         ("/events", {"Cookie": "taxiway_x=1"}),
@@ -147,7 +147,7 @@ def test_streams_are_capped_and_carry_state_and_log_lines(running_app: Path) -> 
     try:
         first = _open_stream(port, cookie)
         streams.append(first)
-        head = _read_until(first, b"event: history")
+        head = _read_until(first, b"event: tail")
         assert b"200 OK" in head and b"text/event-stream" in head
         assert ids["worker"].encode() in head
         for _ in range(63):
@@ -166,13 +166,13 @@ def test_streams_are_capped_and_carry_state_and_log_lines(running_app: Path) -> 
         for sock in streams:
             sock.close()
     # once they are closed, a new one is let in again, and a log tail sees a new line
-    logs = _open_stream(port, cookie, "/logs?group=web")
+    logs = _open_stream(port, cookie, "/events?group=web")
     try:
         assert b"event: tail" in _read_until(logs, b"event: tail")
     finally:
         logs.close()
     assert taxiway(app, "machine", "start", ids["worker"]).returncode == 0
-    logs = _open_stream(port, cookie, f"/logs?machine={ids['worker']}")
+    logs = _open_stream(port, cookie, f"/events?machine={ids['worker']}")
     try:
         _read_until(logs, b"event: tail")
         say(app, "a line for the dashboard 8d2f")

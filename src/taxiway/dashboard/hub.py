@@ -1,6 +1,6 @@
 """The open event streams, bounded: how many, and how much each may have waiting.
 
-Every open dashboard tab holds one stream (two while it shows a log tail). The daemon
+Every open dashboard tab holds one stream (state, chart points, its log tail). The daemon
 runs the app's edge on the same event loop, so a tab must never cost more than a few
 queued messages: at most `MAX_STREAMS` streams, each with at most `QUEUE_SIZE` events
 waiting to be written; a client that reads too slowly to keep its queue from filling is
@@ -26,7 +26,7 @@ class Stream:
 
     def __init__(self, kind: str, selection: Callable[[dict], bool] | None = None) -> None:
         self.kind = kind
-        #: For a log stream: which lines it shows.
+        #: Which log lines it shows.
         self.selection = selection
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_SIZE)
         #: The task writing the stream: cancelled to drop a slow client.

@@ -3,7 +3,7 @@
 Each live machine's `MachineLog` gets one listener (not one per tab). Lines wait in one
 bounded buffer and go out once per log tick, as one event per distinct selection (all
 machines, a group, a machine), the same bytes to every tab showing that selection. While
-no tab shows a log tail, a line costs its listener one length check.
+no tab is open, a line costs its listener one check.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class LogFeed:
         self._pending.clear()
         self._skipped = 0
         encoded: dict[Any, bytes | None] = {}
-        for stream in self.hub.of_kind("logs"):
+        for stream in self.hub.of_kind("state"):
             wanted = stream.selection
             assert wanted is not None
             key = getattr(wanted, "key", id(wanted))

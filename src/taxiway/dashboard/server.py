@@ -13,9 +13,12 @@ listens on (a DNS-rebinding page can't use a name of its own), and a button's PO
 come from the page itself (a custom header a cross-site form can't send, and a matching
 ``Origin``).
 
-Live updates: one event stream per tab (`taxiway.dashboard.hub`). The tick builds the
-shared state once when something changed and sends the same bytes to every tab; chart
-points are sampled once per metrics tick for all tabs; log lines go out in batches.
+Live updates: one event stream per tab (`taxiway.dashboard.hub`), carrying the state,
+the chart points and the log tail the tab selected (``/events?machine=…&group=…``; a new
+selection is a new stream). One stream, not one per kind: browsers open at most six
+HTTP/1.1 connections per host, and a tab should take one. The tick builds the shared
+state once when something changed and sends the same bytes to every tab; chart points
+are sampled once per metrics tick for all tabs; log lines go out in batches.
 """
 
 from __future__ import annotations
@@ -236,11 +239,8 @@ class DashboardServer:
                 await http.answer(conn, writer, 200, self._static_file(name), kind)
                 return False
             if request.path == "/events":
-                await self._stream(conn, writer, Stream("state"))
-                return True
-            if request.path == "/logs":
                 wanted = selection(request.query.get("machine"), request.query.get("group"))
-                await self._stream(conn, writer, Stream("logs", wanted))
+                await self._stream(conn, writer, Stream("state", wanted))
                 return True
         if request.method == "POST":
             match = _ACTION_PATH.match(request.path)
@@ -293,15 +293,14 @@ class DashboardServer:
             return
         try:
             http.start_event_stream(conn, writer)
-            if stream.kind == "state":
-                if not self._state_chunk or self.state.changed:
-                    self._state_chunk = self._build_state()
-                writer.write(self._state_chunk)
-                writer.write(http.event_chunk("history", json.dumps(self._history)))
-            else:
-                assert stream.selection is not None
-                lines = await asyncio.to_thread(self.logs.tail, stream.selection)
-                writer.write(http.event_chunk("tail", json.dumps({"lines": lines})))
+            if not self._state_chunk or self.state.changed:
+                self._state_chunk = self._build_state()
+            writer.write(self._state_chunk)
+            writer.write(http.event_chunk("history", json.dumps(self._history)))
+            await writer.drain()
+            assert stream.selection is not None
+            lines = await asyncio.to_thread(self.logs.tail, stream.selection)
+            writer.write(http.event_chunk("tail", json.dumps({"lines": lines})))
             await writer.drain()
             while True:
                 writer.write(await stream.queue.get())

@@ -1,5 +1,5 @@
 // taxiway's dashboard: keeps the server-rendered page current from the daemon's event
-// streams (/events: state, metrics; /logs: a log tail) and makes the machine buttons work.
+// stream (/events: state, chart points, a log tail) and makes the machine buttons work.
 // No framework, no build step, nothing loaded from elsewhere. Rows are updated in place,
 // keyed by machine id, so a focused button keeps its focus across updates.
 "use strict";
@@ -251,22 +251,7 @@
 
   // -- event streams -------------------------------------------------------------------------
 
-  function connectState() {
-    const source = new EventSource("/events");
-    source.addEventListener("open", () => { $("connection").textContent = "live"; });
-    source.addEventListener("error", () => {
-      $("connection").textContent = "reconnecting…";  // EventSource retries on its own
-    });
-    source.addEventListener("state", (e) => renderState(JSON.parse(e.data)));
-    source.addEventListener("history", (e) => { history = JSON.parse(e.data); renderCharts(); });
-    source.addEventListener("metrics", (e) => {
-      history.push(JSON.parse(e.data));
-      if (history.length > CHART_POINTS) history.shift();
-      renderCharts();
-    });
-  }
-
-  let logSource = null;
+  let source = null;
   let tailKeys = new Set();
   function logLine(r) {
     return `${r.ts} ${r.machine} [${r.group}] ${r.stream === "system" ? "(taxiway) " : ""}${r.line}\n`;
@@ -282,23 +267,36 @@
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
 
-  function connectLogs() {
-    if (logSource) logSource.close();
+  // One stream per tab: the state, the chart points and the selected log tail. A new
+  // log selection opens a new stream (the server sends everything again on connect).
+  function connect() {
+    if (source) source.close();
     const value = $("log-source").value;
     const params = new URLSearchParams();
     if (value.startsWith("group:")) params.set("group", value.slice(6));
     if (value.startsWith("machine:")) params.set("machine", value.slice(8));
     $("log").replaceChildren();
-    const source = new EventSource(`/logs?${params}`);
-    logSource = source;
-    source.addEventListener("tail", (e) => {
+    const stream = new EventSource(`/events?${params}`);
+    source = stream;
+    stream.addEventListener("open", () => { $("connection").textContent = "live"; });
+    stream.addEventListener("error", () => {
+      $("connection").textContent = "reconnecting…";  // EventSource retries on its own
+    });
+    stream.addEventListener("state", (e) => renderState(JSON.parse(e.data)));
+    stream.addEventListener("history", (e) => { history = JSON.parse(e.data); renderCharts(); });
+    stream.addEventListener("metrics", (e) => {
+      history.push(JSON.parse(e.data));
+      if (history.length > CHART_POINTS) history.shift();
+      renderCharts();
+    });
+    stream.addEventListener("tail", (e) => {
       const lines = JSON.parse(e.data).lines;
       tailKeys = new Set(lines.slice(-50).map((r) => `${r.ts}|${r.machine}|${r.line}`));
       $("log").replaceChildren();
       appendLines(lines);
-      if (!$("log-follow").checked) source.close();
     });
-    source.addEventListener("lines", (e) => {
+    stream.addEventListener("lines", (e) => {
+      if (!$("log-follow").checked) return;
       const data = JSON.parse(e.data);
       const fresh = data.lines.filter((r) => !tailKeys.has(`${r.ts}|${r.machine}|${r.line}`));
       if (data.skipped) fresh.push({ ts: "", machine: "", group: "", stream: "system",
@@ -343,16 +341,15 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     $("machines").addEventListener("click", onMachineButton);
-    $("log-source").addEventListener("change", connectLogs);
+    $("log-source").addEventListener("change", connect);
     $("log-follow").addEventListener("change", () => {
-      if ($("log-follow").checked) connectLogs(); else if (logSource) logSource.close();
+      if ($("log-follow").checked) connect();  // catch up with what was missed
     });
     $("log-controls").addEventListener("submit", (e) => e.preventDefault());
     $("machines-title").setAttribute("tabindex", "-1");
     for (const row of $("machines").tBodies[0].rows) {
       lastStates[row.dataset.id] = row.querySelector(".state")?.textContent;
     }
-    connectState();
-    connectLogs();
+    connect();
   });
 })();
