@@ -77,6 +77,14 @@ def test_without_the_token_nothing_is_told(running_app: Path) -> None:
     assert {m["state"] for m in status(app)["machines"]} == {"started"}
     # the URL is the same on every ask: one server per daemon
     assert dashboard_url(app) == url
+    # a deleted token file is a revoked token: the next ask makes a new one
+    port, cookie = _signed_in(url)
+    assert _get(port, "/", {"Cookie": cookie})[0] == 200
+    token_file.unlink()
+    renewed = dashboard_url(app)
+    assert renewed != url and urllib.parse.urlsplit(renewed).port == port
+    assert _get(port, "/", {"Cookie": cookie})[0] == 401
+    assert _signed_in(renewed)[0] == port
 
 
 def test_the_token_buys_a_cookie_and_the_page(running_app: Path) -> None:

@@ -94,6 +94,9 @@ class DashboardServer:
 
     @property
     def url(self) -> str:
+        """The address to open, with the state folder's token as the file holds it now: a
+        deleted token file makes a new token here, and the old one's cookies stop working."""
+        self.token = dashboard_token(self.runtime.state_dir)
         return f"http://127.0.0.1:{self.port}/?token={self.token}"
 
     async def start(self) -> None:

@@ -12,6 +12,8 @@
   const MIN_SLOTS = 30;
   let history = [];
   let lastStates = {};
+  let machineOrder = [];
+  let machineGroups = {};
 
   function announce(text) {
     const region = $("announce");
@@ -160,6 +162,8 @@
   }
 
   function renderState(state) {
+    machineOrder = state.machines.map((m) => m.id);
+    machineGroups = Object.fromEntries(state.machines.map((m) => [m.id, m.group]));
     $("release").textContent = `v${state.release}`;
     $("driver").textContent = state.driver || "";
     renderMachines(state.machines);
@@ -239,11 +243,15 @@
     }
     $("service-charts").replaceChildren(...serviceFigures);
     const machineFigures = [];
-    for (const id of Object.keys(last.machines).sort()) {
+    // in the machines table's order (by group), each titled with its group
+    const order = machineOrder.filter((id) => id in last.machines);
+    for (const id of Object.keys(last.machines).sort()) if (!order.includes(id)) order.push(id);
+    for (const id of order) {
       const pick = (key) => history.map((p) => p.machines?.[id]?.[key] ?? null);
+      const name = machineGroups[id] ? `${machineGroups[id]} ${id}` : id;
       machineFigures.push(
-        chart(`${id} memory`, " MB", [{ label: "rss", values: pick("memory_mb"), cls: "line-a" }]),
-        chart(`${id} CPU`, "%", [{ label: "cpu", values: pick("cpu_pct"), cls: "line-b" }]),
+        chart(`${name} memory`, " MB", [{ label: "rss", values: pick("memory_mb"), cls: "line-a" }]),
+        chart(`${name} CPU`, "%", [{ label: "cpu", values: pick("cpu_pct"), cls: "line-b" }]),
       );
     }
     $("machine-charts").replaceChildren(...machineFigures);
