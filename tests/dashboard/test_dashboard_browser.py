@@ -80,6 +80,61 @@ def _text(driver: Any, selector: str) -> str:
     return driver.find_element(By.CSS_SELECTOR, selector).text
 
 
+# Accessibility, as the browser computes it: every control named, every form field
+# labelled, and every piece of visible text at WCAG AA contrast against the background it
+# is drawn on (4.5:1; 3:1 for large text).
+A11Y_PROBLEMS = """
+const problems = [];
+for (const b of document.querySelectorAll("button")) {
+  const name = (b.getAttribute("aria-label") || b.textContent).trim();
+  if (!name) problems.push("a button without a name: " + b.outerHTML.slice(0, 80));
+}
+for (const f of document.querySelectorAll("select, input, textarea")) {
+  if (!f.labels || !f.labels.length) problems.push("a field without a label: " + f.id);
+}
+function rgba(text) {
+  const m = text.match(/rgba?\\(([^)]+)\\)/);
+  if (!m) return [0, 0, 0, 0];
+  const parts = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number);
+  return [parts[0], parts[1], parts[2], parts.length > 3 ? parts[3] : 1];
+}
+function luminance([r, g, b]) {
+  const c = [r, g, b].map((v) => {
+    v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  });
+  return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+}
+function background(el) {
+  for (let n = el; n && n.nodeType === 1; n = n.parentElement) {
+    const bg = rgba(getComputedStyle(n).backgroundColor);
+    if (bg[3] > 0) return bg;
+  }
+  return [255, 255, 255, 1];
+}
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+const seen = new Set();
+while (walker.nextNode()) {
+  const el = walker.currentNode.parentElement;
+  if (!walker.currentNode.textContent.trim() || seen.has(el) || el.closest("svg")) continue;
+  seen.add(el);
+  const rect = el.getBoundingClientRect();
+  const style = getComputedStyle(el);
+  if (!rect.width || !rect.height || style.visibility === "hidden" || rect.width <= 1) continue;
+  const fg = rgba(style.color), bg = background(el);
+  const [hi, lo] = [luminance(fg), luminance(bg)].sort((a, b) => b - a);
+  const ratio = (hi + 0.05) / (lo + 0.05);
+  const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
+  const needed = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+  if (ratio < needed) {
+    const text = el.textContent.trim().slice(0, 30);
+    problems.push(`contrast ${ratio.toFixed(2)} < ${needed}: ${el.tagName} "${text}"`);
+  }
+}
+return problems;
+"""
+
+
 def _state_of(driver: Any, machine_id: str) -> str:
     from selenium.common.exceptions import NoSuchElementException
 
@@ -115,6 +170,18 @@ def test_the_page_follows_the_app_live(running_app: Path, browser: Any) -> None:
         assert group in row.text and "started" in row.text
     assert "http://127.0.0.1:" in _text(browser, "#edge")
     assert "v1" in _text(browser, "#releases")
+    assert browser.execute_script(A11Y_PROBLEMS) == []
+    # the keyboard reaches the buttons, and the focused one shows it
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)
+    for _ in range(10):
+        if browser.switch_to.active_element.tag_name == "button":
+            break
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+    focused = browser.switch_to.active_element
+    assert focused.tag_name == "button"
+    assert focused.value_of_css_property("outline-style") == "solid"
+
     # a marker on the page: it must survive every update below (no reload)
     browser.execute_script("window.__taxiwayNoReload = 'kept';")
 

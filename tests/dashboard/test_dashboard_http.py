@@ -187,3 +187,18 @@ def test_streams_are_capped_and_carry_state_and_log_lines(running_app: Path) -> 
         assert b"a line for the dashboard 8d2f" in _read_until(logs, b"8d2f")
     finally:
         logs.close()
+
+
+def test_dashboard_needs_the_daemon(tmp_path: Path) -> None:
+    (tmp_path / "fly.toml").write_text('app = "nodaemon"\n')
+    result = taxiway(tmp_path, "dashboard", "--no-open")
+    assert result.returncode == 1
+    assert "not running this app" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_without_a_display_the_address_is_printed_and_no_browser_runs(running_app: Path) -> None:
+    env = {"DISPLAY": "", "WAYLAND_DISPLAY": "", "BROWSER": ""}
+    result = taxiway(running_app, "dashboard", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("http://127.0.0.1:")
+    assert "no display here" in result.stderr
