@@ -43,6 +43,14 @@ def machine_row(m: dict[str, Any]) -> str:
     return f'<tr data-id="{mid}">{"".join(cells)}</tr>'
 
 
+def _hint_items(machines: list[dict[str, Any]]) -> str:
+    return "".join(
+        f"<li>machine <code>{_e(m['id'])}</code>: {_e(hint)}</li>"
+        for m in machines
+        for hint in m.get("hints") or ()
+    )
+
+
 def _edge_items(edge: list[dict[str, Any]]) -> str:
     if not edge:
         return "<li>The edge listens nowhere (the app has no services).</li>"
@@ -89,6 +97,7 @@ def render_page(state: dict[str, Any]) -> str:
     app = _e(state["app"])
     rows = "".join(machine_row(m) for m in state["machines"])
     driver = _e(state.get("driver"))
+    hints = _hint_items(state["machines"])
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -122,6 +131,7 @@ def render_page(state: dict[str, Any]) -> str:
     <tbody>{rows}</tbody>
   </table>
   </div>
+  <ul id="hints" class="hints" aria-label="Hints about the machines">{hints}</ul>
 </section>
 
 <section aria-labelledby="charts-title">

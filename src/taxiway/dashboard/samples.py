@@ -1,8 +1,9 @@
 """Where the dashboard's charts come from: one small interface, two sources.
 
 `chart_source` picks one; swapping sources is that one function. Each source's `sample`
-runs in a worker thread (it may read /proc), once per metrics tick, for all clients
-together, and returns one point::
+runs once per metrics tick, for all clients together (in a worker thread when the source
+says ``in_thread``: reading /proc takes milliseconds the edge shouldn't wait), and
+returns one point::
 
     {"t": unix seconds,
      "services": {"<service>": {"rps": float, "errors_per_s": float,
@@ -33,6 +34,9 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class ChartSource(Protocol):
+    #: Whether `sample` may run in a worker thread (else on the event loop).
+    in_thread: bool
+
     def sample(self) -> dict[str, Any]: ...
 
 
@@ -107,6 +111,10 @@ def tree_totals(root: int, processes: dict[int, ProcStat]) -> tuple[float, int]:
 class ProcSource:
     """Machines' memory and CPU from their process trees; no service figures."""
 
+    #: It only reads /proc and copies the machines' pids (a list() of a dict, atomic
+    #: under the GIL): safe beside the loop.
+    in_thread = True
+
     def __init__(
         self, runtime: AppRuntime, read: Callable[[], dict[int, ProcStat]] = read_processes
     ) -> None:
@@ -152,7 +160,11 @@ class RegistrySource:
 
     A snapshot of another shape, or one that fails, leaves the service charts "metrics
     unavailable" with the reason and falls back to /proc for the machines.
+
+    Called on the event loop: the registry follows the runtime, which belongs to the loop.
     """
+
+    in_thread = False
 
     def __init__(self, runtime: AppRuntime, snapshot: Callable[[Any], dict[str, Any]]) -> None:
         self.snapshot = snapshot

@@ -162,7 +162,10 @@ class DashboardServer:
         while True:
             if self.hub.of_kind("state"):
                 try:
-                    point = await asyncio.to_thread(self.source.sample)
+                    if self.source.in_thread:
+                        point = await asyncio.to_thread(self.source.sample)
+                    else:
+                        point = self.source.sample()
                 except Exception as exc:  # a sampling bug must not end the charts for good
                     point = {"t": 0, "services": None, "machines": {},
                              "services_unavailable": f"metrics unavailable: {exc}"}

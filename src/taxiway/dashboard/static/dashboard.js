@@ -105,6 +105,8 @@
       }
     }
     if (changes.length) announce(changes.join("; "));
+    $("hints").replaceChildren(...machines.flatMap((m) => m.hints.map((hint) =>
+      el("li", {}, ["machine ", el("code", { text: m.id }), `: ${hint}`]))));
     updateLogOptions(machines);
   }
 
