@@ -11,7 +11,7 @@ import stat
 import urllib.parse
 from pathlib import Path
 
-from dashboard_app import dashboard_url, machine_ids, running_app, say, status
+from dashboard_app import dashboard_url, machine_ids, running_app, say, status, wait_for
 
 from cli_runner import run_taxiway as taxiway
 
@@ -202,3 +202,40 @@ def test_without_a_display_the_address_is_printed_and_no_browser_runs(running_ap
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("http://127.0.0.1:")
     assert "no display here" in result.stderr
+
+
+def test_idle_connections_are_capped(running_app: Path) -> None:
+    from taxiway.dashboard.server import MAX_CONNECTIONS
+
+    port, cookie = _signed_in(dashboard_url(running_app))
+    request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n".encode()
+    held: list[socket.socket] = []
+
+    def answered(sock: socket.socket) -> bool:
+        sock.sendall(request)
+        try:
+            return sock.recv(12).startswith(b"HTTP/1.1 200")
+        except ConnectionResetError:
+            return False
+
+    try:
+        # connections that say nothing, up to one short of the cap
+        for _ in range(MAX_CONNECTIONS - 1):
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+
+        def one_more_kept() -> bool:  # the last place: taken by a kept-alive connection
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            if answered(sock):
+                held.append(sock)
+                return True
+            sock.close()
+            return False
+
+        wait_for(one_more_kept, what="the last connection under the cap")
+        extra = socket.create_connection(("127.0.0.1", port), timeout=10)
+        assert not answered(extra)  # over the cap: closed unanswered
+        extra.close()
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: _get(port, "/", {"Cookie": cookie})[0] == 200, what="the page again")

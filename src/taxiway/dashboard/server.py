@@ -55,6 +55,11 @@ LOG_TICK_S = 0.25
 #: How often the charts get a point, and how many points they keep (5 minutes).
 METRICS_TICK_S = 2.0
 HISTORY_POINTS = 150
+#: Connections open at once (event streams included), and how long one may take to send
+#: a request (or sit idle between two): a client that connects and says nothing is
+#: closed, and a flood of them can't pile up tasks in the daemon.
+MAX_CONNECTIONS = 256
+REQUEST_TIMEOUT_S = 30.0
 #: The header the page's buttons send: a cross-site form or image can't set it.
 ACTION_HEADER = "x-taxiway-dashboard"
 
@@ -128,6 +133,7 @@ class DashboardServer:
 
     def _machines_changed(self) -> None:
         self.state.mark_changed()
+        self.logs.hook()  # a new machine's first lines reach the tails too
 
     # -- ticks: one piece of work for every tab ---------------------------------------------
 
@@ -179,14 +185,19 @@ class DashboardServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= MAX_CONNECTIONS:
+            writer.transport.abort()
+            return
         self._connections.add(task)
         writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
         conn = h11.Connection(h11.SERVER)
         try:
             while True:
                 try:
-                    request = await http.read_request(conn, reader)
-                except http.RequestTooLarge:
+                    request = await asyncio.wait_for(
+                        http.read_request(conn, reader), REQUEST_TIMEOUT_S
+                    )
+                except (http.RequestTooLarge, TimeoutError):
                     return
                 if request is None:
                     return
