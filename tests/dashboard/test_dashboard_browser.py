@@ -193,7 +193,8 @@ def test_the_page_follows_the_app_live(running_app: Path, browser: Any) -> None:
     assert taxiway(app, "machine", "stop", ids["worker"]).returncode == 0
     wait_for(lambda: _state_of(browser, ids["worker"]) == "stopped", what="the stopped state")
     assert browser.execute_script("return window.__taxiwayNoReload") == "kept"
-    wait_for(lambda: "stopped" in _text(browser, "#announce"), what="the announcement")
+    announce = browser.find_element(By.ID, "announce")  # visually hidden: read its text
+    wait_for(lambda: "stopped" in announce.get_attribute("textContent"), what="the announcement")
 
     # its Start button, pressed from the keyboard, starts it again
     start = browser.find_element(
