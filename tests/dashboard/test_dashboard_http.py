@@ -77,6 +77,8 @@ def test_without_the_token_nothing_is_told(running_app: Path) -> None:
     assert {m["state"] for m in status(app)["machines"]} == {"started"}
     # the URL is the same on every ask: one server per daemon
     assert dashboard_url(app) == url
+    as_json = taxiway(app, "dashboard", "--no-open", "--json")
+    assert json.loads(as_json.stdout) == {"app": "dashtest", "url": url, "port": port}
     # a deleted token file is a revoked token: the next ask makes a new one
     port, cookie = _signed_in(url)
     assert _get(port, "/", {"Cookie": cookie})[0] == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -11,8 +12,12 @@ from taxiway.cli.app_cmd import client_for
 
 def dashboard(args: argparse.Namespace) -> int:
     client, app, _ = client_for(args.config)
-    url = client.request("GET", f"/v1/apps/{app}/dashboard")["url"]
-    print(url, flush=True)
+    answer = client.request("GET", f"/v1/apps/{app}/dashboard")
+    url = answer["url"]
+    if args.json:  # one object on stdout, as every --json; browser notes go to stderr
+        print(json.dumps({"app": app, "url": url, "port": answer["port"]}), flush=True)
+    else:
+        print(url, flush=True)
     if not args.no_open:
         _open(url)
     return 0

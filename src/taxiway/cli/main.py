@@ -356,6 +356,9 @@ def _add_dashboard(commands: Commands) -> None:
     dashboard.add_argument(
         "--no-open", action="store_true", help="only print the address, open no browser"
     )
+    dashboard.add_argument(
+        "--json", action="store_true", help='print {"app", "url", "port"} as one JSON object'
+    )
     dashboard.set_defaults(handler="taxiway.cli.dashboard_cmd:dashboard")
 
 
