@@ -105,23 +105,35 @@ def test_proc_source_measures_a_machines_process_tree() -> None:
 
 
 def test_registry_source_turns_counters_into_rates_and_survives_a_bad_snapshot() -> None:
-    counters = {"requests": 100, "errors": 2}
+    # the shape `taxiway.metrics.snapshot` answers: totals since the daemon started
+    bounds = [0.005, 0.01, 0.1, 1.0]
+    figures = {"at": 1000.0, "requests": 100, "errors": 2, "buckets": [50, 30, 20, 0, 0]}
 
     def snapshot(runtime: object) -> dict:
         return {
-            "services": {"web:8080": {**counters, "p50_s": 0.004, "p99_s": 0.05}},
-            "machines": {"m1": {"memory_bytes": 50 * 2**20, "cpu_seconds": 1.0}},
+            "at": figures["at"],
+            "bounds": bounds,
+            "services": [{"service": "app:8080", "requests": figures["requests"],
+                          "errors": figures["errors"], "latency_buckets": figures["buckets"],
+                          "p50_s": 0.004, "p99_s": 0.05}],
+            "machines": [{"id": "m1", "memory_bytes": 50 * 2**20, "cpu_seconds": 1.0},
+                         {"id": "m2", "memory_bytes": None, "cpu_seconds": None}],
         }
 
     runtime = SimpleNamespace(machines={})
     source = RegistrySource(runtime, snapshot)  # type: ignore[arg-type]
+    assert not source.in_thread  # the edge's counters belong to the loop
     first = source.sample()
-    assert first["services"]["web:8080"]["p99_ms"] == 50.0
+    assert first["services"]["app:8080"] == {
+        "rps": 0.0, "errors_per_s": 0.0, "p50_ms": 4.0, "p99_ms": 50.0
+    }
     assert first["machines"]["m1"]["memory_mb"] == 50.0
-    counters.update(requests=200, errors=12)
-    second = source.sample()
-    assert second["services"]["web:8080"]["rps"] > 0
-    assert second["services"]["web:8080"]["errors_per_s"] > 0
+    assert first["machines"]["m2"] == {"memory_mb": None, "cpu_pct": None}
+    # two seconds later: 200 more requests, 10 more errors, all of them slow
+    figures.update(at=1002.0, requests=300, errors=12, buckets=[50, 30, 20, 200, 0])
+    second = source.sample()["services"]["app:8080"]
+    assert second["rps"] == 100.0 and second["errors_per_s"] == 5.0
+    assert 100 < second["p50_ms"] <= 1000 and 100 < second["p99_ms"] <= 1000
 
     def broken(runtime: object) -> dict:
         raise RuntimeError("registry not ready")

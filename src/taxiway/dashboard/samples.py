@@ -12,8 +12,9 @@ returns one point::
      "machines": {"<machine id>": {"memory_mb": float, "cpu_pct": float}}}
 
 - `RegistrySource`: `taxiway.metrics.snapshot(runtime)`, when that module is present
-  (the daemon's Prometheus metrics). Counters there are cumulative, as in Prometheus;
-  rates are the difference between two samples.
+  (the daemon's Prometheus metrics, counted by the edge). Counters there are totals, as
+  in Prometheus; rates and the latency quantiles come from the difference between two
+  snapshots.
 - `ProcSource`: what taxiway can measure without it: each machine's memory (resident set)
   and CPU, summed over its process tree from /proc. No request figures: the charts say
   "metrics unavailable" for services.
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -151,17 +152,22 @@ class ProcSource:
 
 
 class RegistrySource:
-    """Rates from `taxiway.metrics.snapshot(runtime)`, which answers::
+    """Rates from `taxiway.metrics.snapshot(runtime)`, which answers (counters are totals
+    since the daemon started, read at ``at``)::
 
-        {"services": {"<service>": {"requests": cumulative count,
-                                    "errors": cumulative count (5xx),
-                                    "p50_s": seconds | None, "p99_s": seconds | None}},
-         "machines": {"<machine id>": {"memory_bytes": int, "cpu_seconds": cumulative}}}
+        {"at": unix seconds, "bounds": [latency bucket upper bounds, seconds],
+         "services": [{"service": name, "requests": total, "errors": total (5xx),
+                       "latency_buckets": [count per bucket, +Inf last],
+                       "p50_s": seconds | None, "p99_s": seconds | None}, ...],
+         "machines": [{"id": machine id, "memory_bytes": int | None,
+                       "cpu_seconds": total | None}, ...]}
 
-    A snapshot of another shape, or one that fails, leaves the service charts "metrics
-    unavailable" with the reason and falls back to /proc for the machines.
+    Rates are the difference of two snapshots over their time apart; p50/p99 come from
+    the difference of the latency buckets (the last tick's requests), else the snapshot's
+    own figures. A snapshot that fails, or of another shape, leaves the service charts
+    "metrics unavailable" with the reason, and the machines' from /proc.
 
-    Called on the event loop: the registry follows the runtime, which belongs to the loop.
+    Called on the event loop: the edge's counters and the runtime belong to it.
     """
 
     in_thread = False
@@ -173,28 +179,69 @@ class RegistrySource:
         self._last: tuple[float, dict[str, Any]] | None = None
 
     def sample(self) -> dict[str, Any]:
-        now = time.time()
         try:
             data = self.snapshot(self.runtime)
-            services = _service_rates(data.get("services") or {}, now, self._last)
-            machines = _machine_figures(data.get("machines") or {}, now, self._last)
-        except Exception as exc:  # another helper's module: never let it stop the charts
+            now = float(data.get("at") or time.time())
+            bounds = [float(b) for b in data.get("bounds") or ()]
+            services = _by_key(data.get("services"), "service")
+            machines = _by_key(data.get("machines"), "id")
+            last = self._last
+            point = {
+                "t": now,
+                "services": _service_rates(services, bounds, now, last),
+                "services_unavailable": None,
+                "machines": _machine_figures(machines, now, last),
+            }
+        except Exception as exc:  # another module's answer: never let it stop the charts
             point = self.fallback.sample()
             point["services_unavailable"] = f"metrics unavailable: {type(exc).__name__}: {exc}"
             return point
-        self._last = (now, data)
-        return {"t": now, "services": services, "services_unavailable": None, "machines": machines}
+        self._last = (now, {"services": services, "machines": machines})
+        return point
 
 
-def _rate(now: float, last: tuple[float, dict] | None, path: Iterable[str], value: float) -> float:
-    if last is None or now <= last[0]:
-        return 0.0
-    previous: Any = last[1]
+def _by_key(items: Any, key: str) -> dict[str, dict[str, Any]]:
+    """A list of records (or a mapping already) as a mapping by ``key``."""
+    if isinstance(items, dict):
+        return {str(k): v for k, v in items.items()}
+    return {str(item[key]): item for item in items or ()}
+
+
+def _previous(last: tuple[float, dict] | None, *path: str) -> Any:
+    value: Any = last[1] if last is not None else None
     for key in path:
-        previous = previous.get(key) if isinstance(previous, dict) else None
-    if not isinstance(previous, int | float) or value < previous:
-        return 0.0  # first sight, or a counter reset (a new daemon)
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _rate(now: float, last: tuple[float, dict] | None, path: tuple[str, ...], value: Any) -> float:
+    previous = _previous(last, *path)
+    if (
+        last is None
+        or now <= last[0]
+        or not isinstance(value, int | float)
+        or not isinstance(previous, int | float)
+        or value < previous  # a counter reset (a new daemon)
+    ):
+        return 0.0
     return (value - previous) / (now - last[0])
+
+
+def _window_quantile(counts: list[int], bounds: list[float], q: float) -> float | None:
+    """The ``q`` quantile of one window's bucket counts, interpolated within its bucket
+    (as Prometheus's histogram_quantile); None without requests."""
+    total = sum(counts)
+    if not total or not bounds:
+        return None
+    rank, running, lower = q * total, 0, 0.0
+    for i, n in enumerate(counts):
+        if i >= len(bounds):
+            return bounds[-1]
+        if n and running + n >= rank:
+            return lower + (bounds[i] - lower) * (rank - running) / n
+        running += n
+        lower = bounds[i]
+    return bounds[-1]
 
 
 def _ms(seconds: Any) -> float | None:
@@ -202,30 +249,41 @@ def _ms(seconds: Any) -> float | None:
 
 
 def _service_rates(
-    services: dict[str, Any], now: float, last: tuple[float, dict] | None
+    services: dict[str, dict[str, Any]],
+    bounds: list[float],
+    now: float,
+    last: tuple[float, dict] | None,
 ) -> dict[str, dict[str, float | None]]:
     out = {}
     for name, figures in services.items():
-        requests = float(figures.get("requests") or 0)
-        errors = float(figures.get("errors") or 0)
-        out[str(name)] = {
-            "rps": round(_rate(now, last, ("services", name, "requests"), requests), 2),
-            "errors_per_s": round(_rate(now, last, ("services", name, "errors"), errors), 2),
-            "p50_ms": _ms(figures.get("p50_s")),
-            "p99_ms": _ms(figures.get("p99_s")),
+        p50, p99 = figures.get("p50_s"), figures.get("p99_s")
+        buckets = figures.get("latency_buckets")
+        before = _previous(last, "services", name, "latency_buckets")
+        if isinstance(buckets, list) and isinstance(before, list) and len(before) == len(buckets):
+            window = [max(0, int(a) - int(b)) for a, b in zip(buckets, before, strict=True)]
+            if sum(window):
+                p50, p99 = (_window_quantile(window, bounds, q) for q in (0.5, 0.99))
+        out[name] = {
+            "rps": round(_rate(now, last, ("services", name, "requests"),
+                               figures.get("requests")), 2),
+            "errors_per_s": round(_rate(now, last, ("services", name, "errors"),
+                                        figures.get("errors")), 2),
+            "p50_ms": _ms(p50),
+            "p99_ms": _ms(p99),
         }
     return out
 
 
 def _machine_figures(
-    machines: dict[str, Any], now: float, last: tuple[float, dict] | None
-) -> dict[str, dict[str, float]]:
+    machines: dict[str, dict[str, Any]], now: float, last: tuple[float, dict] | None
+) -> dict[str, dict[str, float | None]]:
     out = {}
     for machine_id, figures in machines.items():
-        cpu = float(figures.get("cpu_seconds") or 0)
-        pct = 100.0 * _rate(now, last, ("machines", machine_id, "cpu_seconds"), cpu)
-        out[str(machine_id)] = {
-            "memory_mb": round(float(figures.get("memory_bytes") or 0) / 2**20, 1),
-            "cpu_pct": round(pct, 1),
+        memory = figures.get("memory_bytes")
+        cpu = figures.get("cpu_seconds")
+        out[machine_id] = {
+            "memory_mb": round(memory / 2**20, 1) if isinstance(memory, int | float) else None,
+            "cpu_pct": round(100.0 * _rate(now, last, ("machines", machine_id, "cpu_seconds"),
+                                           cpu), 1) if cpu is not None else None,
         }
     return out
