@@ -124,8 +124,9 @@ def test_registry_source_turns_counters_into_rates_and_survives_a_bad_snapshot()
     source = RegistrySource(runtime, snapshot)  # type: ignore[arg-type]
     assert not source.in_thread  # the edge's counters belong to the loop
     first = source.sample()
+    # nothing to compare with yet: no rate, no latency of the last tick
     assert first["services"]["app:8080"] == {
-        "rps": 0.0, "errors_per_s": 0.0, "p50_ms": 4.0, "p99_ms": 50.0
+        "rps": 0.0, "errors_per_s": 0.0, "p50_ms": None, "p99_ms": None
     }
     assert first["machines"]["m1"]["memory_mb"] == 50.0
     assert first["machines"]["m2"] == {"memory_mb": None, "cpu_pct": None}
@@ -134,6 +135,9 @@ def test_registry_source_turns_counters_into_rates_and_survives_a_bad_snapshot()
     second = source.sample()["services"]["app:8080"]
     assert second["rps"] == 100.0 and second["errors_per_s"] == 5.0
     assert 100 < second["p50_ms"] <= 1000 and 100 < second["p99_ms"] <= 1000
+    figures.update(at=1004.0)  # an idle tick: no requests, no latency drawn
+    idle = source.sample()["services"]["app:8080"]
+    assert idle["rps"] == 0.0 and idle["p50_ms"] is None
 
     def broken(runtime: object) -> dict:
         raise RuntimeError("registry not ready")

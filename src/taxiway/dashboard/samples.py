@@ -256,12 +256,13 @@ def _service_rates(
 ) -> dict[str, dict[str, float | None]]:
     out = {}
     for name, figures in services.items():
-        p50, p99 = figures.get("p50_s"), figures.get("p99_s")
+        p50, p99 = figures.get("p50_s"), figures.get("p99_s")  # over the daemon's life
         buckets = figures.get("latency_buckets")
-        before = _previous(last, "services", name, "latency_buckets")
-        if isinstance(buckets, list) and isinstance(before, list) and len(before) == len(buckets):
-            window = [max(0, int(a) - int(b)) for a, b in zip(buckets, before, strict=True)]
-            if sum(window):
+        if isinstance(buckets, list) and bounds:  # over the last tick: what a chart shows
+            before = _previous(last, "services", name, "latency_buckets")
+            p50 = p99 = None  # no requests since the last tick: no latency to draw
+            if isinstance(before, list) and len(before) == len(buckets):
+                window = [max(0, int(a) - int(b)) for a, b in zip(buckets, before, strict=True)]
                 p50, p99 = (_window_quantile(window, bounds, q) for q in (0.5, 0.99))
         out[name] = {
             "rps": round(_rate(now, last, ("services", name, "requests"),
