@@ -100,6 +100,9 @@ def test_the_token_buys_a_cookie_and_the_page(running_app: Path) -> None:
         assert f'data-id="{machine_id}"' in page
     code, _, script = _get(port, "/static/dashboard.js", {"Cookie": cookie})
     assert code == 200 and "EventSource" in script
+    # it listens on 127.0.0.1 alone: not on every address (127.0.0.2 is this host too)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.2", port)) != 0
     # only the loopback names of this port are answered (a DNS-rebinding page has its own)
     code, _, body = _get(port, "/", {"Cookie": cookie, "Host": f"rebound.example:{port}"})
     assert code == 403 and ids["web"] not in body
