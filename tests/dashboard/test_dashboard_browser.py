@@ -75,9 +75,12 @@ def browser() -> Iterator[Any]:
 
 
 def _text(driver: Any, selector: str) -> str:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.CSS_SELECTOR, selector).text
+    """The element's rendered text, read in one step in the page: the page replaces
+    elements as updates come, and a found-then-read element may be gone by the read."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+        selector,
+    )
 
 
 # Accessibility, as the browser computes it: every control named, every form field
@@ -136,12 +139,7 @@ return problems;
 
 
 def _state_of(driver: Any, machine_id: str) -> str:
-    from selenium.common.exceptions import NoSuchElementException
-
-    try:
-        return _text(driver, f'tr[data-id="{machine_id}"] .state')
-    except NoSuchElementException:
-        return ""
+    return _text(driver, f'tr[data-id="{machine_id}"] .state')
 
 
 def test_the_page_follows_the_app_live(running_app: Path, browser: Any) -> None:

@@ -178,12 +178,13 @@ def test_streams_are_capped_and_carry_state_and_log_lines(running_app: Path) -> 
     finally:
         for sock in streams:
             sock.close()
-    # once they are closed, a new one is let in again, and a log tail sees a new line
-    logs = _open_stream(port, cookie, "/events?group=web")
-    try:
-        assert b"event: tail" in _read_until(logs, b"event: tail")
-    finally:
-        logs.close()
+    # once the daemon has seen them close, a new one is let in again, and a log tail sees
+    # a new line
+    def let_in() -> bool:
+        with _open_stream(port, cookie, "/events?group=web") as logs:
+            return b"event: tail" in _read_until(logs, b"event: tail")  # 503: closed
+
+    wait_for(let_in, what="a stream to be let in after the others closed")
     assert taxiway(app, "machine", "start", ids["worker"]).returncode == 0
     logs = _open_stream(port, cookie, f"/events?machine={ids['worker']}")
     try:
@@ -243,4 +244,11 @@ def test_idle_connections_are_capped(running_app: Path) -> None:
     finally:
         for sock in held:
             sock.close()
-    wait_for(lambda: _get(port, "/", {"Cookie": cookie})[0] == 200, what="the page again")
+
+    def page_again() -> bool:  # once the daemon has seen the held ones close
+        try:
+            return _get(port, "/", {"Cookie": cookie})[0] == 200
+        except ConnectionError:
+            return False
+
+    wait_for(page_again, what="the page again")

@@ -67,13 +67,19 @@
 
   function fillRow(row, m) {
     const cells = row.children;
-    const badge = el("span", { class: `state state-${m.state}`, text: stateText(m) });
-    cells[1].textContent = m.group;
-    cells[2].replaceChildren(badge);
-    cells[3].textContent = m.region;
-    cells[4].replaceChildren(el("code", { text: m.private_ip }));
-    cells[5].textContent = String(m.restarts);
-    cells[6].textContent = m.checks;
+    // only what changed is touched: fewer DOM changes for assistive technology to follow
+    const set = (node, text) => { if (node.textContent !== text) node.textContent = text; };
+    let badge = cells[2].querySelector(".state");
+    if (!badge) { badge = el("span"); cells[2].replaceChildren(badge); }
+    badge.className = `state state-${m.state}`;
+    set(badge, stateText(m));
+    set(cells[1], m.group);
+    set(cells[3], m.region);
+    let ip = cells[4].querySelector("code");
+    if (!ip) { ip = el("code"); cells[4].replaceChildren(ip); }
+    set(ip, m.private_ip);
+    set(cells[5], String(m.restarts));
+    set(cells[6], m.checks);
     cells[6].className = m.checks_critical ? "critical" : "";
     const running = ["started", "starting", "suspended"].includes(m.state);
     for (const button of row.querySelectorAll("button[data-action]")) {
