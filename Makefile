@@ -3,7 +3,7 @@
 #   make run     validate the bundled example app, show its machines, and run it (Ctrl-C stops)
 #   make test    lint (ruff) and run the test suite; extra pytest flags go in PYTEST_ARGS
 #   make bench   every benchmark: validate, up -d, autostart, the edge, deploys, docker compose
-#                (each vs named peers)
+#                (each vs named peers), open dashboards against the edge
 #   make clean   remove the virtualenv and every cache
 #
 # Every target that runs taxiway first makes sure .venv exists and holds an editable install
@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/edge.py
 	$(BIN)/python benchmarks/deploy.py
 	$(BIN)/python benchmarks/compose.py
+	$(BIN)/python benchmarks/dashboard_tabs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist src/*.egg-info benchmarks/.cache

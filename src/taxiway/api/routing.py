@@ -51,6 +51,11 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: list[tuple[str, tuple[Segment, ...], Handler]] = []
+        #: Given to the deployer when it is made: called with (release version, line)
+        #: for each deploy progress line (`taxiway.dashboard` shows the steps).
+        self.deploy_watchers: list[Callable[[int, str], None]] = []
+        #: The web dashboard's start-up (`taxiway.dashboard.server`), once one was asked for.
+        self.dashboard: Awaitable[Any] | None = None
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         segments: list[Segment] = []

@@ -43,6 +43,9 @@ class ApiServer:
         self._server = await asyncio.start_unix_server(self._serve, sock=sock)
 
     async def close(self) -> None:
+        if self.router.dashboard is not None:
+            with contextlib.suppress(Exception):  # it failed to start: nothing to close
+                await (await self.router.dashboard).close()
         if self._server is not None:
             self._server.close()
             for task in list(self._connections):
@@ -89,6 +92,22 @@ def machine_json(m: SupervisedMachine) -> dict[str, object]:
     }
 
 
+#: What `machine_action` (the API's and the dashboard's machine buttons) may do.
+MACHINE_ACTIONS = ("start", "stop", "restart", "suspend", "destroy")
+
+
+async def machine_action(runtime: AppRuntime, machine_id: str, action: str) -> dict[str, object]:
+    """Start, stop, restart, suspend or destroy one machine (by id or unique prefix)."""
+    if action not in MACHINE_ACTIONS:
+        raise TaxiwayError(f"a machine can't {action}: one of {', '.join(MACHINE_ACTIONS)}")
+    machine = runtime.find(machine_id)
+    if action == "destroy":
+        await runtime.destroy(machine)
+        return {"id": machine.id, "state": "destroyed"}
+    await getattr(machine, action)()
+    return machine_json(machine)
+
+
 def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
     router = Router()
     base = "/v1/apps/{app}"
@@ -118,13 +137,7 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
 
     async def act(request: Request, params: dict[str, str]) -> Result:
         check_app(params)
-        machine = runtime.find(params["id"])
-        action = params["action"]
-        if action == "destroy":
-            await runtime.destroy(machine)
-            return {"id": machine.id, "state": "destroyed"}
-        await getattr(machine, action)()
-        return machine_json(machine)
+        return await machine_action(runtime, params["id"], params["action"])
 
     async def exec_(request: Request, params: dict[str, str]) -> Result:
         check_app(params)
@@ -202,6 +215,18 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
         )
         return _progress_stream(task, lines, lambda _: {"status": runtime.status()})
 
+    async def dashboard(request: Request, params: dict[str, str]) -> Result:
+        """The web dashboard's URL (with its token); its server starts on the first ask."""
+        check_app(params)
+        if router.dashboard is None:
+            router.dashboard = asyncio.ensure_future(_start_dashboard(runtime, router))
+        try:
+            server = await asyncio.shield(router.dashboard)
+        except Exception:
+            router.dashboard = None  # e.g. no port free: the next ask tries again
+            raise
+        return {"url": server.url, "port": server.port}
+
     router.add("GET", "/v1/ping", ping)
     router.add("GET", base + "/status", status)
     router.add("GET", base + "/machines", list_machines)
@@ -214,8 +239,18 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
     router.add("POST", base + "/down", down)
     router.add("GET", base + "/logs", logs)
     router.add("POST", base + "/wait", wait)
+    router.add("GET", base + "/dashboard", dashboard)
     _add_deploy_routes(router, runtime, check_app)
     return router
+
+
+async def _start_dashboard(runtime: AppRuntime, router: Router) -> Any:
+    from taxiway.dashboard.server import DashboardServer
+
+    server = DashboardServer(runtime, deployer=lambda: router.deployer)
+    await server.start()
+    router.deploy_watchers.append(server.state.deploy.line)
+    return server
 
 
 # -- deploys and releases (taxiway.deploy) ------------------------------------------------------
@@ -234,7 +269,7 @@ def _add_deploy_routes(
         if router.deployer is None:
             from taxiway.deploy.deployer import Deployer
 
-            router.deployer = Deployer(runtime)
+            router.deployer = Deployer(runtime, router.deploy_watchers)
         return router.deployer
 
     def options(body: Any) -> Any:

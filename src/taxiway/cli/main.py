@@ -342,6 +342,26 @@ def _add_logs(commands: Commands) -> None:
     logs.set_defaults(handler=_APP + "logs")
 
 
+def _add_dashboard(commands: Commands) -> None:
+    dashboard = _command(
+        commands,
+        "dashboard",
+        "open the running app's live web dashboard",
+        "Print the address of the app's web dashboard (served by the daemon on 127.0.0.1, "
+        "with a token only this state folder's owner can read) and open it in a browser: "
+        "machines, edge listeners, releases, deploys, logs and charts, live. Needs the "
+        "daemon (`taxiway up`).",
+    )
+    _add_config_option(dashboard)
+    dashboard.add_argument(
+        "--no-open", action="store_true", help="only print the address, open no browser"
+    )
+    dashboard.add_argument(
+        "--json", action="store_true", help='print {"app", "url", "port"} as one JSON object'
+    )
+    dashboard.set_defaults(handler="taxiway.cli.dashboard_cmd:dashboard")
+
+
 def _add_secrets(commands: Commands) -> None:
     secrets = _command(
         commands,
@@ -562,6 +582,7 @@ _COMMANDS: dict[str, Callable[[Commands], None]] = {
     "scale": _add_scale,
     "machine": _add_machine,
     "logs": _add_logs,
+    "dashboard": _add_dashboard,
     "secrets": _add_secrets,
     "console": _add_console,
     "volumes": _add_volumes,

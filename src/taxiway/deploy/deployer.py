@@ -368,17 +368,29 @@ class Deployment:
 class Deployer:
     """Deploys for one app's runtime, one at a time."""
 
-    def __init__(self, runtime: AppRuntime) -> None:
+    def __init__(
+        self, runtime: AppRuntime, watchers: list[Callable[[int, str], None]] | None = None
+    ) -> None:
         self.runtime = runtime
         #: The release being deployed, if any.
         self.current: ReleaseRecord | None = None
+        #: Called with (release version, line) for every progress line of every deploy,
+        #: besides the deploy's own ``progress`` (the dashboard shows the steps).
+        self.watchers = watchers if watchers is not None else []
         #: The deploys running, by their task.
         self._running: dict[asyncio.Task[ReleaseRecord], Deployment] = {}
 
     def start(self, deployment: Deployment, progress: Progress) -> asyncio.Task[ReleaseRecord]:
         """Run the deployment in a task of its own (kept until it ends; its error is in the
         release's status and in what `Deployment.run` raised to whoever awaits the task)."""
-        task = asyncio.get_running_loop().create_task(deployment.run(progress))
+        version = deployment.release.version
+
+        def watched(line: str) -> None:
+            progress(line)
+            for watch in self.watchers:
+                watch(version, line)
+
+        task = asyncio.get_running_loop().create_task(deployment.run(watched))
         self._running[task] = deployment
         task.add_done_callback(self._settled)
         return task
