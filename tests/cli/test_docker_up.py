@@ -136,6 +136,9 @@ def test_an_app_runs_from_its_image_deploys_and_rolls_back(app: Path) -> None:
     inside = taxiway(app, "machine", "exec", machine["id"], "hostname")
     assert inside.returncode == 0, inside.stderr
     assert inside.stdout.strip() == machine["id"]
+    env = taxiway(app, "machine", "exec", machine["id"], "env").stdout.splitlines()
+    assert f"FLY_MACHINE_ID={machine['id']}" in env
+    assert not [line for line in env if line.startswith("PORT=")]  # the platform sets none
 
     first = json.loads(taxiway(app, "releases", "--json").stdout)[0]
     assert first["image_id"]

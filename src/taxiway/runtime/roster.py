@@ -244,7 +244,11 @@ class MachineRoster:
             raise no_command(spec.group)
         extra = {}
         internal = internal_ports(spec)
-        if internal:
+        if internal and not self.driver.runs_image:
+            # taxiway's own variable for the host drivers (the process driver may remap
+            # the port); the platform sets no PORT (https://fly.io/docs/machines/
+            # runtime-environment/), so a container, as on the platform, gets none unless
+            # [env] sets it: an app that relies on it fails here as it would there.
             extra["PORT"] = str(info.ports.get(internal[0], internal[0]))
         secrets = self.store.secret_values(self.app)
         built = next((c for c in spec.containers if c.built), None)
