@@ -133,17 +133,16 @@ def value(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for fam in parsed(text).values():
         for s in fam.samples:
-            if s.name in (name, name + "_total") and all(s.labels.get(k) == v for k, v in labels.items()):
+            if s.name in (name, name + "_total") and all(
+                s.labels.get(k) == v for k, v in labels.items()
+            ):
                 total += s.value
     return total
 
 
 def samples(text: str, name: str) -> list:
     return [
-        s
-        for fam in parsed(text).values()
-        for s in fam.samples
-        if s.name in (name, name + "_total")
+        s for fam in parsed(text).values() for s in fam.samples if s.name in (name, name + "_total")
     ]
 
 
