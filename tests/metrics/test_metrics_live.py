@@ -294,3 +294,47 @@ def test_the_metrics_port_is_loopback_only() -> None:
     check_loopback("::1")
     with pytest.raises(TaxiwayError, match="loopback"):
         check_loopback("0.0.0.0")
+
+
+WRITER = """
+import os, sys, time
+with open(os.path.join(sys.argv[1], "blob"), "wb") as f:
+    f.write(os.urandom(4 * 1024 * 1024))
+    f.flush()
+    os.fsync(f.fileno())
+time.sleep(3600)
+"""
+
+
+def test_volume_series_describe_the_volume_folder(folder: Path) -> None:
+    import json
+    import uuid
+
+    destination = Path(f"/tmp/taxiway-metrics-volume-{uuid.uuid4().hex[:8]}")
+    (folder / "writer.py").write_text(WRITER)
+    (folder / "fly.toml").write_text(
+        'app = "metricsvol"\n'
+        f'[processes]\ndb = "{sys.executable} writer.py {destination}"\n'
+        f'[[mounts]]\nsource = "data"\ndestination = "{destination}"\ninitial_size = "1gb"\n'
+    )
+    try:
+        up(folder)
+        volumes = json.loads(taxiway(folder, "volumes", "list", "--json").stdout)
+        (volume,) = volumes
+        volume_id = volume["id"]
+
+        def filled() -> str | None:
+            text = scrape_socket(folder)
+            return text if value(text, "fly_volume_used_pct", id=volume_id) > 0.3 else None
+
+        text = wait_for(filled)
+        assert text, "fly_volume_used_pct never showed the 4 MB written"
+        assert value(text, "fly_volume_size_bytes", id=volume_id) == 1024**3
+        # 4 MiB of 1 GiB is 0.39 %
+        assert value(text, "fly_volume_used_pct", id=volume_id) < 1
+        (size,) = samples(text, "fly_volume_size_bytes")
+        assert "instance" not in size.labels and size.labels["app"] == "metricsvol"
+    finally:
+        taxiway(folder, "down")
+        if destination.is_dir():
+            destination.rmdir()
