@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from metrics_support import parsed, samples, scrape_socket, value, wait_for
 
 from cli_runner import run_taxiway as taxiway
-from taxiway.api.client import Client
-from taxiway.api.paths import AppPaths
 from taxiway.errors import TaxiwayError
 
 APP = r"""
@@ -59,9 +58,9 @@ class Metrics(App):
         self.wfile.write(body)
 
 
-metrics = ThreadingHTTPServer(("127.0.0.1", METRICS_PORT), Metrics)
+metrics = ThreadingHTTPServer(("0.0.0.0", METRICS_PORT), Metrics)
 threading.Thread(target=metrics.serve_forever, daemon=True).start()
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), App).serve_forever()
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), App).serve_forever()
 """
 
 FLY_TOML = """
@@ -112,40 +111,6 @@ def folder(tmp_path: Path) -> Iterator[Path]:
     taxiway(tmp_path, "down")
 
 
-def scrape_socket(folder: Path) -> str:
-    """GET /metrics on the daemon's unix socket, with the API's client."""
-    response = Client(AppPaths.for_config(folder / "fly.toml").socket)._open("GET", "/metrics")
-    assert response.status == 200
-    assert response.getheader("Content-Type").startswith("text/plain; version=0.0.4")
-    return response.read().decode()
-
-
-def parsed(text: str) -> dict[str, object]:
-    """family name -> family, with prometheus_client's own parser."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return {f.name: f for f in text_string_to_metric_families(text)}
-
-
-def value(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples called ``name`` whose labels include ``labels``
-    (prometheus_client's parser calls a counter's samples ``NAME_total``)."""
-    total = 0.0
-    for fam in parsed(text).values():
-        for s in fam.samples:
-            if s.name in (name, name + "_total") and all(
-                s.labels.get(k) == v for k, v in labels.items()
-            ):
-                total += s.value
-    return total
-
-
-def samples(text: str, name: str) -> list:
-    return [
-        s for fam in parsed(text).values() for s in fam.samples if s.name in (name, name + "_total")
-    ]
-
-
 def edge_url(folder: Path) -> str:
     import json
 
@@ -160,15 +125,6 @@ def get(url: str) -> int:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
-
-
-def wait_for(check, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(0.2)
 
 
 def machine_ids(folder: Path, group: str) -> list[str]:
@@ -338,3 +294,36 @@ def test_volume_series_describe_the_volume_folder(folder: Path) -> None:
         taxiway(folder, "down")
         if destination.is_dir():
             destination.rmdir()
+
+
+def _namespace_missing() -> str | None:
+    from taxiway.runtime.drivers import unusable_reason
+
+    return unusable_reason()
+
+
+@pytest.mark.skipif(
+    _namespace_missing() is not None,
+    reason=f"the namespace driver needs {_namespace_missing()}",
+)
+def test_namespace_machines_are_measured_from_their_cgroup_and_network(folder: Path) -> None:
+    make_app(folder, "good")
+    done = taxiway(
+        folder,
+        "up",
+        "-d",
+        "--driver",
+        "namespace",
+        env={"TAXIWAY_METRICS_INTERVAL_S": "0.3"},
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    (web,) = machine_ids(folder, "web")
+    url = edge_url(folder)
+    for _ in range(3):
+        assert get(url + "/") == 200
+    text = scrape_socket(folder)
+    total = value(text, "fly_instance_memory_mem_total", instance=web)
+    assert total == 256 * 1024 * 1024  # the cgroup's limit: [[vm]] memory
+    assert 0 < total - value(text, "fly_instance_memory_mem_available", instance=web) < total
+    assert value(text, "fly_instance_net_recv_bytes", instance=web) > 0  # its own netns
+    assert value(text, "fly_app_http_responses_count", instance=web, status="200") == 3

@@ -517,7 +517,7 @@ class Exchange:
             data = b"".join(out)
             counts.data_out += len(data)
             conn.transport.write(data)
-        counts.response(self.issuer, self.status, self.began, self.sent_at, conn.loop.time())
+        counts.done.append((self.issuer, self.status, self.began, self.sent_at, conn.loop.time()))
         self.response_complete = True
         if not self.body_done:
             self.close_after = True  # the machine answered before the body was all sent

@@ -386,6 +386,7 @@ class Edge:
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         self.pools.sweep(loop.time())
+        self.counts.settle()  # the responses counted since the last sweep, sorted in
         ended = self.admission.ended
         if ended - self._trimmed_at >= TRIM_AFTER:
             self._trimmed_at = ended

@@ -26,6 +26,7 @@ def edge_families(
 ) -> Iterator[Any]:
     """``groups``: machine id -> process group of every machine the series may name;
     ``load``: machine id -> requests or connections in flight now."""
+    counts.settle()
     base = std.base(app, region)
     responses = family(
         "fly_edge_http_responses_count", "HTTP responses the edge sent, by status", "counter"

@@ -298,12 +298,15 @@ def _from_cgroup(dirs: dict[str, Path], usage: Usage) -> None:
         limit = _number(memory / "memory.limit_in_bytes")
         if limit is not None and limit < 1 << 62:
             usage.mem_total = limit
-    cpuacct = dirs.get("cpuacct")
-    if cpuacct is not None:
+    # cpuacct where the host mounts it with cpu ("cpu,cpuacct"), or on its own
+    for cpuacct in (dirs.get("cpuacct"), dirs.get("cpu")):
+        if cpuacct is None:
+            continue
         ticks = _keyed(cpuacct / "cpuacct.stat")  # USER_HZ ticks
         if "user" in ticks:
             usage.cpu_user = ticks["user"] * 100 / _TICK
             usage.cpu_system = ticks.get("system", 0) * 100 / _TICK
+            return
 
 
 def _number(path: Path) -> float | None:

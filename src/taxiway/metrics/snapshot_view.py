@@ -48,6 +48,7 @@ def snapshot(runtime: AppRuntime) -> dict[str, Any]:
     load: dict[str, int] = {}
     if edge is not None:
         load = edge.stats()["load"]
+        edge.counts.settle()
         for site in edge.counts.sites.values():
             by_status: dict[int, int] = {}
             latency = Buckets()
