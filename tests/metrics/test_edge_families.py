@@ -128,3 +128,31 @@ def test_quantiles_interpolate_within_a_bucket() -> None:
     counts[4] = 10  # ten answers between 0.05 s and 0.1 s
     assert quantile(counts, 0.5) == pytest.approx(0.075)
     assert quantile([0] * 14, 0.5) is None
+
+
+def test_the_dashboards_snapshot_counts_per_service(tmp_path: Path, backend: Backend) -> None:
+    import json
+    from types import SimpleNamespace
+
+    from taxiway.metrics.snapshot_view import snapshot
+
+    fleet = StaticFleet("fam", [member("m1", backend.port)])
+    et = EdgeThread(fleet, plan(tmp_path, TOML))
+    try:
+        for _ in range(4):
+            assert get(et.port(80), "/").status == 200
+        et.settle()
+        runtime = SimpleNamespace(
+            metrics=SimpleNamespace(edge=lambda: et.edge, instances=None), machines={}
+        )
+        data = et.call(lambda: snapshot(runtime))  # type: ignore[arg-type]
+    finally:
+        et.close()
+    json.dumps(data)  # JSON-able as it is
+    (http,) = [s for s in data["services"] if s["requests"]]
+    assert http["responses"] == {"200": 4}
+    assert http["errors"] == 0
+    assert sum(http["latency_buckets"]) == 4
+    assert 0 < http["p50_s"] <= http["p99_s"]
+    assert http["bytes_out"] > 0
+    assert data["bounds"][-1] == 60.0
