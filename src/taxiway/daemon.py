@@ -102,6 +102,7 @@ async def serve(
         loop.add_signal_handler(sig, shutdown.set)
     server = ApiServer(build_router(runtime, shutdown))
     edge = EdgeSlot(runtime, paths, options)
+    metrics = MetricsSlot(runtime, edge, options)
     try:
         await server.start(paths.socket, api_socket)
         for notice in startup.notices:
@@ -123,12 +124,14 @@ async def serve(
         await edge.start()
         if on_ready is not None:
             on_ready(runtime)
+        await metrics.start()
         await shutdown.wait()
         if server.router.deployer is not None:
             await server.router.deployer.cancel()  # a deploy must not start machines now
         await runtime.down()
         return 0
     finally:
+        await metrics.close()
         await edge.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -208,6 +211,54 @@ class EdgeSlot:
                     await self.edge.reconfigure(self.runtime.specs)
             except TaxiwayError as exc:  # e.g. no port left to bind: the machines run on
                 _edge_log(f"the new config's listeners could not start: {exc}")
+
+
+class MetricsSlot:
+    """The app's metrics (`taxiway.metrics`): made once the machines run (prometheus_client
+    is not imported before `up` reports ready), served on the API socket's ``/metrics``
+    and, with ``--metrics-port``, on 127.0.0.1."""
+
+    def __init__(self, runtime: AppRuntime, edge: EdgeSlot, options: DaemonOptions) -> None:
+        self.runtime = runtime
+        self.edge = edge
+        self.options = options
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        from taxiway.metrics.registry import MetricsHub
+
+        hub = MetricsHub(
+            self.runtime,
+            lambda: self.edge.edge.edge if self.edge.edge is not None else None,
+            interval_s=_metrics_interval(),
+        )
+        self.runtime.metrics = hub
+        hub.start()
+        if self.options.metrics_port is not None:
+            from taxiway.metrics.port import serve_metrics
+
+            try:
+                self._server = await serve_metrics(self.options.metrics_port, hub.render)
+            except TaxiwayError as exc:  # the app runs on; the API socket still serves it
+                print(f"metrics | {exc}", flush=True)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self.runtime.metrics is not None:
+            await self.runtime.metrics.close()
+
+
+def _metrics_interval() -> float:
+    """The scrape interval: the platform's 15 s; ``TAXIWAY_METRICS_INTERVAL_S`` sets
+    another (tests)."""
+    from taxiway.metrics.scraper import INTERVAL_S
+
+    try:
+        value = float(os.environ.get("TAXIWAY_METRICS_INTERVAL_S") or INTERVAL_S)
+    except ValueError:
+        return INTERVAL_S
+    return value if value > 0 else INTERVAL_S
 
 
 def _edge_log(message: str) -> None:

@@ -22,3 +22,6 @@ class DaemonOptions(msgspec.Struct, frozen=True):
     edge_host: str = "127.0.0.1"
     #: Idle period before autostop stops a machine; None = the platform's schedule.
     autostop_after_s: float | None = None
+    #: Where ``/metrics`` is also served on 127.0.0.1 (`up --metrics-port`); None: only
+    #: on the API socket.
+    metrics_port: int | None = None

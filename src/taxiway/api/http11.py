@@ -12,7 +12,7 @@ import json
 
 import h11
 
-from taxiway.api.routing import HTTPError, Request, Router
+from taxiway.api.routing import HTTPError, Request, Router, Text
 from taxiway.errors import TaxiwayError, os_error_sentence
 from taxiway.runtime.lifecycle import TransitionError
 
@@ -103,13 +103,17 @@ async def _answer(
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
         return
-    payload = json.dumps(result).encode()
+    content_type = "application/json"
+    if isinstance(result, Text):
+        payload, content_type = result.body, result.content_type
+    else:
+        payload = json.dumps(result).encode()
     writer.write(
         conn.send(
             h11.Response(
                 status_code=status,
                 headers=[
-                    ("Content-Type", "application/json"),
+                    ("Content-Type", content_type),
                     ("Content-Length", str(len(payload))),
                 ],
             )

@@ -29,7 +29,16 @@ class HTTPError(Exception):
         self.status = status
 
 
-#: A route answers with JSON data, or with an async iterator of NDJSON lines (a stream).
+class Text:
+    """A route's answer that is not JSON (``/metrics``): the body and its type."""
+
+    def __init__(self, body: bytes, content_type: str) -> None:
+        self.body = body
+        self.content_type = content_type
+
+
+#: A route answers with JSON data, with `Text`, or with an async iterator of NDJSON
+#: lines (a stream).
 Result = Any | AsyncIterator[bytes]
 Handler = Callable[[Request, dict[str, str]], Awaitable[Result]]
 

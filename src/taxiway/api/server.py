@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from taxiway.api.routing import HTTPError, Request, Result, Router
+from taxiway.api.routing import HTTPError, Request, Result, Router, Text
 from taxiway.errors import TaxiwayError, os_error_sentence
 from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.machine import SupervisedMachine
@@ -227,6 +227,16 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
             raise
         return {"url": server.url, "port": server.port}
 
+    async def metrics(request: Request, params: dict[str, str]) -> Result:
+        """Prometheus text format: the platform's series and the app's own."""
+        from taxiway.metrics.exposition import CONTENT_TYPE
+
+        hub = runtime.metrics
+        if hub is None:
+            raise HTTPError(503, "metrics are not ready yet; the app is starting")
+        return Text(hub.render(), CONTENT_TYPE)
+
+    router.add("GET", "/metrics", metrics)
     router.add("GET", "/v1/ping", ping)
     router.add("GET", base + "/status", status)
     router.add("GET", base + "/machines", list_machines)

@@ -119,11 +119,15 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
             raise TaxiwayError(
                 f"{DRIVER_VARIABLE}={driver} names no driver; use {', '.join(DRIVERS)}"
             )
+    metrics_port = getattr(args, "metrics_port", None)
+    if metrics_port is not None and not 0 < metrics_port < 65536:
+        raise TaxiwayError(f"--metrics-port {metrics_port}: give a port between 1 and 65535")
     return DaemonOptions(
         driver=driver,
         driver_asked_by=asked_by,
         edge_host=getattr(args, "edge_host", None) or "127.0.0.1",
         autostop_after_s=autostop_s,
+        metrics_port=metrics_port,
     )
 
 

@@ -155,6 +155,13 @@ def _add_daemon_options(parser: argparse.ArgumentParser) -> None:
         help="idle period before autostop stops or suspends a machine (default: the "
         "platform's schedule); e.g. 3s for tests",
     )
+    parser.add_argument(
+        "--metrics-port",
+        metavar="N",
+        type=int,
+        help="also serve Prometheus metrics at http://127.0.0.1:N/metrics (no auth, "
+        "loopback only; the API socket always serves /metrics)",
+    )
 
 
 _APP = "taxiway.cli.app_cmd:"

@@ -32,6 +32,10 @@ import resource
 import socket
 import ssl
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from taxiway.metrics.edge_counts import EdgeCounts
 
 #: The reserve is a quarter of the descriptor limit, at most this many.
 MAX_RESERVE = 1024
@@ -133,8 +137,12 @@ class TlsAcceptor:
         context: ssl.SSLContext,
         admission: Admission,
         timeout_s: float,
+        *,
+        counts: EdgeCounts | None = None,
     ) -> None:
         self.sockets = [sock]
+        #: Where handshakes are counted (`taxiway.metrics.edge_counts`).
+        self.counts = counts
         self.factory = factory
         self.context = context
         self.admission = admission
@@ -180,13 +188,20 @@ class TlsAcceptor:
             made.append(proto)
             return proto
 
+        began = self.loop.time()
         try:
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await self.loop.connect_accepted_socket(
+            transport, _ = await self.loop.connect_accepted_socket(
                 admitted, conn, ssl=self.context, ssl_handshake_timeout=self.timeout_s
             )
-        except (Exception, asyncio.CancelledError):
+            if self.counts is not None:
+                tls = transport.get_extra_info("ssl_object")
+                version = tls.version() if tls is not None else None
+                self.counts.tls_handshake(version, self.loop.time() - began)
+        except (Exception, asyncio.CancelledError) as exc:
+            if self.counts is not None and not isinstance(exc, asyncio.CancelledError):
+                self.counts.tls_failure(None)
             # Failed, timed out, cancelled, or the client left. A protocol that was never
             # connected won't give its slot back itself: it is given back here.
             if not made or getattr(made[0], "transport", None) is None:

@@ -20,6 +20,7 @@ from taxiway.edge.autostop import Autostop, services_from_specs
 from taxiway.edge.fleet import Fleet
 from taxiway.edge.server import Edge
 from taxiway.edge.statics import Statics
+from taxiway.metrics.edge_counts import EdgeCounts
 from taxiway.plan.machine import MachineSpec, StaticSpec
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ class AppEdge:
         self.log = log
         self._layout = _layout(specs)
         self._statics_layout = _statics_layout(specs)
+        #: The traffic counts (`taxiway.metrics`), kept when a deploy rebuilds the edge.
+        self.counts = EdgeCounts()
         self.edge, self.autostop = self._build(specs)
         self._autostop_task: asyncio.Task[None] | None = None
 
@@ -67,7 +70,15 @@ class AppEdge:
             from taxiway.edge.udp import UdpForwarder
 
             udp = UdpForwarder()
-        edge = Edge(fleet, specs, host=self.host, tls=tls, statics=self.statics, udp=udp)
+        edge = Edge(
+            fleet,
+            specs,
+            host=self.host,
+            tls=tls,
+            statics=self.statics,
+            udp=udp,
+            counts=self.counts,
+        )
         autostop = None
         services = [s for s in services_from_specs(specs.values()) if s.mode != "off"]
         if services:

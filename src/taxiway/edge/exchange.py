@@ -60,6 +60,7 @@ class Exchange:
     """One request and its response."""
 
     __slots__ = (
+        "began",
         "body_done",
         "chunked",
         "close_after",
@@ -101,6 +102,7 @@ class Exchange:
         "sent_at",
         "site",
         "started",
+        "status",
         "task",
         "until_close",
         "up",
@@ -120,6 +122,10 @@ class Exchange:
     ) -> None:
         self.conn = conn
         self.site = conn.site
+        #: When the request's head began to arrive (loop time), and the status it was
+        #: answered with: what `taxiway.metrics.edge_counts` records at its end.
+        self.began = conn.head_started
+        self.status = 0
         self.method = method
         self.head = head
         self.request_id = request_id
@@ -179,7 +185,7 @@ class Exchange:
             self.conn.transport.write(CONTINUE)
         if site.force_https and not self.conn.tls:
             location = self.conn.https_location(self.host, self.raw_path)
-            self.answer(redirect_response(location, head=self.is_head, tail=self.tail()))
+            self.answer(redirect_response(location, head=self.is_head, tail=self.tail()), 301)
             return
         if site.statics is not None and self.conn.try_statics(self):
             return
@@ -263,12 +269,17 @@ class Exchange:
             try:
                 if site.h2 is not None:
                     return await site.h2.stream(address)  # type: ignore[return-value]
+                began = loop.time()
                 _, up = await asyncio.wait_for(
                     loop.create_connection(
                         lambda: UpstreamConnection(site.pools, address), *address
                     ),
                     site.limits.connect_timeout_s,
                 )
+                counts = site.counts.machine(member.id)
+                counts.connects += 1
+                counts.connect_times.observe(loop.time() - began)
+                up.counts = counts
                 return up  # type: ignore[return-value]
             except ConnectionRefusedError:
                 if not site.balancer.is_booting(member.id):
@@ -365,6 +376,7 @@ class Exchange:
         if status < 200 and status != 101:
             self.informational = True  # 100 Continue, 103 Early Hints: not passed on
             return
+        self.status = status
         out = lines
         out[0] = STATUS_LINES.get(status) or status_line(status)
         length: bytes | None = None
@@ -464,7 +476,9 @@ class Exchange:
         out = self.out
         if out:
             self.out = None
-            self.conn.transport.write(b"".join(out))
+            data = b"".join(out)
+            self.conn.counts.data_out += len(data)
+            self.conn.transport.write(data)
 
     def response_done(self, keep_alive: bool) -> None:
         if self.informational or self.relaying:
@@ -492,13 +506,18 @@ class Exchange:
 
     def _finish(self) -> None:
         out = self.out
+        conn = self.conn
+        counts = conn.counts
         if self.rechunk:
             if out is None:
                 out = []
             out.append(TERMINAL_CHUNK)
         if out:
             self.out = None
-            self.conn.transport.write(b"".join(out))
+            data = b"".join(out)
+            counts.data_out += len(data)
+            conn.transport.write(data)
+        counts.done.append((self.issuer, self.status, self.began, self.sent_at, conn.loop.time()))
         self.response_complete = True
         if not self.body_done:
             self.close_after = True  # the machine answered before the body was all sent
@@ -507,11 +526,15 @@ class Exchange:
     def response_upgraded(self, rest: bytes) -> None:
         """101 Switching Protocols: from now on bytes go both ways untouched."""
         self.flush()
-        self.conn.start_relay(self)
+        conn = self.conn
+        conn.counts.response(self.issuer, 101, self.began, self.sent_at, conn.loop.time())
+        conn.start_relay(self)
         if rest:
-            self.conn.transport.write(rest)
+            conn.counts.data_out += len(rest)
+            conn.transport.write(rest)
 
     def relay_to_client(self, data: bytes) -> None:
+        self.conn.counts.data_out += len(data)
         self.conn.transport.write(data)
 
     def upstream_paused(self, paused: bool) -> None:
@@ -562,10 +585,14 @@ class Exchange:
     def tail(self) -> bytes:
         return self.site.rewrite.tail(self.request_id, self.conn.via)
 
-    def answer(self, response: bytes) -> None:
-        """Write a whole response the edge made itself."""
+    def answer(self, response: bytes, status: int) -> None:
+        """Write a whole response the edge made itself (``status``: its status code)."""
         self.local = True
-        self.conn.transport.write(response)
+        self.status = status
+        conn = self.conn
+        conn.counts.local_response(status, self.began, conn.loop.time())
+        conn.counts.data_out += len(response)
+        conn.transport.write(response)
         self.head_written = True
         self.response_complete = True
         if self.body_done:
@@ -581,17 +608,20 @@ class Exchange:
             self.close_after = True  # don't read a whole upload for an error page
         close = self.close_after or not self.keep_alive
         self.local = True
-        self.conn.transport.write(
-            error_response(
-                self.site.app,
-                status,
-                reason,
-                html=self.html,
-                head=self.is_head,
-                close=close,
-                tail=self.tail(),
-            )
+        self.status = status
+        page = error_response(
+            self.site.app,
+            status,
+            reason,
+            html=self.html,
+            head=self.is_head,
+            close=close,
+            tail=self.tail(),
         )
+        conn = self.conn
+        conn.counts.local_response(status, self.began, conn.loop.time())
+        conn.counts.data_out += len(page)
+        conn.transport.write(page)
         self.head_written = True
         self.response_complete = True
         if self.body_done or self.close_after:

@@ -108,6 +108,7 @@ class H2ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.site.counts.tcp_disconnects += 1  # its connect was counted before the switch
         self.site.connections.discard(self)  # type: ignore[arg-type]
         admission, self.admission = self.admission, None
         if admission is not None:

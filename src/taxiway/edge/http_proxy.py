@@ -46,6 +46,7 @@ from taxiway.edge.headers import (
 )
 from taxiway.edge.limits import Limits
 from taxiway.edge.upstream import Pools
+from taxiway.metrics.edge_counts import SiteCounts
 from taxiway.plan.machine import Port
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class HttpSite:
         statics: StaticsLike | None = None,
         https_port: Callable[[], int | None] = lambda: None,
         h2: H2Upstreams | None = None,
+        counts: SiteCounts | None = None,
     ) -> None:
         http_options = port.http_options or {}
         self.app = app
@@ -104,6 +106,8 @@ class HttpSite:
         #: one per request, as the platform does.
         self.pooled = balancer.service.concurrency.type == "requests" and self.h2 is None
         self.connections: set[HttpClientConnection] = set()
+        #: What the service's traffic did (`taxiway.metrics.edge_counts`): plain numbers.
+        self.counts = counts if counts is not None else SiteCounts(balancer.service.source)
 
 
 class _Reject(Exception):
@@ -115,6 +119,7 @@ class HttpClientConnection(asyncio.Protocol):
 
     def __init__(self, site: HttpSite, via: bytes = VIA_11) -> None:
         self.site = site
+        self.counts = site.counts
         self.limits = site.limits
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
@@ -160,6 +165,8 @@ class HttpClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         site = self.site
+        if self.via is VIA_11:  # an h2 stream is no connection of its own
+            self.counts.tcp_connects += 1
         self.tls = transport.get_extra_info("sslcontext") is not None
         if self.tls and self.via is VIA_11:
             ssl_object = transport.get_extra_info("ssl_object")
@@ -192,6 +199,7 @@ class HttpClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
+        self.counts.data_in += len(data)
         relay = self.relay
         if relay is not None:
             relay.client_data(data)
@@ -239,6 +247,8 @@ class HttpClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.via is VIA_11:  # an h2 connection's end: `H2ClientConnection` counts it
+            self.counts.tcp_disconnects += 1
         self.site.connections.discard(self)
         admission = self.admission
         if admission is not None:
@@ -479,6 +489,7 @@ class HttpClientConnection(asyncio.Protocol):
             return
         if self.final is not None:
             if self.final:
+                self.counts.data_out += len(self.final)
                 self.transport.write(self.final)
             self.transport.close()
 
@@ -500,18 +511,24 @@ class HttpClientConnection(asyncio.Protocol):
         page = error_response(
             self.site.app, status, reason, close=True, tail=self._tail() if status >= 500 else b""
         )
+        counts = self.counts
+        began = self.head_started or self.last_activity
         if parsing is not None and parsing is self.active:
             # Broken in the middle of a body: nothing more can be said on this connection.
             if not parsing.head_written:
                 parsing.abort()
                 self.active = None
+                counts.local_response(status, began, self.loop.time())
+                counts.data_out += len(page)
                 self.transport.write(page)
             self.transport.close()
             return
+        counts.local_response(status, began, self.loop.time())
         self.final = page
         if self.queue:
             self.queue = deque(e for e in self.queue if e.body_done)
         if self.active is None:
+            counts.data_out += len(page)
             self.transport.write(page)
             self.transport.close()
 
@@ -549,10 +566,13 @@ class HttpClientConnection(asyncio.Protocol):
         head += [ex.tail(), b"\r\n"]
         body = found.body
         if isinstance(body, bytes):
-            ex.answer(b"".join(head) + body)
+            ex.answer(b"".join(head) + body, found.status)
             return True
         ex.local = True
-        self.transport.write(b"".join(head))
+        ex.status = found.status
+        data = b"".join(head)
+        self.counts.data_out += len(data)
+        self.transport.write(data)
         ex.head_written = True
         ex.task = self.loop.create_task(self._send_file(ex, body))
         return True
@@ -571,8 +591,10 @@ class HttpClientConnection(asyncio.Protocol):
                     self.transport.close()  # the file shrank: the client sees it short
                     return
                 left -= len(chunk)
+                self.counts.data_out += len(chunk)
                 self.transport.write(chunk)
                 await self.drain()
+        self.counts.local_response(ex.status, ex.began, self.loop.time())
         ex.response_complete = True
         if ex.body_done:
             self.exchange_done(ex)

@@ -29,6 +29,7 @@ from taxiway.edge.limits import Limits
 from taxiway.edge.listeners import Binding, bind_tcp, listening_socket
 from taxiway.edge.tcp_proxy import ProxyProtoEncoder, TcpClientConnection, TcpSite
 from taxiway.edge.upstream import Pools
+from taxiway.metrics.edge_counts import EdgeCounts
 from taxiway.plan.machine import MachineSpec, Port, ServiceSpec
 
 if TYPE_CHECKING:
@@ -93,9 +94,11 @@ class Edge:
         limits: Limits | None = None,
         exact_ports: bool = True,
         admission: Admission | None = None,
+        counts: EdgeCounts | None = None,
     ) -> None:
         """``exact_ports=False`` binds every listener on a free port (tests, benchmarks,
-        two apps side by side); `bindings` tells where."""
+        two apps side by side); `bindings` tells where. ``counts``: where the traffic is
+        counted (the caller keeps it across rebuilds of the edge)."""
         self.fleet = fleet
         self.specs = specs
         self.host = host
@@ -106,6 +109,7 @@ class Edge:
         self.limits = limits or Limits()
         self.exact_ports = exact_ports
         self.pools = Pools(self.limits)
+        self.counts = counts if counts is not None else EdgeCounts()
         #: Client connections held, capped below the descriptor limit.
         self.admission = admission or Admission(self.limits.max_connections or connection_cap())
         self._trimmed_at = 0
@@ -262,6 +266,7 @@ class Edge:
                 statics=self.statics,
                 https_port=lambda: self._https_port_for(source),
                 h2=h2,
+                counts=self.counts.site(service.source),
             )
             http_site = site
 
@@ -284,7 +289,13 @@ class Edge:
                     log.warning("edge: no PROXY protocol encoder; port %s relays without", number)
                 else:
                     proxy = (encode, version)
-            site = TcpSite(app=app, balancer=bal, limits=self.limits, proxy_proto=proxy)
+            site = TcpSite(
+                app=app,
+                balancer=bal,
+                limits=self.limits,
+                proxy_proto=proxy,
+                counts=self.counts.site(service.source),
+            )
             tcp_site = site
 
             def factory() -> asyncio.Protocol:
@@ -295,7 +306,12 @@ class Edge:
         if ssl_context is not None:
             sock = listening_socket(self.host, number, exact=self.exact_ports)
             server = TlsAcceptor(
-                sock, factory, ssl_context, self.admission, self.limits.tls_handshake_timeout_s
+                sock,
+                factory,
+                ssl_context,
+                self.admission,
+                self.limits.tls_handshake_timeout_s,
+                counts=self.counts,
             )
             real = sock.getsockname()[1]
         else:
@@ -370,6 +386,7 @@ class Edge:
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         self.pools.sweep(loop.time())
+        self.counts.settle()  # the responses counted since the last sweep, sorted in
         ended = self.admission.ended
         if ended - self._trimmed_at >= TRIM_AFTER:
             self._trimmed_at = ended

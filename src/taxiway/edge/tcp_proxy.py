@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from taxiway.edge.balancer import Balancer, NoMachine
 from taxiway.edge.fleet import Member
 from taxiway.edge.limits import Limits
+from taxiway.metrics.edge_counts import MachineCounts, SiteCounts
 
 if TYPE_CHECKING:
     from taxiway.edge.admission import Admission
@@ -43,12 +44,15 @@ class TcpSite:
         balancer: Balancer,
         limits: Limits,
         proxy_proto: tuple[ProxyProtoEncoder, str] | None = None,
+        counts: SiteCounts | None = None,
     ) -> None:
         self.app = app
         self.balancer = balancer
         self.limits = limits
         self.proxy_proto = proxy_proto
         self.connections: set[TcpClientConnection] = set()
+        #: What the service's traffic did (`taxiway.metrics.edge_counts`): plain numbers.
+        self.counts = counts if counts is not None else SiteCounts(balancer.service.source)
 
 
 class _Upstream(asyncio.Protocol):
@@ -56,18 +60,24 @@ class _Upstream(asyncio.Protocol):
 
     def __init__(self, client: TcpClientConnection) -> None:
         self.client = client
+        self.counts = client.site.counts
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        #: The machine's counts, once connected (its close is counted there).
+        self.machine: MachineCounts | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.counts.data_out += len(data)
         self.client.transport.write(data)
 
     def eof_received(self) -> bool | None:
         return self.client.peer_eof(from_client=False)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.machine is not None:
+            self.machine.disconnects += 1
         self.client.upstream_closed()
 
     def pause_writing(self) -> None:
@@ -101,6 +111,7 @@ class TcpClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.tls = transport.get_extra_info("sslcontext") is not None
+        self.site.counts.tcp_connects += 1
         self.site.connections.add(self)
         balancer = self.site.balancer
         member = balancer.try_take()
@@ -109,6 +120,7 @@ class TcpClientConnection(asyncio.Protocol):
         self.task = asyncio.get_running_loop().create_task(self._connect(member))
 
     def data_received(self, data: bytes) -> None:
+        self.site.counts.data_in += len(data)
         up = self.upstream
         if up is not None:
             up.transport.write(data)
@@ -124,6 +136,7 @@ class TcpClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.site.counts.tcp_disconnects += 1
         self.site.connections.discard(self)
         admission, self.admission = self.admission, None
         if admission is not None:
@@ -246,10 +259,15 @@ async def _open(
     delay = 0.02
     while True:
         try:
+            began = loop.time()
             _, up = await asyncio.wait_for(
                 loop.create_connection(lambda: _Upstream(client), host, port),
                 limits.connect_timeout_s,
             )
+            counts = client.site.counts.machine(member.id)
+            counts.connects += 1
+            counts.connect_times.observe(loop.time() - began)
+            up.machine = counts  # type: ignore[attr-defined]
             return up  # type: ignore[return-value]
         except ConnectionRefusedError:
             if not balancer.is_booting(member.id):

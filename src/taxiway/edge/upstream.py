@@ -20,6 +20,7 @@ from typing import Protocol
 import httptools
 
 from taxiway.edge.limits import Limits
+from taxiway.metrics.edge_counts import MachineCounts
 
 log = logging.getLogger("taxiway.edge")
 
@@ -102,6 +103,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = False
         self.reused = False
         self.idle_since = 0.0
+        #: The machine's counts (`taxiway.metrics.edge_counts.MachineCounts`), set by the
+        #: exchange that opened the connection: its close is counted there.
+        self.counts: MachineCounts | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -139,6 +143,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.counts is not None:
+            self.counts.disconnects += 1
         ex, self.exchange = self.exchange, None
         if ex is None:
             self.pools.discard(self)

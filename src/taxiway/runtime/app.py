@@ -88,6 +88,8 @@ class AppRuntime(MachineRoster):
         self._port_watches: dict[str, asyncio.Task[None]] = {}
         self._port_verdicts: dict[str, asyncio.Event] = {}
         self._port_ok: set[str] = set()
+        #: The app's metrics (`taxiway.metrics.registry.MetricsHub`), set by the daemon.
+        self.metrics: Any = None
 
     # -- start-up (after `taxiway.runtime.leftovers.reap`) -----------------------------------
 
