@@ -70,8 +70,8 @@ def podman() -> Any:
         import docker
     except ImportError:
         pytest.skip("the docker SDK is not installed (pip install 'docker>=7')")
-    client = docker.DockerClient(base_url=f"unix://{SOCKET}", timeout=30)
     try:
+        client = docker.DockerClient(base_url=f"unix://{SOCKET}", timeout=30)
         client.ping()
     except Exception as exc:
         pytest.skip(f"the Podman service at {SOCKET} does not answer ({exc}); {HOW}")

@@ -30,6 +30,9 @@ class VolumeUsage:
 
     async def refresh(self, runtime: AppRuntime) -> None:
         volumes = runtime.store.list_volumes(runtime.app)
+        if not volumes:  # no walk, and no worker thread, for an app without volumes
+            self.used = {}
+            return
         sizes = await asyncio.to_thread(lambda: [folder_bytes(v.path) for v in volumes])
         self.used = {v.id: n for v, n in zip(volumes, sizes, strict=True)}
 
