@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
+from taxiway.checks.state import summary_text
 from taxiway.dashboard.page import render_page
-from taxiway.dashboard.state import checks_text, edge_url
+from taxiway.dashboard.state import edge_url
 
 HOSTILE = '<script>alert("x")</script>'
 
@@ -76,5 +77,5 @@ def test_edge_urls_and_check_summaries() -> None:
     assert edge_url({"address": "127.0.0.1:5432", "protocol": "tcp", "handlers": []}) == (
         "tcp://127.0.0.1:5432"
     )
-    assert checks_text({}) == "-"
-    assert checks_text({"total": 2, "passing": 1, "critical": 1}) == "1/2 passing, 1 critical"
+    assert summary_text({}) == "-"
+    assert summary_text({"total": 2, "passing": 1, "critical": 1}) == "1/2 passing, 1 critical"

@@ -95,3 +95,17 @@ def trim(text: str, limit: int = MAX_OUTPUT) -> str:
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def summary_text(counts: dict[str, int]) -> str:
+    """A machine's checks as `status --json` counts them, in words: ``2/3 passing, 1
+    critical``, or ``-`` for a machine without checks (as the platform's `fly status`
+    counts them). `taxiway status` and the dashboard both say it so."""
+    total = counts.get("total", 0)
+    if not total:
+        return "-"
+    text = f"{counts.get('passing', 0)}/{total} passing"
+    for status in ("warning", "critical"):
+        if counts.get(status):
+            text += f", {counts[status]} {status}"
+    return text

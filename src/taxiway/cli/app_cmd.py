@@ -457,6 +457,8 @@ def driver_line(name: str, reason: str) -> str:
 
 
 def print_status(data: dict[str, Any]) -> None:
+    from taxiway.checks.state import summary_text  # dataclasses: only when printing
+
     print(f"app {data['app']}  release v{data['release']}")
     if data.get("driver"):
         print(driver_line(data["driver"], data.get("driver_reason", "")))
@@ -475,7 +477,7 @@ def print_status(data: dict[str, Any]) -> None:
                 state,
                 m["region"],
                 str(m["restarts"]),
-                checks_summary(m.get("checks") or {}),
+                summary_text(m.get("checks") or {}),
                 m["private_ip"],
                 ports,
             )
@@ -491,19 +493,6 @@ def print_hints(data: dict[str, Any]) -> None:
     for m in data["machines"]:
         for hint in m.get("hints") or ():
             print(f"hint: {hint}")
-
-
-def checks_summary(checks: dict[str, Any]) -> str:
-    """``2/3 passing, 1 critical`` (or ``-`` for a machine without checks), as the
-    platform's `fly status` counts them."""
-    total = checks.get("total", 0)
-    if not total:
-        return "-"
-    text = f"{checks.get('passing', 0)}/{total} passing"
-    for status in ("warning", "critical"):
-        if checks.get(status):
-            text += f", {checks[status]} {status}"
-    return text
 
 
 def edge_lines(bindings: list[dict[str, Any]]) -> list[str]:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from taxiway.checks.state import summary_text
+
 if TYPE_CHECKING:
     from taxiway.runtime.app import AppRuntime
 
@@ -30,18 +32,6 @@ def edge_url(binding: dict[str, Any]) -> str:
     elif "tls" in handlers:
         scheme = "tls"
     return f"{scheme}://{binding['address']}"
-
-
-def checks_text(checks: dict[str, Any]) -> str:
-    """``2/3 passing, 1 critical``, or ``-`` without checks (as `taxiway status` says it)."""
-    total = checks.get("total", 0)
-    if not total:
-        return "-"
-    text = f"{checks.get('passing', 0)}/{total} passing"
-    for status in ("warning", "critical"):
-        if checks.get(status):
-            text += f", {checks[status]} {status}"
-    return text
 
 
 class DeployWatch:
@@ -85,7 +75,7 @@ class SharedState:
                 {
                     **{k: m[k] for k in ("id", "group", "state", "region", "private_ip")},
                     "restarts": m["restarts"],
-                    "checks": checks_text(checks),
+                    "checks": summary_text(checks),
                     "checks_critical": bool(checks.get("critical")),
                     "exit_code": m.get("exit_code"),
                     "oom_killed": m.get("oom_killed", False),

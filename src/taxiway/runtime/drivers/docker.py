@@ -165,13 +165,7 @@ class DockerDriver(Driver, OneoffSlots):
         if not spec.image:
             raise DriverError(f"{who}: the docker driver needs the app's image, and none was built")
         scope = spec.scope or "_"
-        if not spec.private_ip:
-            spec = self.oneoff_address(spec, scope)
-        try:
-            return await self._launch(spec, scope, who)
-        except BaseException:
-            self.free_oneoff(scope, spec.machine_id)
-            raise
+        return await self.in_slot(spec, scope, lambda slotted: self._launch(slotted, scope, who))
 
     async def _launch(self, spec: LaunchSpec, scope: str, who: str) -> ContainerHandle:
         # noted before anything is made, so a daemon killed halfway still has it reaped

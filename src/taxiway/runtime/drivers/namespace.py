@@ -124,13 +124,7 @@ class NamespaceDriver(Driver, OneoffSlots):
         if _command_missing(spec):
             raise DriverError(f"{who}: command not found: {spec.argv[0]}")
         scope = spec.scope or "_"
-        if not spec.private_ip:
-            spec = self.oneoff_address(spec, scope)
-        try:
-            return await self._launch(spec, scope, who)
-        except BaseException:
-            self.free_oneoff(scope, spec.machine_id)
-            raise
+        return await self.in_slot(spec, scope, lambda slotted: self._launch(slotted, scope, who))
 
     async def _launch(self, spec: LaunchSpec, scope: str, who: str) -> NamespaceHandle:
         net = netns.MachineNet(scope, spec.machine_id, spec.private_ip, self.subnet(scope))

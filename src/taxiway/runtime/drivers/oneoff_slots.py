@@ -8,6 +8,8 @@ from a few slots above the machines' addresses, so a one-off never takes a machi
 from __future__ import annotations
 
 import threading
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import msgspec
 
@@ -15,6 +17,8 @@ from taxiway.runtime import netns
 from taxiway.runtime.drivers.base import DriverError, LaunchSpec
 from taxiway.runtime.environment import private_ip
 from taxiway.runtime.scope import seed
+
+T = TypeVar("T")
 
 
 class OneoffSlots:
@@ -39,6 +43,19 @@ class OneoffSlots:
         address = private_ip(seed(scope), netns.ONEOFF_BASE + free[0])
         env = {**spec.env, "FLY_PRIVATE_IP": address}
         return msgspec.structs.replace(spec, private_ip=address, env=env)
+
+    async def in_slot(
+        self, spec: LaunchSpec, scope: str, launch: Callable[[LaunchSpec], Awaitable[T]]
+    ) -> T:
+        """``launch(spec)``, a one-off (no private IP yet) first given a slot's address,
+        which is freed again when the launch fails."""
+        if not spec.private_ip:
+            spec = self.oneoff_address(spec, scope)
+        try:
+            return await launch(spec)
+        except BaseException:
+            self.free_oneoff(scope, spec.machine_id)
+            raise
 
     def free_oneoff(self, scope: str, machine_id: str) -> None:
         """The one-off ended (or never started): its slot is free again."""
