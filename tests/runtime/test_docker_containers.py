@@ -58,6 +58,7 @@ def _needs_the_python_image() -> None:
 
 @pytest.fixture(scope="module")
 def image():
+    skip_without_image("python:3.12-slim")  # before the module-wide build
     import tarfile
 
     import docker

@@ -46,6 +46,7 @@ Server(("::", 8080), H).serve_forever()
 @pytest.fixture(scope="module")
 def image():
     """A small image of the python stand-in with a web server, removed afterwards."""
+    skip_without_image("python:3.12-slim")  # before the module-wide build
     import tarfile
 
     import docker
