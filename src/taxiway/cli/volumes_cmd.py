@@ -21,7 +21,7 @@ from taxiway.cli.json_result import print_json
 from taxiway.errors import TaxiwayError
 from taxiway.state.records import VolumeRecord
 from taxiway.state.store import RECOVER_COMMAND
-from taxiway.state.volume_folders import remove_folder, unlisted_folders
+from taxiway.state.volume_folders import unlisted_folders
 
 if TYPE_CHECKING:
     from taxiway.api.client import Client
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 def volumes(args: argparse.Namespace) -> int:
     from taxiway.runtime.environment import region_for
-    from taxiway.state import new_volume_id
     from taxiway.state.store import Store
 
     client, app, paths = client_for(args.config)
@@ -80,37 +79,26 @@ def volumes(args: argparse.Namespace) -> int:
             )
             return 0
         if command == "create":
-            from taxiway.config.names import volume_name_problem
+            from taxiway.volumes.lifecycle import check_name, create_volume
 
-            problem = volume_name_problem(args.name)
-            if problem is not None:
-                raise TaxiwayError(problem)
+            check_name(args.name)
             if args.snapshot_id is not None:
                 return _restore(args, store, app, paths.state_dir)
-            if args.size is None:
-                args.size = 1.0
-            if args.size <= 0:
+            size = 1.0 if args.size is None else args.size
+            if size <= 0:
                 raise TaxiwayError("a volume's --size must be more than 0 GB")
-            volume_id = new_volume_id()
-            path = paths.state_dir / "volumes" / volume_id
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
             from taxiway.config.loader import load_config
 
-            region = region_for(load_config(args.config).config.primary_region)
-            try:
-                volume = store.create_volume(
-                    app,
-                    args.name,
-                    args.size,
-                    region,
-                    path,
-                    args.snapshot_retention or 5,
-                    volume_id=volume_id,
-                    auto_backup_enabled=args.scheduled_snapshots is not False,
-                )
-            except TaxiwayError:
-                path.rmdir()  # refused (its name or size): no folder without a volume
-                raise
+            volume = create_volume(
+                store,
+                paths.state_dir,
+                app,
+                args.name,
+                size_gb=size,
+                region=region_for(load_config(args.config).config.primary_region),
+                snapshot_retention=args.snapshot_retention or 5,
+                auto_backup_enabled=args.scheduled_snapshots is not False,
+            )
             _say(args, volume, f"created volume {volume.id} ({volume.name}, {volume.size_gb:g}GB)")
             return 0
         volume = _find(store.list_volumes(app), args.id)
@@ -118,8 +106,9 @@ def volumes(args: argparse.Namespace) -> int:
             volume = store.extend_volume(volume.id, args.size)
             _say(args, volume, f"volume {volume.id} is now {volume.size_gb:g}GB")
             return 0
-        destroyed = store.destroy_volume(volume.id)
-        remove_folder(volume)
+        from taxiway.volumes.lifecycle import destroy_volume
+
+        destroyed = destroy_volume(store, volume)
         _say(args, destroyed, f"destroyed volume {volume.id} ({volume.name}) and its data")
         return 0
 
