@@ -205,3 +205,57 @@ def test_the_daemon_takes_daily_snapshots_and_prunes_expired_ones(
     assert listed("scratch") == []
     logs = taxiway(folder, "logs", "--group", "db").stdout
     assert "paused for a snapshot" in logs
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """The app's folder (and its .taxiway) on a 2 MB tmpfs."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a small tmpfs can't be mounted here: {mounted.stderr.strip()}")
+    (disk / "fly.toml").write_text('app = "snaps"\n')
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_is_one_sentence_and_leaves_no_snapshot_or_volume(small_disk: Path) -> None:
+    import os
+
+    assert taxiway(small_disk, "volumes", "create", "data").returncode == 0
+    data = Path(volume_named(small_disk, "data")["path"])
+    (data / "random.bin").write_bytes(os.urandom(1_200_000))  # no room for its copy
+    full = taxiway(small_disk, "volumes", "snapshots", "create", "data")
+    assert full.returncode == 1 and "Traceback" not in full.stderr
+    (line,) = full.stderr.strip().splitlines()
+    assert line.startswith("taxiway: error: the disk holding ") and "is full" in line
+    assert (
+        json.loads(taxiway(small_disk, "volumes", "snapshots", "list", "data", "--json").stdout)
+        == []
+    )
+    assert list((small_disk / ".taxiway" / "snapshots").rglob("*.*")) == []
+
+    (data / "random.bin").write_bytes(os.urandom(700_000))
+    made = taxiway(small_disk, "volumes", "snapshots", "create", "data", "--json")
+    assert made.returncode == 0, made.stderr
+    before = taxiway(small_disk, "volumes", "list", "--json").stdout
+    restore = taxiway(
+        small_disk, "volumes", "create", "copy", "--snapshot-id", json.loads(made.stdout)["id"]
+    )
+    assert restore.returncode == 1 and "Traceback" not in restore.stderr
+    (line,) = restore.stderr.strip().splitlines()
+    assert "is full, so no volume was restored" in line
+    assert taxiway(small_disk, "volumes", "list", "--json").stdout == before
+    assert sorted(
+        p.name for p in (small_disk / ".taxiway" / "volumes").iterdir() if p.is_dir()
+    ) == [data.name]
