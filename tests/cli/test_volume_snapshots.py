@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_taxiway as taxiway
+from engine_support import requires_image
 from taxiway.runtime.drivers.process import mounts_supported
 
 #: Writes its counter to ``a`` then ``c``, each atomically, as fast as it can; between
@@ -37,7 +38,7 @@ while True:
     put("c", str(n))
 """
 
-pytestmark = pytest.mark.skipif(
+needs_mounts = pytest.mark.skipif(
     not mounts_supported(),
     reason="showing a volume at its destination needs root, unshare and mount",
 )
@@ -83,6 +84,7 @@ def volume_named(folder: Path, name: str) -> dict:
     return next(v for v in listed if v["name"] == name)
 
 
+@needs_mounts
 def test_a_snapshot_of_a_running_machines_volume_is_one_moment_and_restores(
     app: tuple[Path, Path],
 ) -> None:
@@ -179,6 +181,7 @@ def _fake_old_snapshot(folder: Path, volume_id: str, days: float) -> Path:
     return archive
 
 
+@needs_mounts
 def test_the_daemon_takes_daily_snapshots_and_prunes_expired_ones(
     app: tuple[Path, Path],
 ) -> None:
@@ -259,3 +262,38 @@ def test_a_full_disk_is_one_sentence_and_leaves_no_snapshot_or_volume(small_disk
     assert sorted(
         p.name for p in (small_disk / ".taxiway" / "volumes").iterdir() if p.is_dir()
     ) == [data.name]
+
+
+@requires_image("python:3.12-slim")
+def test_the_docker_driver_pauses_the_container_for_the_copy(tmp_path: Path) -> None:
+    from docker_apps import DOCKER, remove_images
+
+    folder = tmp_path / "app"
+    folder.mkdir()
+    (folder / "writer.py").write_text(WRITER)
+    (folder / "fly.toml").write_text(
+        f'app = "sd{uuid.uuid4().hex[:6]}"\nkill_signal = "SIGTERM"\n'
+        '[build]\nimage = "python:3.12-slim"\n'
+        '[processes]\ndb = "python3 /app/writer.py /data"\n'
+        '[[files]]\nguest_path = "/app/writer.py"\nlocal_path = "writer.py"\n'
+        '[[mounts]]\nsource = "data"\ndestination = "/data"\n'
+    )
+    try:
+        started = taxiway(folder, "up", "-d", env=DOCKER, timeout=300)
+        assert started.returncode == 0, started.stdout + started.stderr
+        data = Path(volume_named(folder, "data")["path"])
+        wait_for(lambda: counter(data), "the writer's first count")
+        made = taxiway(folder, "volumes", "snapshots", "create", "data", "--json")
+        assert made.returncode == 0, made.stderr
+        restored = taxiway(
+            folder, "volumes", "create", "copy", "--snapshot-id", json.loads(made.stdout)["id"]
+        )
+        assert restored.returncode == 0, restored.stderr
+        copy = Path(volume_named(folder, "copy")["path"])
+        a, c = int((copy / "a").read_text()), int((copy / "c").read_text())
+        assert a - c in (0, 1), (a, c)
+        assert "paused for a snapshot" in taxiway(folder, "logs").stdout
+        wait_for(lambda: (counter(data) or 0) > a, "the writer to go on counting")
+    finally:
+        taxiway(folder, "down", timeout=120)
+        remove_images(folder)
