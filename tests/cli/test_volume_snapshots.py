@@ -164,6 +164,17 @@ def test_without_a_daemon_the_cli_snapshots_the_folder(app: tuple[Path, Path]) -
     again = Path(volume_named(folder, "again")["path"])
     assert (again / "note.txt").read_text() == "offline\n"
 
+    # a lost database: the snapshot is not orphaned silently, and recover lists it again
+    for extra in ("", "-wal", "-shm"):
+        (folder / ".taxiway" / f"taxiway.db{extra}").unlink(missing_ok=True)
+    refused = taxiway(folder, "volumes", "list")
+    assert refused.returncode == 1 and "1 volume snapshot" in refused.stderr
+    recovered = taxiway(folder, "state", "recover")
+    assert recovered.returncode == 0, recovered.stderr
+    assert f"adopted snapshot {snapshot_id}" in recovered.stdout
+    listed = taxiway(folder, "volumes", "snapshots", "list", "data", "--json").stdout
+    assert [s["id"] for s in json.loads(listed)] == [snapshot_id]
+
 
 def _fake_old_snapshot(folder: Path, volume_id: str, days: float) -> Path:
     """A snapshot record (and archive) that looks ``days`` old: no waiting for days."""

@@ -25,9 +25,9 @@ from pathlib import Path
 from taxiway.errors import TaxiwayError, os_error_sentence
 from taxiway.state.records import SnapshotRecord, VolumeRecord, new_snapshot_id, new_volume_id
 from taxiway.state.store import Store
+from taxiway.state.volume_folders import SNAPSHOTS_DIR
 from taxiway.volumes.archive import SUFFIX, VolumeChanged, extract_archive, write_archive
 
-SNAPSHOTS_DIR = "snapshots"
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -191,6 +191,43 @@ def restore_volume(
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def adopt_archives(store: Store, state_dir: Path, app: str) -> list[SnapshotRecord]:
+    """Record the snapshot archives the store doesn't list (`taxiway state recover`,
+    after a lost database), for volumes it lists: on-demand snapshots dated by their
+    file, kept for their volume's retention from then."""
+    import hashlib
+    import os
+
+    known = {s.id for s in store.list_snapshots(app)}
+    adopted = []
+    for volume in store.list_volumes(app, include_destroyed=True):
+        folder = state_dir / SNAPSHOTS_DIR / volume.id
+        for archive in sorted(folder.glob(f"vs_*{SUFFIX}")):
+            snapshot_id = archive.name.removesuffix(SUFFIX)
+            if snapshot_id in known:
+                continue
+            try:
+                with open(archive, "rb") as handle:
+                    digest = hashlib.file_digest(handle, "sha256").hexdigest()
+                info = os.stat(archive)
+                taken = datetime.fromtimestamp(info.st_mtime, UTC)
+                record = SnapshotRecord(
+                    id=snapshot_id,
+                    volume_id=volume.id,
+                    app=app,
+                    kind="manual",
+                    size=info.st_size,
+                    digest=digest,
+                    retention_days=volume.snapshot_retention,
+                    volume_size_gb=volume.size_gb,
+                    created_at=taken.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                )
+                adopted.append(store.add_snapshot(record))
+            except (OSError, ValueError):  # unreadable, or not named like a snapshot
+                continue
+    return adopted
 
 
 def snapshot_json(snapshot: SnapshotRecord) -> dict[str, object]:
