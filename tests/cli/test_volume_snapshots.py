@@ -84,12 +84,22 @@ def volume_named(folder: Path, name: str) -> dict:
     return next(v for v in listed if v["name"] == name)
 
 
+def _namespace_problem() -> str | None:
+    from taxiway.runtime.drivers import unusable_reason
+
+    missing = unusable_reason()
+    return None if missing is None else f"the namespace driver needs {missing}"
+
+
 @needs_mounts
+@pytest.mark.parametrize("driver", ["process", "namespace"])
 def test_a_snapshot_of_a_running_machines_volume_is_one_moment_and_restores(
-    app: tuple[Path, Path],
+    app: tuple[Path, Path], driver: str
 ) -> None:
+    if driver == "namespace" and (problem := _namespace_problem()):
+        pytest.skip(problem)
     folder, _ = app
-    started = taxiway(folder, "up", "-d")
+    started = taxiway(folder, "up", "-d", env={"TAXIWAY_DRIVER": driver})
     assert started.returncode == 0, started.stderr
     volume = volume_named(folder, "data")
     data = Path(volume["path"])

@@ -49,16 +49,31 @@ async def machine_paused(runtime: AppRuntime, volume: VolumeRecord) -> AsyncIter
 
 
 async def _settled(process: MachineProcess) -> None:
-    """Until a SIGSTOPped process group is really stopped: the signal is delivered
-    asynchronously, and a process in the middle of a write finishes it first. (The
-    engine's pause and the cgroup freezer are done when they return.)"""
+    """Until the machine is really still: a SIGSTOP is delivered asynchronously (a
+    process in the middle of a write finishes it first), and a cgroup v2 freeze is done
+    when its ``cgroup.events`` says so. (The engine's pause returns once it is done.)"""
     from taxiway.runtime.drivers.handle import ProcessHandle
 
-    if type(process) is not ProcessHandle:
+    if not isinstance(process, ProcessHandle):
         return
+    cgroup = getattr(process, "cgroup", None)  # the namespace driver's
+    unified = cgroup.dirs.get("unified") if cgroup is not None else None
+
+    def still() -> bool:
+        frozen = unified is not None and _frozen(unified / "cgroup.events")
+        return frozen or not _running_in_group(process.pgid)
+
     deadline = time.monotonic() + _SETTLE_S
-    while _running_in_group(process.pgid) and time.monotonic() < deadline:
+    while not still() and time.monotonic() < deadline:
         await asyncio.sleep(0.002)
+
+
+def _frozen(events: Path) -> bool:
+    """Whether a cgroup v2 freeze is complete (False when there is no such file)."""
+    try:
+        return "frozen 1" in events.read_text()
+    except OSError:
+        return False
 
 
 def _running_in_group(pgid: int) -> bool:
