@@ -149,12 +149,22 @@ def test_a_volume_round_trip(tmp_path: Path) -> None:
         copy = runtime.state_dir / "volumes" / restored["id"]
         assert (copy / "kept.txt").read_text() == "before the snapshot\n"
 
+        status, forked = call("POST", base, {"name": "fork", "source_volume_id": volume_id})
+        assert status == 200, forked
+        assert forked["size_gb"] == 5 and forked["snapshot_retention"] == 10  # the source's
+        fork = runtime.state_dir / "volumes" / forked["id"]
+        assert (fork / "kept.txt").read_text() == "after the snapshot\n"
+        assert call("GET", f"{base}/{volume_id}/snapshots") == (200, [snapshot])  # none kept
+        assert len(list((runtime.state_dir / "snapshots" / volume_id).iterdir())) == 1
+        small = {"name": "fork", "source_volume_id": volume_id, "size_gb": 1}
+        assert call("POST", base, small)[0] == 400
+
         status, destroyed = call("DELETE", f"{base}/{volume_id}")
         assert status == 200 and destroyed["state"] == "destroyed"
         assert not folder.exists()
         assert call("GET", f"{base}/{volume_id}")[1]["state"] == "destroyed"
         assert call("GET", f"{base}/{volume_id}/snapshots") == (200, [snapshot])
-        assert [v["name"] for v in call("GET", base)[1]] == ["copy"]
+        assert [v["name"] for v in call("GET", base)[1]] == ["copy", "fork"]
 
     _serve(tmp_path, scenario)
 
@@ -174,7 +184,7 @@ def test_bad_requests_get_the_platforms_statuses(tmp_path: Path) -> None:
             ({"name": "Bad Name!", "size_gb": 1}, 400),
             ({"name": "data", "snapshot_retention": 0}, 400),
             ({"name": "data", "snapshot_id": "vs_nothing"}, 404),
-            ({"name": "data", "source_volume_id": "vol_0123456789abcdef"}, 400),
+            ({"name": "data", "source_volume_id": "vol_0123456789abcdef"}, 404),
         ]:
             answer = call("POST", base, body)
             assert answer[0] == status, (body, answer)

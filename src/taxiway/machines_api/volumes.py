@@ -1,5 +1,5 @@
-"""The Machines API's volume routes: list, create (empty or from a snapshot), show,
-update, extend, destroy, and a volume's snapshots.
+"""The Machines API's volume routes: list, create (empty, from a snapshot, or a fork of
+another volume), show, update, extend, destroy, and a volume's snapshots.
 
 Shapes are the platform's OpenAPI document's (superfly/fly-openapi-sdk,
 go/api/openapi.yaml: Volume, CreateVolumeRequest, UpdateVolumeRequest,
@@ -104,17 +104,26 @@ def add_volume_routes(router: Router, runtime: AppRuntime) -> None:
         body = _body(request, CreateVolumeRequest)
         if not body.name:
             raise HTTPError(400, "a volume needs a name")
-        if body.source_volume_id:
-            raise HTTPError(
-                400,
-                "forking a volume (source_volume_id) is not supported here; snapshot it and "
-                "create the new volume with snapshot_id",
-            )
         region = body.region or region_for(runtime.loaded.config.primary_region)
         retention = 5 if body.snapshot_retention is None else body.snapshot_retention
         backups = body.auto_backup_enabled is not False
         try:
-            if body.snapshot_id:
+            if body.source_volume_id:
+                from taxiway.volumes.lifecycle import check_name
+                from taxiway.volumes.running import fork_running
+
+                check_name(body.name)
+                source = volume_of({**params, "volume_id": body.source_volume_id})
+                volume = await fork_running(
+                    runtime,
+                    source,
+                    name=body.name,
+                    region=region,
+                    size_gb=body.size_gb,
+                    snapshot_retention=body.snapshot_retention,
+                    auto_backup_enabled=backups,
+                )
+            elif body.snapshot_id:
                 from taxiway.volumes.lifecycle import check_name
                 from taxiway.volumes.snapshots import find_snapshot, restore_volume
 
