@@ -1,1 +1,0 @@
-"""The platform's Machines REST API, served by the daemon (base path ``/v1``)."""
