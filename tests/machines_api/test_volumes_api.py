@@ -199,6 +199,8 @@ def test_bad_requests_get_the_platforms_statuses(tmp_path: Path) -> None:
             ({"size_gb": 1}, 400),  # no name
             ({"name": "data", "size_gb": "big"}, 400),
             ({"name": "data", "size_gb": 1.5}, 400),
+            ({"name": "data", "sise_gb": 1}, 400),  # a misspelt field is not ignored
+            ([{"name": "data"}], 400),
             ({"name": "data", "size_gb": -1}, 400),
             ({"name": "data", "size_gb": 100_000}, 400),
             ({"name": "Bad Name!", "size_gb": 1}, 400),

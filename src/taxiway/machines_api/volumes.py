@@ -25,9 +25,11 @@ from taxiway.runtime.environment import region_for
 from taxiway.state.records import NotFoundError, StateError, VolumeRecord
 
 
-class CreateVolumeRequest(msgspec.Struct, kw_only=True):
-    """What a create may say; placement and encryption fields are accepted and have no
-    meaning on one host."""
+class CreateVolumeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What a create may say (fly-go's `volume_types.go` fields too); placement and
+    encryption fields are accepted and have no meaning on one host. Unknown fields are
+    refused, as the other Machines API routes refuse them: a misspelt field silently
+    ignored would leave a default in its place."""
 
     name: str | None = None
     region: str | None = None
@@ -45,12 +47,12 @@ class CreateVolumeRequest(msgspec.Struct, kw_only=True):
     compute_image: str | None = None
 
 
-class UpdateVolumeRequest(msgspec.Struct, kw_only=True):
+class UpdateVolumeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     snapshot_retention: int | None = None
     auto_backup_enabled: bool | None = None
 
 
-class ExtendVolumeRequest(msgspec.Struct, kw_only=True):
+class ExtendVolumeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     size_gb: int | None = None
 
 
