@@ -411,8 +411,9 @@ def _add_volumes(commands: Commands) -> None:
         commands,
         "volumes",
         "the app's volumes (data outlives machines)",
-        "List, create, extend or destroy the app's volumes: folders under .taxiway/volumes "
-        "that machines mount and that outlive them.",
+        "List, create, update, extend or destroy the app's volumes: folders under "
+        ".taxiway/volumes that machines mount and that outlive them; take, list and restore "
+        "their snapshots.",
     )
     volume_commands = volumes.add_subparsers(dest="volumes_command", metavar="COMMAND")
     vlist = _command(volume_commands, "list", "every volume of the app")
