@@ -318,3 +318,18 @@ def test_the_docker_driver_pauses_the_container_for_the_copy(tmp_path: Path) -> 
     finally:
         taxiway(folder, "down", timeout=120)
         remove_images(folder)
+        _untag_release_images(folder)
+
+
+def _untag_release_images(folder: Path) -> None:
+    """A prebuilt image's release tags (``taxiway/<scope>:vN``) carry no scope label (the
+    image is python:3.12-slim's): remove the tags, never the image."""
+    import docker
+
+    from docker_apps import scope_of
+
+    client = docker.from_env()
+    for image in client.images.list(name=f"taxiway/{scope_of(folder)}"):
+        for tag in image.tags:
+            if tag.startswith(f"taxiway/{scope_of(folder)}:"):
+                client.images.remove(tag)
