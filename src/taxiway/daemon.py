@@ -31,6 +31,7 @@ from taxiway.runtime.early import EarlyMachine
 from taxiway.runtime.machine import SupervisedMachine
 from taxiway.runtime.oneoff import ReleaseCommandFailed, ReleaseCommandInterrupted, last_lines
 from taxiway.state.store import Store
+from taxiway.volumes.schedule import SnapshotSlot
 
 if TYPE_CHECKING:
     from taxiway.edge.app import AppEdge
@@ -103,6 +104,7 @@ async def serve(
     server = ApiServer(build_router(runtime, shutdown))
     edge = EdgeSlot(runtime, paths, options)
     metrics = MetricsSlot(runtime, edge, options)
+    snapshots = SnapshotSlot(runtime)
     try:
         await server.start(paths.socket, api_socket)
         for notice in startup.notices:
@@ -125,12 +127,15 @@ async def serve(
         if on_ready is not None:
             on_ready(runtime)
         await metrics.start()
+        snapshots.start()
         await shutdown.wait()
+        await snapshots.close()  # before the machines stop: none is left paused
         if server.router.deployer is not None:
             await server.router.deployer.cancel()  # a deploy must not start machines now
         await runtime.down()
         return 0
     finally:
+        await snapshots.close()
         await metrics.close()
         await edge.close()
         for sig in (signal.SIGINT, signal.SIGTERM):

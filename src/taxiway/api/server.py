@@ -236,6 +236,16 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
             raise HTTPError(503, "metrics are not ready yet; the app is starting")
         return Text(hub.render(), CONTENT_TYPE)
 
+    async def snapshot_volume(request: Request, params: dict[str, str]) -> Result:
+        """`taxiway volumes snapshots create` while the app runs: the daemon owns the
+        machine to pause for the copy (`taxiway.volumes.running`)."""
+        check_app(params)
+        from taxiway.volumes.lookup import find_volume
+        from taxiway.volumes.running import snapshot_running
+
+        volume = find_volume(runtime.store, runtime.app, params["id"])
+        return msgspec.to_builtins(await snapshot_running(runtime, volume))
+
     router.add("GET", "/metrics", metrics)
     router.add("GET", "/v1/ping", ping)
     router.add("GET", base + "/status", status)
@@ -250,6 +260,7 @@ def build_router(runtime: AppRuntime, shutdown: asyncio.Event) -> Router:
     router.add("GET", base + "/logs", logs)
     router.add("POST", base + "/wait", wait)
     router.add("GET", base + "/dashboard", dashboard)
+    router.add("POST", base + "/volumes/{id}/snapshots", snapshot_volume)
     _add_deploy_routes(router, runtime, check_app)
     return router
 

@@ -411,26 +411,78 @@ def _add_volumes(commands: Commands) -> None:
         commands,
         "volumes",
         "the app's volumes (data outlives machines)",
-        "List, create, extend or destroy the app's volumes: folders under .taxiway/volumes "
-        "that machines mount and that outlive them.",
+        "List, create, update, extend or destroy the app's volumes: folders under "
+        ".taxiway/volumes that machines mount and that outlive them; take, list and restore "
+        "their snapshots.",
     )
     volume_commands = volumes.add_subparsers(dest="volumes_command", metavar="COMMAND")
     vlist = _command(volume_commands, "list", "every volume of the app")
     vlist.add_argument("--json", action="store_true", help="print JSON")
     vcreate = _command(volume_commands, "create", "create an unattached volume")
     vcreate.add_argument("name")
-    vcreate.add_argument("--size", type=float, default=1.0, help="size in GB (default 1)")
+    vcreate.add_argument(
+        "--size",
+        type=float,
+        default=None,
+        help="size in GB (default 1, or the snapshot's volume size with --snapshot-id)",
+    )
+    vcreate.add_argument(
+        "--snapshot-id", metavar="ID", help="restore the snapshot ID's data into the new volume"
+    )
+    vupdate = _command(volume_commands, "update", "change how a volume is snapshotted")
+    vupdate.add_argument("id", help="volume id or name")
+    for sub in (vcreate, vupdate):
+        sub.add_argument(
+            "--snapshot-retention",
+            type=int,
+            metavar="DAYS",
+            help="days each new snapshot is kept, 1-60 (default 5)",
+        )
+        sub.add_argument(
+            "--scheduled-snapshots",
+            type=_on_off,
+            metavar="on|off",
+            help="whether the daemon takes a daily snapshot (default on)",
+        )
     vextend = _command(volume_commands, "extend", "grow a volume")
     vextend.add_argument("id")
     vextend.add_argument("--size", type=float, required=True, help="new size in GB")
     vdestroy = _command(volume_commands, "destroy", "delete a volume and its data")
     vdestroy.add_argument("id")
-    for sub in (vcreate, vextend, vdestroy):
+    vsnapshots = _command(
+        volume_commands,
+        "snapshots",
+        "a volume's snapshots (daily, and on demand)",
+        "List or take snapshots of a volume: archives under .taxiway/snapshots, kept for the "
+        "volume's snapshot retention. A started machine using the volume is paused for the "
+        "copy. `volumes create NAME --snapshot-id ID` restores one.",
+    )
+    snapshot_commands = vsnapshots.add_subparsers(dest="snapshots_command", metavar="COMMAND")
+    slist = _command(snapshot_commands, "list", "the volume's snapshots, newest first")
+    slist.add_argument("--json", action="store_true", help="print JSON")
+    screate = _command(snapshot_commands, "create", "snapshot the volume now")
+    _add_json_result(screate)
+    for sub in (slist, screate):
+        sub.add_argument("volume", help="volume id or name")
+        _add_config_option(sub)
+        sub.set_defaults(handler="taxiway.cli.volumes_cmd:volumes", volumes_command="snapshots")
+    vsnapshots.set_defaults(usage_of=vsnapshots)
+    for sub in (vcreate, vupdate, vextend, vdestroy):
         _add_json_result(sub)
-    for sub in (vlist, vcreate, vextend, vdestroy):
+    for sub in (vlist, vcreate, vupdate, vextend, vdestroy):
         _add_config_option(sub)
         sub.set_defaults(handler="taxiway.cli.volumes_cmd:volumes")
     volumes.set_defaults(usage_of=volumes)
+
+
+def _on_off(value: str) -> bool:
+    """``on``/``off`` (or true/false, yes/no) as a flag's value."""
+    lowered = value.lower()
+    if lowered in ("on", "true", "yes", "1"):
+        return True
+    if lowered in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, not {value!r}")
 
 
 def _add_state(commands: Commands) -> None:

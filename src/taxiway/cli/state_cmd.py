@@ -63,6 +63,10 @@ def _recover(config: str | None, app: str, state_dir: Path) -> None:
     with store:
         store.ensure_app(app, str(state_dir.parent / "fly.toml"))
         adopted = _adopt_volume_folders(store, config, app, state_dir)
+        from taxiway.volumes.snapshots import adopt_archives
+
+        for snapshot in adopt_archives(store, state_dir, app):
+            print(f"adopted snapshot {snapshot.id} of volume {snapshot.volume_id}")
     if not adopted and damage is None:
         print(f"{path} is usable and lists every volume folder: nothing to recover")
         return

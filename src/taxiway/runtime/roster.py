@@ -403,6 +403,7 @@ class MachineRoster:
                     path,
                     mount.snapshot_retention,
                     volume_id=volume_id,
+                    auto_backup_enabled=mount.scheduled_snapshots,
                 )
                 self.store.add_event(
                     self.app, "volume_create", machine_id=info.id, status=volume.id

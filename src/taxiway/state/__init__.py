@@ -13,8 +13,10 @@ from taxiway.state.records import (
     NotFoundError,
     ReleaseRecord,
     SecretRecord,
+    SnapshotRecord,
     StateError,
     VolumeRecord,
+    new_snapshot_id,
     new_volume_id,
 )
 from taxiway.state.store import DB_NAME, Store
@@ -31,8 +33,10 @@ __all__ = [
     "NotFoundError",
     "ReleaseRecord",
     "SecretRecord",
+    "SnapshotRecord",
     "StateError",
     "Store",
     "VolumeRecord",
+    "new_snapshot_id",
     "new_volume_id",
 ]

@@ -110,6 +110,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE releases ADD COLUMN release_command_machine TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE releases ADD COLUMN release_command_exit INTEGER",
     ),
+    # 4: volume snapshots, and whether a volume gets daily ones.
+    (
+        "ALTER TABLE volumes ADD COLUMN auto_backup_enabled INTEGER NOT NULL DEFAULT 1",
+        """CREATE TABLE volume_snapshots (
+            id TEXT PRIMARY KEY,
+            volume_id TEXT NOT NULL,
+            app TEXT NOT NULL REFERENCES apps(name),
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            digest TEXT NOT NULL,
+            retention_days INTEGER NOT NULL,
+            volume_size_gb REAL NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX volume_snapshots_volume ON volume_snapshots(volume_id, created_at)",
+    ),
 )
 
 #: The schema version this taxiway writes.

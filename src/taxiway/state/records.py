@@ -55,6 +55,8 @@ ReleaseStatus = Literal["running", "complete", "failed", "rolled_back", "interru
 RELEASE_STATUSES: tuple[str, ...] = get_args(ReleaseStatus)
 
 VolumeState = Literal["created", "destroyed"]
+#: A scheduled (daily) snapshot or one a user asked for.
+SnapshotKind = Literal["scheduled", "manual"]
 
 #: 14 lowercase hex characters, like the platform's machine ids.
 MachineId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{14}$")]
@@ -62,6 +64,8 @@ MachineId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{14}$")]
 InstanceId = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")]
 #: ``vol_`` and 16 lowercase letters or digits, like the platform's volume ids.
 VolumeId = Annotated[str, msgspec.Meta(pattern=r"^vol_[0-9a-z]{16}$")]
+#: ``vs_`` and 16 letters or digits, like the platform's volume snapshot ids.
+SnapshotId = Annotated[str, msgspec.Meta(pattern=r"^vs_[0-9A-Za-z]{16}$")]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 _VOLUME_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -88,6 +92,15 @@ def new_volume_id() -> str:
     import secrets  # here: most daemons never make a volume, and it costs their start-up
 
     return "vol_" + "".join(secrets.choice(_VOLUME_ID_ALPHABET) for _ in range(16))
+
+
+def new_snapshot_id() -> str:
+    """A fresh volume snapshot id (``vs_`` + 16 random letters or digits)."""
+    import secrets
+    import string
+
+    alphabet = string.digits + string.ascii_letters
+    return "vs_" + "".join(secrets.choice(alphabet) for _ in range(16))
 
 
 # -- records ---------------------------------------------------------------------------------
@@ -143,6 +156,32 @@ class VolumeRecord(msgspec.Struct, frozen=True, kw_only=True):
     snapshot_retention: int = 5
     created_at: str = ""
     state: VolumeState = "created"
+    #: Whether the daemon takes a daily snapshot (the platform's ``auto_backup_enabled``,
+    #: fly.toml's ``scheduled_snapshots``).
+    auto_backup_enabled: bool = True
+
+
+class SnapshotRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A volume snapshot: an archive of the volume's data under ``.taxiway/snapshots``.
+
+    It outlives its volume (a destroyed volume can be restored from one) until its own
+    `retention_days` have passed: the retention the volume had when it was taken, as
+    the platform keeps it per snapshot (https://fly.io/docs/volumes/snapshots/)."""
+
+    id: SnapshotId
+    volume_id: VolumeId
+    app: str
+    kind: SnapshotKind
+    #: Always ``created``: a snapshot is recorded only once its archive is complete.
+    status: str = "created"
+    #: The archive's size in bytes.
+    size: NonNegative = 0
+    #: sha256 hex of the archive.
+    digest: str = ""
+    retention_days: Annotated[int, msgspec.Meta(ge=1)] = 5
+    #: The volume's size when it was taken: the smallest a volume restored from it may be.
+    volume_size_gb: float = 1.0
+    created_at: str = ""
 
 
 class SecretRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -39,6 +39,7 @@ from taxiway.state.records import (
     NotFoundError,
     ReleaseRecord,
     SecretRecord,
+    SnapshotRecord,
     StateError,
     VolumeRecord,
     new_volume_id,
@@ -61,6 +62,10 @@ _MACHINE_FIELDS: tuple[str, ...] = MachineRecord.__struct_fields__
 _MACHINE_UPDATABLE = frozenset(_MACHINE_FIELDS) - {"id", "app", "created_at", "updated_at"}
 _MACHINE_JSON = frozenset({"ports", "metadata"})
 _VOLUME_FIELDS: tuple[str, ...] = VolumeRecord.__struct_fields__
+_SNAPSHOT_FIELDS: tuple[str, ...] = SnapshotRecord.__struct_fields__
+#: The platform's bounds for a volume's snapshot retention, in days
+#: (https://fly.io/docs/volumes/snapshots/).
+SNAPSHOT_RETENTION_DAYS = range(1, 61)
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -188,6 +193,17 @@ def _size(value: float, label: str) -> float:
             f"{label} can't be {value:g} GB: the platform's largest volume is {MAX_VOLUME_GB} GB"
         )
     return float(value)
+
+
+def _retention(value: int, label: str) -> int:
+    """A snapshot retention in days, within the platform's 1-60."""
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if not whole or value not in SNAPSHOT_RETENTION_DAYS:
+        raise StateError(
+            f"{label}: snapshot retention must be a whole number of days from 1 to 60, "
+            f"not {value!r}"
+        )
+    return value
 
 
 class Store:
@@ -515,7 +531,9 @@ class Store:
 
     @staticmethod
     def _volume(row: sqlite3.Row) -> VolumeRecord:
-        return msgspec.convert(_row_dict(row), VolumeRecord)
+        data = _row_dict(row)
+        data["auto_backup_enabled"] = bool(data.get("auto_backup_enabled", 1))
+        return msgspec.convert(data, VolumeRecord)
 
     def _volume_for_update(self, db: sqlite3.Connection, volume_id: str) -> VolumeRecord:
         row = db.execute("SELECT * FROM volumes WHERE id = ?", (volume_id,)).fetchone()
@@ -542,6 +560,7 @@ class Store:
         snapshot_retention: int = 5,
         *,
         volume_id: str | None = None,
+        auto_backup_enabled: bool = True,
     ) -> VolumeRecord:
         """Record a new, unattached volume whose data lives in the directory `path`.
 
@@ -555,8 +574,9 @@ class Store:
             size_gb=_size(size_gb, f"volume {name}"),
             region=region,
             path=os.fspath(path),
-            snapshot_retention=snapshot_retention,
+            snapshot_retention=_retention(snapshot_retention, f"volume {name}"),
             created_at=now(),
+            auto_backup_enabled=auto_backup_enabled,
         )
         try:
             record = validate(record)
@@ -656,6 +676,29 @@ class Store:
         write_label(volume)
         return volume
 
+    def update_volume(
+        self,
+        volume_id: str,
+        *,
+        snapshot_retention: int | None = None,
+        auto_backup_enabled: bool | None = None,
+    ) -> VolumeRecord:
+        """Change how the volume is snapshotted (None: leave as it is). A new retention
+        applies to snapshots taken from now on; older ones keep theirs."""
+        with self._tx() as db:
+            volume = self._volume_for_update(db, volume_id)
+            label = f"volume {volume.id} ({volume.name})"
+            if volume.state == "destroyed":
+                raise StateError(f"{label} is destroyed and can't be updated")
+            fields: dict[str, Any] = {}
+            if snapshot_retention is not None:
+                fields["snapshot_retention"] = _retention(snapshot_retention, label)
+            if auto_backup_enabled is not None:
+                fields["auto_backup_enabled"] = bool(auto_backup_enabled)
+            if not fields:
+                return volume
+            return self._set_volume(db, volume, **fields)
+
     def destroy_volume(self, volume_id: str) -> VolumeRecord:
         """Mark the volume destroyed (the caller deletes its directory); refused while a
         machine has it attached, so no running machine loses its data underneath it."""
@@ -686,6 +729,56 @@ class Store:
         """The volume attached to the machine, if any."""
         row = self._one("SELECT * FROM volumes WHERE attached_machine_id = ?", (machine_id,))
         return self._volume(row) if row else None
+
+    # -- volume snapshots ---------------------------------------------------------------------
+
+    @staticmethod
+    def _snapshot(row: sqlite3.Row) -> SnapshotRecord:
+        return msgspec.convert(_row_dict(row), SnapshotRecord)
+
+    def add_snapshot(self, record: SnapshotRecord) -> SnapshotRecord:
+        """Record a snapshot whose archive is complete (``created_at`` filled in when
+        empty)."""
+        if not record.created_at:
+            record = msgspec.structs.replace(record, created_at=now())
+        try:
+            record = validate(record)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"snapshot {record.id}: {exc}") from None
+        with self._tx() as db:
+            self._require_app(db, record.app)
+            self._volume_for_update(db, record.volume_id)
+            db.execute(
+                f"INSERT INTO volume_snapshots({', '.join(_SNAPSHOT_FIELDS)}) "
+                f"VALUES ({', '.join('?' for _ in _SNAPSHOT_FIELDS)})",
+                [getattr(record, f) for f in _SNAPSHOT_FIELDS],
+            )
+        return record
+
+    def get_snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
+        row = self._one("SELECT * FROM volume_snapshots WHERE id = ?", (snapshot_id,))
+        return self._snapshot(row) if row else None
+
+    def list_snapshots(
+        self, app: str, volume_id: str | None = None, *, kind: str | None = None
+    ) -> list[SnapshotRecord]:
+        """The app's (or one volume's) snapshots, oldest first."""
+        sql, params = "SELECT * FROM volume_snapshots WHERE app = ?", [app]
+        if volume_id is not None:
+            sql += " AND volume_id = ?"
+            params.append(volume_id)
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        rows = self._rows(sql + " ORDER BY created_at, rowid", params)
+        return [self._snapshot(row) for row in rows]
+
+    def remove_snapshots(self, snapshot_ids: Iterable[str]) -> None:
+        """Forget these snapshots (the caller deletes their archives)."""
+        with self._tx() as db:
+            db.executemany(
+                "DELETE FROM volume_snapshots WHERE id = ?", [(i,) for i in snapshot_ids]
+            )
 
     # -- secrets --------------------------------------------------------------------------------
 

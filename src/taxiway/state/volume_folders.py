@@ -24,6 +24,8 @@ from taxiway.state.records import VolumeRecord
 
 VOLUMES_DIR = "volumes"
 LOGS_DIR = "logs"
+#: Volume snapshots' archives (`taxiway.volumes.snapshots`).
+SNAPSHOTS_DIR = "snapshots"
 
 
 class VolumeLabel(msgspec.Struct, kw_only=True):
@@ -92,6 +94,9 @@ def earlier_state(state_dir: Path) -> list[str]:
         logs = []
     if logs:
         found.append(_count(len(logs), "machine log"))
+    snapshots = list((state_dir / SNAPSHOTS_DIR).glob("vol_*/vs_*.tar.gz"))
+    if snapshots:
+        found.append(_count(len(snapshots), "volume snapshot"))
     return found
 
 
