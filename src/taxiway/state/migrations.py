@@ -110,6 +110,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE releases ADD COLUMN release_command_machine TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE releases ADD COLUMN release_command_exit INTEGER",
     ),
+    # 4: machines made through the Machines API: their name, and what the API asked for
+    # (the config as JSON, null for a machine taxiway made from fly.toml).
+    (
+        "ALTER TABLE machines ADD COLUMN name TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE machines ADD COLUMN api TEXT NOT NULL DEFAULT 'null'",
+    ),
 )
 
 #: The schema version this taxiway writes.

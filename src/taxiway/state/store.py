@@ -59,7 +59,7 @@ MAX_EVENTS = 10_000
 _MACHINE_FIELDS: tuple[str, ...] = MachineRecord.__struct_fields__
 #: What `update_machine` may change: not the identity, and timestamps are the store's.
 _MACHINE_UPDATABLE = frozenset(_MACHINE_FIELDS) - {"id", "app", "created_at", "updated_at"}
-_MACHINE_JSON = frozenset({"ports", "metadata"})
+_MACHINE_JSON = frozenset({"ports", "metadata", "api"})
 _VOLUME_FIELDS: tuple[str, ...] = VolumeRecord.__struct_fields__
 
 R = TypeVar("R", bound=msgspec.Struct)
