@@ -289,12 +289,21 @@ def test_a_deploy_leaves_an_unmanaged_machine_running_and_untouched(tmp_path: Pa
     folder = copy_jobapp(tmp_path)
 
     async def body(runtime: AppRuntime, api: Api) -> None:
+        (app_machine,) = runtime.machines.values()
+        app_version = app_machine.info.version
         status, made = await api.call("POST", "", sleeper(runtime))
         assert status == 200, made
         unmanaged = runtime.machines[made["id"]]
         pid, version = unmanaged.info.pid, unmanaged.info.version
-        (app_machine,) = [m for m in runtime.machines.values() if m.info.group == "app"]
-        app_version = app_machine.info.version
+        # one made through the API in the config's group joins the group
+        status, joined = await api.call(
+            "POST", "", sleeper(runtime, metadata={"fly_process_group": "app"})
+        )
+        assert status == 200, joined
+        member = runtime.machines[joined["id"]]
+        assert runtime.store.counts(runtime.app) == {"app": 2}
+        assert not runtime.unmanaged(member) and runtime.unmanaged(unmanaged)
+
         text = (folder / "fly.toml").read_text()
         (folder / "fly.toml").write_text(text + '\n[env]\nDEPLOYED = "2"\n')
         lines: list[str] = []
@@ -303,17 +312,40 @@ def test_a_deploy_leaves_an_unmanaged_machine_running_and_untouched(tmp_path: Pa
         )
         assert release.status == "complete", lines
         assert app_machine.info.version != app_version  # the app's machine was updated
+        assert member.launch_spec.env["DEPLOYED"] == "2"  # and so was the API-made member
+        assert member.id not in runtime.api_machines
+        assert runtime.store.get_machine(member.id).api is None
+
         assert runtime.machines[made["id"]] is unmanaged
         assert unmanaged.state.value == "started"
         assert (unmanaged.info.pid, unmanaged.info.version) == (pid, version)
         assert "DEPLOYED" not in unmanaged.launch_spec.env
-        await runtime.scale({"app": 2})
-        assert sum(m.info.group == "app" for m in runtime.machines.values()) == 2
+        assert not any(made["id"] in line for line in lines)
+
         await runtime.scale({"app": 1})
-        assert made["id"] in runtime.machines and unmanaged.state.value == "started"
+        assert sum(m.info.group == "app" for m in runtime.machines.values()) == 1
+        assert runtime.machines[made["id"]] is unmanaged and unmanaged.state.value == "started"
         shown = {m["id"]: m["group"] for m in runtime.status()["machines"]}
         assert shown[made["id"]] == ""
-        assert not any(made["id"] in line for line in lines)
+
+    run(folder, tmp_path / "state", body)
+
+
+def test_a_launch_that_fails_leaves_a_failed_machine_with_its_event(tmp_path: Path) -> None:
+    folder = copy_jobapp(tmp_path)
+
+    async def body(runtime: AppRuntime, api: Api) -> None:
+        status, made = await api.call(
+            "POST",
+            "",
+            {"config": {"image": own_image(runtime), "init": {"exec": ["no-such-program-xyz"]}}},
+        )
+        assert status == 200, made
+        assert made["state"] == "failed"
+        assert made["events"][0]["type"] == "launch" and made["events"][0]["status"] == "failed"
+        status, _ = await api.call("DELETE", f"/{made['id']}")
+        assert status == 200
+        assert made["id"] not in runtime.machines
 
     run(folder, tmp_path / "state", body)
 

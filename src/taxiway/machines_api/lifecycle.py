@@ -160,6 +160,7 @@ class _Lifecycle:
         if force and machine.state in RUNNING:
             await machine.stop(sig=signal.SIGKILL, timeout_s=0.0)
         await runtime.destroy(machine)
+        runtime.recount(machine.info.group)
         return {"ok": True}
 
     # -- lookups --------------------------------------------------------------------------

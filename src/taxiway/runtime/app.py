@@ -531,8 +531,17 @@ class AppRuntime(MachineRoster):
             if self.machines.get(machine.id) is machine and machine.state is State.STOPPED:
                 machine.log.system("auto_destroy: the machine exited, destroying it")
                 await self._destroy(machine)
+                self.recount(machine.info.group)
 
     # -- the Machines API (`taxiway.machines_api.lifecycle`) -----------------------------
+
+    def recount(self, group: str) -> None:
+        """After the Machines API made or destroyed a machine of one of the config's
+        groups: the group's count is the machines it has now, so `scale` and the next
+        `up` keep them as they are (the platform has no count besides its machines)."""
+        if group in self.specs:
+            members = sum(m.info.group == group for m in self.machines.values())
+            self.store.set_count(self.app, group, members)
 
     async def create_api_machine(
         self,
@@ -559,6 +568,7 @@ class AppRuntime(MachineRoster):
             if api.get("skip_service_registration"):
                 machine.set_cordoned(True)
             self.store.update_machine(machine.id, release_version=self.release)
+            self.recount(spec.group)
         if start:
             await machine.start()
         return machine
