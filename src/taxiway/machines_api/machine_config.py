@@ -131,6 +131,12 @@ def _duration(value: Any, path: str) -> str:
     raise ConfigError(f'{path} must be a duration such as "10s"')
 
 
+def _preset(value: Any, path: str) -> str:
+    if value not in PRESETS:
+        raise ConfigError(f"{path} must be a machine size such as shared-cpu-1x, not {value!r}")
+    return value
+
+
 def _autostop(value: Any, path: str) -> str:
     """``autostop``: a boolean in the OpenAPI document, "off"/"stop"/"suspend" in fly-go."""
     if isinstance(value, bool):
@@ -226,7 +232,7 @@ _CONFIG = _struct(
                 "persist_rootfs": _string,
             }
         ),
-        "size": _one_of(*PRESETS),
+        "size": _preset,
         "restart": _struct(
             {
                 "policy": _one_of("no", "always", "on-failure"),
