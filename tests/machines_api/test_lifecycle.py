@@ -422,6 +422,26 @@ def test_another_image_runs_on_the_docker_driver_and_down_cleans_up(tmp_path: Pa
         await until(lambda: machine.state.value == "stopped")
         assert machine.info.exit_code == 5
         assert runtime.driver.name == "process"
+        engine = client()
+        assert engine.api.containers(all=True, filters=scope_filter(runtime.scope))
+        # updated to the app's own image, it leaves its container for the app's driver
+        status, updated = await api.call(
+            "POST",
+            f"/{made['id']}",
+            {
+                "config": {
+                    "image": own_image(runtime),
+                    "init": {"cmd": ["python3", "job.py", "1"]},
+                    "restart": {"policy": "no"},
+                }
+            },
+        )
+        assert status == 200, updated
+        assert machine.driver is runtime.driver
+        assert engine.api.containers(all=True, filters=scope_filter(runtime.scope)) == []
+        assert updated["state"] == "stopped"  # an update leaves a stopped machine stopped
+        await machine.start()
+        await until(lambda: machine.state.value == "stopped" and machine.info.exit_code == 3)
 
     run(folder, tmp_path / "state", body)
     engine = client()
@@ -436,3 +456,46 @@ def test_the_job_app_files_are_stdlib_only() -> None:
     imports = {line.split()[1] for line in source.splitlines() if line.startswith("import ")}
     assert imports <= {"json", "os", "sys", "urllib.error", "urllib.request"}
     assert os.sep  # the runner runs in the app's folder (the process driver's image)
+
+
+def test_a_machine_whose_image_is_gone_is_kept_and_said_at_the_next_up(tmp_path: Path) -> None:
+    problem = image_problem_or_none(BASE_IMAGE)
+    if problem is not None:
+        pytest.skip(problem)
+    from taxiway.image.engine import client
+
+    folder = copy_jobapp(tmp_path)
+    state = tmp_path / "state"
+    engine = client()
+    tag = f"taxiway-test-{TEST_LABEL}/gone:{os.urandom(4).hex()}"
+    engine.api.tag(BASE_IMAGE, tag)
+    try:
+
+        async def first(runtime: AppRuntime, api: Api) -> str:
+            status, made = await api.call(
+                "POST",
+                "",
+                {
+                    "config": {
+                        "image": tag,
+                        "init": {"cmd": ["sleep", "300"]},
+                        "stop_config": {"signal": "SIGKILL"},
+                    }
+                },
+            )
+            assert status == 200, made
+            assert made["state"] == "started"
+            return made["id"]
+
+        machine_id = run(folder, state, first)
+    finally:
+        engine.api.remove_image(tag)
+
+    async def second(runtime: AppRuntime, api: Api) -> None:
+        assert machine_id not in runtime.machines
+        (notice,) = [n for n in runtime.notices if machine_id in n]
+        assert tag in notice
+        record = runtime.store.get_machine(machine_id)
+        assert record.state == "stopped" and record.api["resume"] is True
+
+    run(folder, state, second)
