@@ -252,6 +252,13 @@ def test_destroying_a_started_machine_needs_force(tmp_path: Path) -> None:
         assert made["id"] not in {m.id for m in runtime.store.list_machines(runtime.app)}
         status, _ = await api.call("DELETE", f"/{made['id']}")
         assert status == 404
+        # a suspended machine is destroyed without force, as on the platform
+        status, other = await api.call("POST", "", sleeper(runtime))
+        assert status == 200, other
+        await runtime.machines[other["id"]].suspend()
+        status, answer = await api.call("DELETE", f"/{other['id']}")
+        assert status == 200, answer
+        assert other["id"] not in runtime.machines
 
     run(folder, tmp_path / "state", body)
 

@@ -13,8 +13,24 @@ the image is found before the machine is recorded, so a refused request leaves n
 A machine whose launch fails after it was made stays, in state ``failed`` with a
 ``launch_failed`` event, as a platform machine would: the caller sees why and destroys it.
 
-Which machines deploys leave alone ("unmanaged"), and what a restarted daemon does with
-them: `taxiway.runtime.app.AppRuntime.unmanaged`, ``up`` and ``down``.
+Choices where the platform's behaviour can't be copied as is:
+
+- "Unmanaged" machines (`AppRuntime.unmanaged`): made here without
+  ``metadata.fly_process_group`` naming a group of fly.toml. Deploys don't update or
+  destroy them, `scale` doesn't count them, `status` shows their metadata group (or
+  nothing). They are kept in the store with their API config; a restarted daemon takes
+  them back, and starts again those that ran when it stopped (or died), while one that
+  had exited (a finished job) stays stopped.
+- A machine made here WITH a fly.toml group in its metadata joins that group, as a
+  ``fly machine clone`` does on the platform: the group's count grows by one (so `scale`
+  and the next `up` keep it), and the next deploy replaces its config with the group's.
+- ``config.image`` naming the app's own image (its FLY_IMAGE_REF) runs on the app's
+  driver (with the process driver: in the app's folder); any other image runs in a
+  container of the local Docker engine, which must have it or be able to pull it.
+- ``auto_destroy`` destroys the machine when its main process exits and its restart
+  policy doesn't start it again (not after a stop asked through the API).
+- The edge routes nothing to a machine made here unless it joins a group and has
+  services; services of unmanaged machines are kept in their config, not served.
 """
 
 from __future__ import annotations
@@ -41,6 +57,12 @@ if TYPE_CHECKING:
     from taxiway.runtime.app import AppRuntime
     from taxiway.runtime.drivers.base import Driver
     from taxiway.runtime.machine import SupervisedMachine
+
+#: States a destroy without ``force``/``kill`` refuses: the platform destroys a machine
+#: that is stopped, suspended, created or failed, and answers 412 for one that runs.
+_REFUSED_UNFORCED = frozenset(
+    {State.STARTING, State.STARTED, State.STOPPING, State.SUSPENDING, State.REPLACING}
+)
 
 #: The header that carries a lease's nonce (fly-go's ``flaps.NonceHeader``).
 NONCE_HEADER = "fly-machine-lease-nonce"
@@ -151,7 +173,7 @@ class _Lifecycle:
         machine = self._machine(params)
         self.leases.check(machine.id, _nonce(request))
         force = any(request.query.get(k, "").lower() in ("true", "1") for k in ("force", "kill"))
-        if machine.state in RUNNING | {State.STARTING, State.REPLACING} and not force:
+        if machine.state in _REFUSED_UNFORCED and not force:
             raise HTTPError(
                 412,
                 f"machine {machine.id} is {machine.state.value}: stop it first, or destroy it "
