@@ -238,6 +238,8 @@ class Deployment:
         groups: dict[str, list[SupervisedMachine]] = {}
         removed: dict[str, list[SupervisedMachine]] = {}
         for machine in sorted(runtime.machines.values(), key=lambda m: m.id):
+            if runtime.unmanaged(machine):
+                continue  # the Machines API's own: a deploy leaves it alone, as on the platform
             target = groups if machine.info.group in runtime.specs else removed
             target.setdefault(machine.info.group, []).append(machine)
         counts = runtime.desired_counts()

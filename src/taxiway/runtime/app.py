@@ -90,6 +90,12 @@ class AppRuntime(MachineRoster):
         self._port_ok: set[str] = set()
         #: The app's metrics (`taxiway.metrics.registry.MetricsHub`), set by the daemon.
         self.metrics: Any = None
+        #: The machines the Machines API made, by id: what it made them with (``config``,
+        #: ``skip_service_registration``), as the store keeps it (`MachineRecord.api`).
+        self.api_machines: dict[str, dict[str, Any]] = {}
+        #: The docker driver for machines of another image than the app's, made on first
+        #: use when the app's own driver runs no images (`image_driver`).
+        self._image_driver: Driver | None = None
 
     # -- start-up (after `taxiway.runtime.leftovers.reap`) -----------------------------------
 
@@ -105,10 +111,24 @@ class AppRuntime(MachineRoster):
             return
         self.load_release()
         await self.release_command(self.loaded, self.release, interrupt=interrupt)
+        resume = []
         for record in self.kept_machines():
-            self._adopt(record)
+            machine = self._adopt(record)
+            if machine is not None and record.api is not None and record.api.get("resume"):
+                resume.append(machine)
         await self._reconcile()
+        await self._resume(resume)
         self.ready = True
+
+    async def _resume(self, machines: Sequence[SupervisedMachine]) -> None:
+        """Start again the Machines API machines that ran when the last daemon stopped
+        (the platform's host brings back the machines that ran; one that had exited, a
+        finished job, stays stopped), and clear their note."""
+        for machine in machines:
+            api = {k: v for k, v in self.api_machines[machine.id].items() if k != "resume"}
+            self.api_machines[machine.id] = api
+            self.store.update_machine(machine.id, api=api)
+        await asyncio.gather(*(m.start() for m in machines))
 
     async def release_command(
         self,
@@ -165,6 +185,8 @@ class AppRuntime(MachineRoster):
             for _ in range(counts[group] - len(mine)):
                 self._create(spec)
         for machine in self.machines.values():
+            if machine.id in self.api_machines:
+                continue  # the Machines API starts its machines (skip_launch, jobs that ended)
             if machine.state in (State.CREATED, State.STOPPED, State.FAILED):
                 starts.append(machine)
         await asyncio.gather(*(m.start() for m in starts))
@@ -243,7 +265,7 @@ class AppRuntime(MachineRoster):
         info = machine.info
         internal = internal_ports(machine.spec)[0]
         edge_port = info.ports.get(internal, internal)
-        own_network = self.driver.own_network
+        own_network = machine.driver.own_network
         host = frozenset() if own_network else host_listening_ports()
         listening = None
         if info.state is State.STARTED and info.pid is not None:
@@ -334,8 +356,59 @@ class AppRuntime(MachineRoster):
     def _create(self, spec: MachineSpec) -> SupervisedMachine:
         return self._supervised(self.new_machine(spec, self._live()), spec)
 
-    def _adopt(self, record: MachineRecord) -> SupervisedMachine:
+    def _adopt(self, record: MachineRecord) -> SupervisedMachine | None:
+        if record.api is not None:
+            return self._adopt_api(record)
         return self._supervised(self.taken_back(record, self._live()), self.specs[record.group])
+
+    def _adopt_api(self, record: MachineRecord) -> SupervisedMachine | None:
+        """A machine the Machines API made, taken back with the spec its stored config
+        gives; None (and a notice) when that config can't run here any more (its image
+        is gone, no engine): the record stays, for a later `up`."""
+        from taxiway.machines_api.machine_config import resolve  # only apps that have one
+
+        api = dict(record.api or {})
+        try:
+            spec, driver, image_ref = resolve(self, api["config"])
+        except TaxiwayError as exc:
+            self.notices.append(f"machine {record.id} (made through the Machines API): {exc}")
+            return None
+        self._note_api(record.id, api, driver, image_ref)
+        info = self.taken_back(record, self._live(), spec, driver)
+        return self._supervised(info, spec)
+
+    def _note_api(
+        self, machine_id: str, api: dict[str, Any], driver: Driver, image_ref: str
+    ) -> None:
+        self.api_machines[machine_id] = api
+        self.image_refs[machine_id] = image_ref
+        if driver is not self.driver:
+            self.machine_drivers[machine_id] = driver
+        else:
+            self.machine_drivers.pop(machine_id, None)
+
+    def _forget_api(self, machine_id: str) -> None:
+        self.api_machines.pop(machine_id, None)
+        self.image_refs.pop(machine_id, None)
+        self.machine_drivers.pop(machine_id, None)
+
+    def image_driver(self) -> Driver:
+        """The driver for a machine of another image than the app's: the app's own when
+        it runs images, else a docker driver made on first use (`down` cleans up after
+        it too)."""
+        if self.driver.runs_image:
+            return self.driver
+        if self._image_driver is None:
+            from taxiway.runtime.drivers.docker import DockerDriver
+
+            self._image_driver = DockerDriver()
+        return self._image_driver
+
+    def unmanaged(self, machine: SupervisedMachine) -> bool:
+        """Whether the machine is one of the platform's "unmanaged" machines: made through
+        the Machines API without a fly.toml process group in its metadata. Deploys and
+        `scale` leave it alone."""
+        return machine.id in self.api_machines and machine.info.group not in self.specs
 
     def _supervised(
         self, info: MachineInfo, spec: MachineSpec, launch: LaunchSpec | None = None
@@ -343,8 +416,10 @@ class AppRuntime(MachineRoster):
         """Supervise a machine; ``launch``: its launch spec when it was launched already."""
         if launch is None:
             launch = self.launch_spec(info, spec, self.log_for(info))
-        machine = SupervisedMachine(info, spec, launch, self.driver, launch.log, self._changed)
+        driver = self.driver_of(info.id)
+        machine = SupervisedMachine(info, spec, launch, driver, launch.log, self._changed)
         machine.before_stop = self._before_stop
+        machine.on_ended = self._ended
         self.attach_checks(machine)
         self.machines[info.id] = machine
         if self.on_machine is not None:
@@ -436,8 +511,103 @@ class AppRuntime(MachineRoster):
         await machine.destroy()
         self.machines.pop(machine.id, None)
         self._forget_port_watch(machine.id)
+        self._forget_api(machine.id)
         # what the driver made for it on the host (namespace driver: cgroup, namespace)
-        await asyncio.to_thread(self.driver.release_machine, self.scope, machine.id)
+        await asyncio.to_thread(machine.driver.release_machine, self.scope, machine.id)
+
+    def _ended(self, machine: SupervisedMachine) -> None:
+        """The machine's main process exited and its restart policy doesn't restart it:
+        one whose Machines API config says ``auto_destroy`` is destroyed, as on the
+        platform (https://fly.io/docs/machines/api/machines-resource/)."""
+        api = self.api_machines.get(machine.id)
+        if api is None or not api["config"].get("auto_destroy"):
+            return
+        task = asyncio.get_running_loop().create_task(self._auto_destroy(machine))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _auto_destroy(self, machine: SupervisedMachine) -> None:
+        async with self._lock:
+            if self.machines.get(machine.id) is machine and machine.state is State.STOPPED:
+                machine.log.system("auto_destroy: the machine exited, destroying it")
+                await self._destroy(machine)
+                self.recount(machine.info.group)
+
+    # -- the Machines API (`taxiway.machines_api.lifecycle`) -----------------------------
+
+    def recount(self, group: str) -> None:
+        """After the Machines API made or destroyed a machine of one of the config's
+        groups: the group's count is the machines it has now, so `scale` and the next
+        `up` keep them as they are (the platform has no count besides its machines)."""
+        if group in self.specs:
+            members = sum(m.info.group == group for m in self.machines.values())
+            self.store.set_count(self.app, group, members)
+
+    async def create_api_machine(
+        self,
+        spec: MachineSpec,
+        *,
+        api: dict[str, Any],
+        driver: Driver,
+        image_ref: str,
+        name: str = "",
+        start: bool = True,
+    ) -> SupervisedMachine:
+        """A machine the Machines API asked for (``api``: its config and flags, stored
+        with it), started unless ``start`` is false. A launch that fails leaves the
+        machine in state failed with its event, as on the platform."""
+        async with self._lock:
+            info = self.new_machine(spec, self._live(), driver=driver, name=name, api=api)
+            self._note_api(info.id, api, driver, image_ref)
+            try:
+                machine = self._supervised(info, spec)
+            except BaseException:
+                self._forget_api(info.id)
+                self.store.update_machine(info.id, state=State.DESTROYED.value)
+                raise
+            if api.get("skip_service_registration"):
+                machine.set_cordoned(True)
+            self.store.update_machine(machine.id, release_version=self.release)
+            self.recount(spec.group)
+        if start:
+            await machine.start()
+        return machine
+
+    async def update_api_machine(
+        self,
+        machine: SupervisedMachine,
+        spec: MachineSpec,
+        *,
+        api: dict[str, Any],
+        driver: Driver,
+        image_ref: str,
+        start: bool | None = None,
+    ) -> None:
+        """Put a new Machines API config on the machine in place (a new version); it runs
+        on ``driver`` from now on (its old driver lets go of what it made for it)."""
+        async with self._lock:
+            old_driver = machine.driver
+
+            def switched() -> None:
+                if old_driver is not driver:
+                    old_driver.release_machine(self.scope, machine.id)
+                    machine.driver = driver
+                host = self.host_for(machine.info.private_ip, driver)
+                machine.info = msgspec.structs.replace(machine.info, group=spec.group, host=host)
+                self._note_api(machine.id, api, driver, image_ref)
+                self.store.update_machine(
+                    machine.id, api=api, metadata=dict(spec.metadata), group=spec.group
+                )
+
+            await self._update(
+                machine,
+                spec,
+                release_version=self.release,
+                start=start,
+                driver=driver,
+                before_launch=switched,
+            )
+            machine.set_cordoned(bool(api.get("skip_service_registration")))
 
     async def exec(
         self, machine: SupervisedMachine, cmd: list[str], *, timeout_s: float = 60.0
@@ -445,7 +615,7 @@ class AppRuntime(MachineRoster):
         """Run a command in a machine (the API's exec): inside it while it runs, else
         with its environment and folder."""
         running = machine.process if machine.info.pid else None
-        return await self.driver.exec(running, machine.launch_spec, cmd, timeout_s)
+        return await machine.driver.exec(running, machine.launch_spec, cmd, timeout_s)
 
     async def change_secrets(
         self, values: dict[str, str] | None = None, unset: list[str] | None = None
@@ -467,12 +637,20 @@ class AppRuntime(MachineRoster):
             return changed, restarted
 
     async def down(self) -> None:
-        """Stop every machine gracefully (in parallel, each with its kill_signal/timeout)."""
+        """Stop every machine gracefully (in parallel, each with its kill_signal/timeout).
+        A Machines API machine that runs is noted to be started again by the next `up`."""
+        for machine in list(self.machines.values()):
+            api = self.api_machines.get(machine.id)
+            if api is not None and machine.state in RUNNING:
+                self.api_machines[machine.id] = {**api, "resume": True}
+                self.store.update_machine(machine.id, api=self.api_machines[machine.id])
         await asyncio.gather(*(m.stop() for m in self.machines.values()))
         for machine_id in list(self._port_watches):
             self._forget_port_watch(machine_id)
         # leave nothing the driver made on the host (namespace driver: namespaces, cgroups)
         await asyncio.to_thread(self.driver.release_app, self.scope)
+        if self._image_driver is not None:  # the Machines API's machines of other images
+            await asyncio.to_thread(self._image_driver.release_app, self.scope)
 
     # -- deploys (used by taxiway.deploy) ---------------------------------------------------
 
@@ -517,14 +695,54 @@ class AppRuntime(MachineRoster):
     ) -> None:
         """Put ``spec`` on the machine in place (same id, a new version), as the
         platform's update does; ``start`` defaults to the platform's rule
-        (`SupervisedMachine.runs_after_update`)."""
+        (`SupervisedMachine.runs_after_update`). A machine the Machines API made in one of
+        the config's groups runs the group's spec from now on, on the app's driver, as a
+        deploy on the platform replaces such a machine's config with the group's."""
+        before_launch = None
+        if machine.id in self.api_machines:
+            old_driver = machine.driver
+
+            def to_plan() -> None:
+                if old_driver is not self.driver:
+                    old_driver.release_machine(self.scope, machine.id)
+                    machine.driver = self.driver
+                    host = self.host_for(machine.info.private_ip)
+                    machine.info = msgspec.structs.replace(machine.info, host=host)
+                self._forget_api(machine.id)
+                self.store.update_machine(machine.id, api=None, metadata=dict(spec.metadata))
+
+            before_launch = to_plan
+        await self._update(
+            machine,
+            spec,
+            release_version=release_version,
+            start=start,
+            driver=self.driver,
+            before_launch=before_launch,
+        )
+
+    async def _update(
+        self,
+        machine: SupervisedMachine,
+        spec: MachineSpec,
+        *,
+        release_version: int,
+        start: bool | None,
+        driver: Driver,
+        before_launch: Callable[[], None] | None = None,
+    ) -> None:
+        """The in-place update; ``before_launch`` runs once the old process is gone and
+        before the new launch spec is made (a change of driver happens there)."""
         version = ids.ulid()
         ports = machine.info.ports
-        if set(ports) != set(internal_ports(spec)):
-            ports = self.ports_for(spec, self._live())
+        if set(ports) != set(internal_ports(spec)) or driver is not machine.driver:
+            others = (m.info for m in self.machines.values() if m is not machine)
+            ports = self.ports_for(spec, others, driver)
         run = machine.runs_after_update() if start is None else start
 
         def make_launch() -> LaunchSpec:
+            if before_launch is not None:
+                before_launch()
             info = msgspec.structs.replace(machine.info, version=version, ports=ports)
             return self.launch_spec(info, spec, machine.log)
 

@@ -54,7 +54,8 @@ class EarlyMachine(msgspec.Struct, kw_only=True):
 def launch_early(roster: MachineRoster, driver: ProcessDriver) -> list[EarlyMachine] | None:
     """Create the machines each group needs (taking back the ones the app had), and launch
     them. None, having done nothing, when some must be destroyed first (more than the
-    stored count): that takes the runtime's stops and events, so the loop does it.
+    stored count): that takes the runtime's stops and events, so the loop does it; the
+    same when the app has machines the Machines API made (their spec is the API's).
 
     Every machine's launch spec (its volumes, its files) is made before the first one is
     launched, as the runtime does: one that can't be made (`TaxiwayError`) fails the
@@ -63,6 +64,8 @@ def launch_early(roster: MachineRoster, driver: ProcessDriver) -> list[EarlyMach
     counts = roster.desired_counts()
     kept = roster.kept_machines()
     if any(sum(r.group == group for r in kept) > count for group, count in counts.items()):
+        return None
+    if any(r.api is not None for r in kept):  # Machines API machines: the runtime's to take
         return None
     infos: list[MachineInfo] = []
     for record in kept:

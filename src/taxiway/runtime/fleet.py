@@ -67,6 +67,8 @@ class RuntimeFleet:
         for machine in sorted(self.runtime.machines.values(), key=lambda m: m.id):
             if machine.cordoned:
                 continue  # a deploy keeps it out of routing (bluegreen green, test machine)
+            if machine.id in self.runtime.api_machines and not machine.spec.services:
+                continue  # the Machines API made it without services: nothing to route to it
             if machine.state is not State.DESTROYED:
                 machines.setdefault(machine.info.group, []).append(machine)
         return {group: _members(found) for group, found in machines.items()}

@@ -147,5 +147,7 @@ def reap(store: Store, app: str, state_dir: Path) -> int:
                 count += 1
             store.update_machine(record.id, pid=None, pgid=None, pid_start_time=None)
         if record.state in _LIVE_DAEMON_STATES:
+            if record.api is not None:  # it ran: the next `up` starts it again
+                store.update_machine(record.id, api={**record.api, "resume": True})
             store.update_machine(record.id, state=State.STOPPED.value)
     return count + reap_oneoffs(state_dir)

@@ -56,6 +56,9 @@ class SupervisedMachine:
         self.checks: MachineChecks | None = None
         #: Awaited with (machine id, kill_timeout) before the stop signal: the edge drains it.
         self.before_stop: Callable[[str, float], Awaitable[None]] | None = None
+        #: Called when the machine's main process exited and its restart policy doesn't
+        #: start it again (the runtime destroys an ``auto_destroy`` machine then).
+        self.on_ended: Callable[[SupervisedMachine], None] | None = None
 
     @property
     def id(self) -> str:
@@ -264,6 +267,8 @@ class SupervisedMachine:
                 backoff_s=decision.delay_s if decision.restart else 0.0,
             )
             if not decision.restart:
+                if self.on_ended is not None:
+                    self.on_ended(self)
                 return
             try:
                 await asyncio.wait_for(self._stop.wait(), decision.delay_s)

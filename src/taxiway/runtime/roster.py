@@ -79,6 +79,11 @@ class MachineRoster:
         self.state_dir = state_dir
         self.store = store
         self.driver = driver
+        #: The machines another driver runs (a Machines API machine of another image runs
+        #: on the docker driver while the app's run on `driver`): machine id → driver.
+        self.machine_drivers: dict[str, Driver] = {}
+        #: FLY_IMAGE_REF of the machines the Machines API made: the image their config names.
+        self.image_refs: dict[str, str] = {}
         #: Why this driver runs the app (`taxiway.runtime.drivers.DriverChoice`).
         self.driver_reason = driver_reason
         #: The release the machines run (`stamp_release` once `up` started them all).
@@ -131,10 +136,12 @@ class MachineRoster:
 
     def kept_machines(self) -> list[MachineRecord]:
         """The machines the app had before this daemon whose group the config still has,
-        oldest first; the others are recorded destroyed (their group was removed)."""
+        and those made through the Machines API (they live until the API destroys them, as
+        on the platform), oldest first; the others are recorded destroyed (their group was
+        removed)."""
         kept = []
         for record in self.store.list_machines(self.app):
-            if record.group in self.specs:
+            if record.group in self.specs or record.api is not None:
                 kept.append(record)
                 continue
             self.store.update_machine(record.id, state=State.DESTROYED.value)
@@ -150,19 +157,33 @@ class MachineRoster:
 
     # -- machines ---------------------------------------------------------------------------
 
-    def new_machine(self, spec: MachineSpec, live: Iterable[MachineInfo]) -> MachineInfo:
+    def driver_of(self, machine_id: str) -> Driver:
+        """The driver that runs the machine (the app's, unless `machine_drivers` says)."""
+        return self.machine_drivers.get(machine_id, self.driver)
+
+    def new_machine(
+        self,
+        spec: MachineSpec,
+        live: Iterable[MachineInfo],
+        *,
+        driver: Driver | None = None,
+        name: str = "",
+        api: dict[str, object] | None = None,
+    ) -> MachineInfo:
         """A new machine of ``spec``, recorded (state created); ``live``: the machines the
-        app has now, whose addresses and ports it must not take."""
+        app has now, whose addresses and ports it must not take. ``driver``: another
+        driver than the app's; ``name`` and ``api``: what the Machines API made it with."""
         live = list(live)
+        driver = driver or self.driver
         records = self.store.list_machines(self.app, include_destroyed=True)
         index = len(records) + 1
         address = private_ip(self._seed, index)
-        if self.driver.own_network:
+        if driver.own_network:
             # Machine IPv4s wrap around the app's /24: skip one a live machine has.
             taken = {r.private_ip for r in records}
             hosts = {info.host for info in live}
             for _ in range(253):
-                if address not in taken and self.host_for(address) not in hosts:
+                if address not in taken and self.host_for(address, driver) not in hosts:
                     break
                 index += 1
                 address = private_ip(self._seed, index)
@@ -172,43 +193,60 @@ class MachineRoster:
             state=State.CREATED,
             region=self.region,
             private_ip=address,
-            host=self.host_for(address),
+            host=self.host_for(address, driver),
             version=ids.ulid(),
-            ports=self.ports_for(spec, live),
+            ports=self.ports_for(spec, live, driver),
         )
-        self.store.add_machine(self._record(info))
+        if driver is not self.driver:
+            self.machine_drivers[info.id] = driver
+        record = self._record(info)
+        if api is not None:
+            record = msgspec.structs.replace(
+                record, name=name, api=api, metadata=dict(spec.metadata)
+            )
+        self.store.add_machine(record)
         self.store.add_event(self.app, "create", machine_id=info.id)
         return info
 
-    def taken_back(self, record: MachineRecord, live: Iterable[MachineInfo]) -> MachineInfo:
+    def taken_back(
+        self,
+        record: MachineRecord,
+        live: Iterable[MachineInfo],
+        spec: MachineSpec | None = None,
+        driver: Driver | None = None,
+    ) -> MachineInfo:
         """A machine the app had before this daemon (stopped: its processes were reaped).
         Its address and ports are made afresh for this start's driver, clear of ``live``
         machines' ports: the stored ones may belong to another driver (a namespace run
         gives every machine ``internal_port``) or be held by something else by now. Its
         restart count starts again at 0: a new run of the app is a fresh start of its
-        machines, as a platform machine's count covers one start, not its whole life."""
+        machines, as a platform machine's count covers one start, not its whole life.
+        ``spec`` and ``driver``: a Machines API machine's own (default: its group's, and
+        the app's driver)."""
         return MachineInfo(
             id=record.id,
             group=record.group,
             state=State.STOPPED if record.state != State.CREATED.value else State.CREATED,
             region=record.region,
             private_ip=record.private_ip,
-            host=self.host_for(record.private_ip),
+            host=self.host_for(record.private_ip, driver),
             version=record.instance_id,
             exit_code=record.exit_code,
-            ports=self.ports_for(self.specs[record.group], live),
+            ports=self.ports_for(spec or self.specs[record.group], live, driver),
         )
 
-    def host_for(self, address: str) -> str:
+    def host_for(self, address: str, driver: Driver | None = None) -> str:
         """Where the edge and checks reach a machine: its own address when the driver
-        gives it a network (namespace), else 127.0.0.1."""
-        return self.driver.machine_host(self.scope, address)
+        (the app's by default) gives it a network (namespace), else 127.0.0.1."""
+        return (driver or self.driver).machine_host(self.scope, address)
 
-    def ports_for(self, spec: MachineSpec, live: Iterable[MachineInfo]) -> dict[int, int]:
+    def ports_for(
+        self, spec: MachineSpec, live: Iterable[MachineInfo], driver: Driver | None = None
+    ) -> dict[int, int]:
         """Host ports for the machine's internal ports: ``internal_port`` itself when no
         ``live`` machine holds it, the edge doesn't listen there and the host would let
         an app bind it (on every address and on the edge's); else a port of its own."""
-        if self.driver.own_network:  # every machine binds internal_port
+        if (driver or self.driver).own_network:  # every machine binds internal_port
             return {port: port for port in internal_ports(spec)}
         taken = {p for info in live for p in info.ports.values()}
         taken |= self._edge_listener_ports()
@@ -235,16 +273,19 @@ class MachineRoster:
             group=spec.group,
             region=info.region,
             private_ip=info.private_ip,
-            image_ref=f"registry.fly.io/{self.app}:deployment-{info.version}",
+            image_ref=self.image_refs.get(
+                info.id, f"registry.fly.io/{self.app}:deployment-{info.version}"
+            ),
             version=info.version,
             memory_mb=spec.guest.memory_mb,
             primary_region=self.loaded.config.primary_region,
         )
         if not spec.runs.argv:
             raise no_command(spec.group)
+        driver = self.driver_of(info.id)
         extra = {}
         internal = internal_ports(spec)
-        if internal and not self.driver.runs_image:
+        if internal and not driver.runs_image:
             # taxiway's own variable for the host drivers (the process driver may remap
             # the port); the platform sets no PORT (https://fly.io/docs/machines/
             # runtime-environment/), so a container, as on the platform, gets none unless
@@ -258,7 +299,7 @@ class MachineRoster:
             runtime,
             image=spec.image_env,
             extra=extra,
-            host={} if self.driver.runs_image else None,
+            host={} if driver.runs_image else None,
         )
         containers = []
         if spec.containers:
@@ -294,13 +335,14 @@ class MachineRoster:
         environment ([env] below its own env, the app's secrets and FLY_* above it) and
         its files. A driver that runs no images runs the built container alone: the log
         says so once."""
-        if not self.driver.runs_image:
+        driver = self.driver_of(info.id)
+        if not driver.runs_image:
             others = [c.name for c in spec.containers if not c.built]
             if others and info.id not in self._told_containers:
                 self._told_containers.add(info.id)
                 log.system(
                     f"the containers {', '.join(others)} of this machine run only with the "
-                    f"docker driver (--driver docker); the {self.driver.name} driver runs "
+                    f"docker driver (--driver docker); the {driver.name} driver runs "
                     "the app's own command alone"
                 )
             return []

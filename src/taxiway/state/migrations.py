@@ -110,7 +110,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE releases ADD COLUMN release_command_machine TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE releases ADD COLUMN release_command_exit INTEGER",
     ),
-    # 4: volume snapshots, and whether a volume gets daily ones.
+    # 4: machines made through the Machines API: their name, and what the API asked for
+    # (the config as JSON, null for a machine taxiway made from fly.toml).
+    (
+        "ALTER TABLE machines ADD COLUMN name TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE machines ADD COLUMN api TEXT NOT NULL DEFAULT 'null'",
+    ),
+    # 5: volume snapshots, and whether a volume gets daily ones.
     (
         "ALTER TABLE volumes ADD COLUMN auto_backup_enabled INTEGER NOT NULL DEFAULT 1",
         """CREATE TABLE volume_snapshots (

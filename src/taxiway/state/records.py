@@ -136,6 +136,12 @@ class MachineRecord(msgspec.Struct, frozen=True, kw_only=True):
     #: internal port (as text: JSON object keys) → host port.
     ports: dict[str, int] = msgspec.field(default_factory=dict)
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    #: The machine's name (the Machines API's ``name``; "" for one made from fly.toml).
+    name: str = ""
+    #: For a machine made through the Machines API: ``config`` (the API config as it was
+    #: accepted), ``skip_service_registration``, and ``resume`` (it ran when the daemon
+    #: stopped: the next `up` starts it again). None for a machine made from fly.toml.
+    api: dict[str, Any] | None = None
     #: Filled in by `Store.add_machine` when empty.
     created_at: str = ""
     #: Set by the store on every write.

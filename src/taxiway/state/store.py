@@ -60,7 +60,7 @@ MAX_EVENTS = 10_000
 _MACHINE_FIELDS: tuple[str, ...] = MachineRecord.__struct_fields__
 #: What `update_machine` may change: not the identity, and timestamps are the store's.
 _MACHINE_UPDATABLE = frozenset(_MACHINE_FIELDS) - {"id", "app", "created_at", "updated_at"}
-_MACHINE_JSON = frozenset({"ports", "metadata"})
+_MACHINE_JSON = frozenset({"ports", "metadata", "api"})
 _VOLUME_FIELDS: tuple[str, ...] = VolumeRecord.__struct_fields__
 _SNAPSHOT_FIELDS: tuple[str, ...] = SnapshotRecord.__struct_fields__
 #: The platform's bounds for a volume's snapshot retention, in days

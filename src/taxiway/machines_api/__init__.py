@@ -1,0 +1,1 @@
+"""The platform's Machines REST API, served by the daemon."""
