@@ -36,18 +36,51 @@ def shop(*machines: MachineEntry) -> AppEntry:
 
 
 class FakeResolver(threading.Thread):
-    """A resolver on 127.0.0.1 that answers every A query with 192.0.2.1 (or, ``silent``,
-    never answers), noting what it was asked."""
+    """A resolver on 127.0.0.1 that answers every A query with 192.0.2.1 over UDP, and
+    with 40 addresses (more than UDP's 512 bytes hold) over TCP on the same port (or,
+    ``silent``, never answers), noting what it was asked."""
 
     def __init__(self, silent: bool = False):
         super().__init__(daemon=True)
         self.silent = silent
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        while True:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind(("127.0.0.1", 0))
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                self.tcp.bind(self.sock.getsockname())
+                break
+            except OSError:
+                self.sock.close()
+                self.tcp.close()
+        self.tcp.listen(16)
+        self.tcp.settimeout(0.1)
         self.sock.settimeout(0.1)
         self.address = self.sock.getsockname()
         self.asked: list[tuple[int, str]] = []
+        self.asked_tcp: list[tuple[int, str]] = []
         self.stopping = False
+        threading.Thread(target=self._serve_tcp, daemon=True).start()
+
+    def _serve_tcp(self) -> None:
+        while not self.stopping:
+            try:
+                conn, _ = self.tcp.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                request = DNSRecord.parse(read_message(conn))
+                self.asked_tcp.append((request.header.id, str(request.q.qname)))
+                if self.silent:
+                    continue
+                reply = request.reply()
+                for i in range(40):
+                    reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(f"192.0.2.{i}")))
+                packed = reply.pack()
+                conn.sendall(struct.pack("!H", len(packed)) + packed)
 
     def run(self) -> None:
         while not self.stopping:
@@ -69,6 +102,7 @@ class FakeResolver(threading.Thread):
         self.stopping = True
         self.join(2)
         self.sock.close()
+        self.tcp.close()
 
 
 @pytest.fixture
@@ -173,11 +207,17 @@ def test_a_state_change_in_the_registry_shows_within_the_ttl(server, tmp_path):
 
 def test_other_names_are_forwarded_keeping_the_clients_id(server, resolver):
     port = server.addresses[0][1]
-    for ask in (ask_udp, ask_tcp):
-        reply = ask(port, "example.com", "A")  # ask_* check the id came back
-        assert [str(rr.rdata) for rr in reply.rr] == [ANSWER_FROM_UPSTREAM]
-        assert reply.header.rcode == RCODE.NOERROR
-    assert [name for _, name in resolver.asked] == ["example.com.", "example.com."]
+    reply = ask_udp(port, "example.com", "A")  # ask_* check the id came back
+    assert [str(rr.rdata) for rr in reply.rr] == [ANSWER_FROM_UPSTREAM]
+    assert reply.header.rcode == RCODE.NOERROR
+    assert [name for _, name in resolver.asked] == ["example.com."]
+
+
+def test_a_tcp_clients_question_is_forwarded_over_tcp(server, resolver):
+    reply = ask_tcp(server.addresses[0][1], "big.example.com", "A")
+    assert len(reply.rr) == 40  # more than a UDP reply holds
+    assert [name for _, name in resolver.asked_tcp] == ["big.example.com."]
+    assert resolver.asked == []
 
 
 def test_own_names_are_never_forwarded_and_nxdomain_comes_at_once(server, resolver):
@@ -197,8 +237,21 @@ def test_a_silent_resolver_gives_servfail(tmp_path):
             reply = ask_udp(dns.addresses[0][1], "example.com", "A", timeout=10)
             assert reply.header.rcode == RCODE.SERVFAIL
             assert len(silent.asked) == 1
+            reply = ask_tcp(dns.addresses[0][1], "example.com", "A", timeout=10)
+            assert reply.header.rcode == RCODE.SERVFAIL
+            assert len(silent.asked_tcp) == 1
     finally:
         silent.stop()
+
+
+def test_a_resolver_that_refuses_gives_servfail(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        nobody = closed.getsockname()  # free once closed: nothing listens there
+    with start_dns([("127.0.0.1", 0)], tmp_path, upstreams=[nobody]) as dns:
+        assert ask_tcp(dns.addresses[0][1], "example.com", "A").header.rcode == RCODE.SERVFAIL
+        reply = ask_udp(dns.addresses[0][1], "example.com", "A", timeout=10)
+        assert reply.header.rcode == RCODE.SERVFAIL
 
 
 def test_a_large_answer_is_truncated_over_udp_and_whole_over_tcp(tmp_path, resolver):
@@ -302,6 +355,21 @@ def test_tcp_connections_are_capped_and_the_server_recovers(server):
         for sock in held:
             sock.close()
     assert addresses(eventually(lambda: ask_tcp(port, "shop.internal"))) == [WEB.private_ip]
+
+
+def test_an_idle_tcp_connection_is_closed(tmp_path):
+    command = [
+        sys.executable, "-m", "taxiway.private_net.dns_server", "--listen", "127.0.0.1:0",
+        "--upstream", "127.0.0.1:9", "--registry-dir", str(tmp_path), "--tcp-idle", "0.3",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline().split()[3])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            assert sock.recv(1) == b""  # closed by the server, not by our timeout
+    finally:
+        server.terminate()
+        assert server.wait(10) == 0
 
 
 def test_several_servers_share_one_port(tmp_path, resolver):

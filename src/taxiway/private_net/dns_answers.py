@@ -103,6 +103,7 @@ class Zone:
     def __init__(self, entries: Sequence[AppEntry]):
         self.apps: dict[str, _App] = {}
         self._app_of_ip: dict[str, _App] = {}
+        self._rdata: dict[str, AAAA] = {}
         for entry in sorted(entries, key=lambda e: (e.app, e.scope)):
             key = entry.app.lower()
             app = self.apps.get(key)
@@ -120,6 +121,14 @@ class Zone:
                 self._app_of_ip[address] = app
         for app in self.apps.values():
             app.machines.sort(key=lambda m: m.id)
+
+    def rdata(self, address: str) -> AAAA:
+        """``address``'s record data, built once per zone (dnslib's parse of an IPv6
+        literal costs more than the rest of an answer)."""
+        found = self._rdata.get(address)
+        if found is None:
+            found = self._rdata[address] = AAAA(address)
+        return found
 
     # -- names --------------------------------------------------------------------------
 
@@ -259,11 +268,15 @@ def respond(request: DNSRecord, zone: Zone, asker: str | None = None) -> DNSReco
     if question.qclass not in (CLASS_IN, CLASS_ANY):
         return reply
     qtype = question.qtype
+    answers = []
     if qtype in (QTYPE.AAAA, QTYPE.ANY):
-        for address in found.addresses:
-            reply.add_answer(RR(qname, QTYPE.AAAA, rdata=AAAA(address), ttl=TTL))
+        answers += [
+            RR(qname, QTYPE.AAAA, rdata=zone.rdata(address), ttl=TTL) for address in found.addresses
+        ]
     if qtype in (QTYPE.TXT, QTYPE.ANY) and found.text:
-        reply.add_answer(RR(qname, QTYPE.TXT, rdata=TXT(txt_strings(found.text)), ttl=TTL))
+        answers.append(RR(qname, QTYPE.TXT, rdata=TXT(txt_strings(found.text)), ttl=TTL))
+    if answers:
+        reply.add_answer(*answers)  # at once: dnslib recounts the sections per call
     return reply
 
 

@@ -69,6 +69,9 @@ TCP_WRITE_LIMIT = 256 * 1024
 UDP_PLAIN_LIMIT = 512
 UDP_EDNS_LIMIT = 1232
 MAX_CACHED_REPLIES = 4096
+#: The server's CPU priority below the daemon's: a flood of queries must not take the
+#: CPU the edge needs (`benchmarks/dns_flood.py` measures it).
+DEFAULT_NICE = 10
 START_TIMEOUT = 10.0
 #: How long a bind waits for an address still being set up (IPv6 duplicate address
 #: detection keeps a new address "tentative" for about a second).
@@ -194,9 +197,10 @@ class _Pending:
 
 
 class Forwarder:
-    """Relays queries for other names to the host's resolvers over UDP, each under a fresh
-    random id (the client's is put back on the reply), SERVFAIL after `timeout`. When the
-    preferred resolver times out, the next one becomes preferred."""
+    """Relays queries for other names to the host's resolvers: a UDP client's over UDP,
+    each under a fresh random id (the client's is put back on the reply); a TCP client's
+    over TCP (it came by TCP for an answer UDP can't carry). SERVFAIL after `timeout`.
+    When the preferred resolver times out, the next one becomes preferred."""
 
     def __init__(
         self,
@@ -210,8 +214,10 @@ class Forwarder:
         self.timeout = timeout
         self.max_pending = max_pending
         self.pending: dict[int, _Pending] = {}
+        self.streams = 0  # TCP forwards in flight
         self._preferred = 0
         self._transports: dict[int, Any] = {}
+        self._tasks: set[Any] = set()
 
     async def start(self) -> None:
         import asyncio
@@ -235,11 +241,19 @@ class Forwarder:
                 continue  # no IPv6 (or IPv4) here: those resolvers' names get SERVFAIL
             self._transports[family] = transport
 
-    def forward(self, data: bytes, request: DNSRecord, send: Callable[[bytes], None]) -> bool:
+    def forward(
+        self, data: bytes, request: DNSRecord, send: Callable[[bytes], None], udp: bool = True
+    ) -> bool:
         """Send ``data`` on; False when it can't be (no resolver, too many in flight)."""
-        if not self.upstreams or len(self.pending) >= self.max_pending:
+        if not self.upstreams or len(self.pending) + self.streams >= self.max_pending:
             return False
         upstream = self.upstreams[self._preferred % len(self.upstreams)]
+        if not udp:
+            self.streams += 1
+            task = self.loop.create_task(self._over_tcp(data, request, send, upstream))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return True
         transport = self._transports.get(_family(upstream[0]))
         if transport is None:
             return False
@@ -252,6 +266,26 @@ class Forwarder:
         )
         transport.sendto(query_id.to_bytes(2, "big") + data[2:], upstream)
         return True
+
+    async def _over_tcp(
+        self, data: bytes, request: DNSRecord, send: Callable[[bytes], None], upstream: Address
+    ) -> None:
+        import asyncio
+
+        writer = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_connection(*upstream)
+                writer.write(len(data).to_bytes(2, "big") + data)
+                size = int.from_bytes(await reader.readexactly(2), "big")
+                reply = await reader.readexactly(size)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            reply = _failure(request)
+        finally:
+            self.streams -= 1
+            if writer is not None:
+                writer.close()
+        send(reply)  # sent verbatim: it carries the client's own id
 
     def received(self, data: bytes, addr: Any) -> None:
         if len(data) < 12:
@@ -275,6 +309,8 @@ class Forwarder:
         pending.send(_failure(pending.request))
 
     def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         for pending in self.pending.values():
             pending.timer.cancel()
         self.pending.clear()
@@ -334,7 +370,7 @@ class DnsService:
         if zone is not self._replies_zone:
             self._replies.clear()
             self._replies_zone = zone
-        key = (data[2:], udp)
+        key = (bytes(data[2:]), udp)
         known = self._replies.get(key)
         if known is not None:
             send(data[:2] + known)
@@ -353,7 +389,7 @@ class DnsService:
             send(_failure(request))
             return
         if reply is None:
-            if not self.forwarder.forward(data, request, send):
+            if not self.forwarder.forward(data, request, send, udp):
                 send(_failure(request))
             return
         packed = self._packed(request, reply, udp)
@@ -407,7 +443,9 @@ def _udp_protocol(service: DnsService) -> Any:
     return UdpServer
 
 
-def _tcp_protocol(service: DnsService, loop: asyncio.AbstractEventLoop) -> Any:
+def _tcp_protocol(
+    service: DnsService, loop: asyncio.AbstractEventLoop, idle_seconds: float = TCP_IDLE_SECONDS
+) -> Any:
     import asyncio
 
     state = {"open": 0}
@@ -429,14 +467,14 @@ def _tcp_protocol(service: DnsService, loop: asyncio.AbstractEventLoop) -> Any:
             self.source = peer[0] if peer else "?"
             self.buffer = bytearray()
             self.last_active = loop.time()
-            self.timer = loop.call_later(TCP_IDLE_SECONDS, self._check_idle)
+            self.timer = loop.call_later(idle_seconds, self._check_idle)
 
         def _check_idle(self) -> None:
             idle_for = loop.time() - self.last_active
-            if idle_for >= TCP_IDLE_SECONDS:
+            if idle_for >= idle_seconds:
                 self.transport.close()
             else:
-                self.timer = loop.call_later(TCP_IDLE_SECONDS - idle_for, self._check_idle)
+                self.timer = loop.call_later(idle_seconds - idle_for, self._check_idle)
 
         def data_received(self, data: bytes) -> None:
             self.last_active = loop.time()
@@ -538,6 +576,7 @@ async def _serve(
     upstreams: list[Address],
     watch_stdin: bool,
     parent: int | None,
+    tcp_idle: float = TCP_IDLE_SECONDS,
 ) -> int:
     import asyncio
 
@@ -556,7 +595,7 @@ async def _serve(
     await forwarder.start()
     service = DnsService(RegistryView(registry_dir), forwarder)
     udp_factory = _udp_protocol(service)
-    tcp_factory = _tcp_protocol(service, loop)
+    tcp_factory = _tcp_protocol(service, loop, tcp_idle)
     closers: list[Any] = []
     for kind, sock in sockets:
         if kind == "udp":
@@ -564,11 +603,6 @@ async def _serve(
             closers.append(transport)
         else:
             closers.append(await loop.create_server(tcp_factory, sock=sock))
-    for kind, sock in sockets:
-        host, port = sock.getsockname()[:2]
-        print(f"listening {kind} {host} {port}", flush=True)
-    _quiet_output()
-
     stopped = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopped.set)
     if watch_stdin:
@@ -576,6 +610,11 @@ async def _serve(
         loop.add_reader(0, _on_stdin, stopped)
     else:
         loop.add_signal_handler(signal.SIGINT, stopped.set)
+    # Only now: a parent that stops us as soon as we are ready must find SIGTERM handled.
+    for kind, sock in sockets:
+        host, port = sock.getsockname()[:2]
+        print(f"listening {kind} {host} {port}", flush=True)
+    _quiet_output()
     watcher = asyncio.ensure_future(_watch_parent(parent, stopped)) if parent else None
     await stopped.wait()
     if watcher is not None:
@@ -645,6 +684,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--nice", type=int, default=0, help="lower this process's priority by this much"
     )
+    parser.add_argument(
+        "--tcp-idle",
+        type=float,
+        default=TCP_IDLE_SECONDS,
+        help="close a TCP connection idle this long (seconds)",
+    )
     args = parser.parse_args(argv)
     try:
         listen = [parse_address(text) for text in args.listen]
@@ -667,7 +712,9 @@ def main(argv: list[str] | None = None) -> int:
         except TaxiwayError as exc:
             print(exc, file=sys.stderr)
             return 2
-    coroutine = _serve(listen, registry_dir, upstreams, args.watch_stdin, args.parent)
+    coroutine = _serve(
+        listen, registry_dir, upstreams, args.watch_stdin, args.parent, args.tcp_idle
+    )
     try:
         import uvloop
     except ImportError:
@@ -728,13 +775,15 @@ def start_dns(
     registry_dir: Path | None = None,
     *,
     upstreams: list[Address] | None = None,
-    nice: int = 0,
+    nice: int = DEFAULT_NICE,
     timeout: float = START_TIMEOUT,
 ) -> DnsProcess:
     """Start the DNS server as a child process and wait until it listens on every address
     of ``listen`` (port 0: a free one, see `DnsProcess.addresses`). ``upstreams``: the
-    resolvers for other names (default: the host's). Blocks (~0.2 s: a Python start-up);
-    TaxiwayError with one sentence when it can't listen."""
+    resolvers for other names (default: the host's); ``nice``: how much lower than the
+    daemon's its CPU priority is (under a flood, the kernel serves the edge first).
+    Blocks (~0.1-0.2 s: a Python start-up); TaxiwayError with one sentence when it can't
+    listen. The server ends with `DnsProcess.stop` or when this process ends, however."""
     from taxiway.private_net.registry import registry_dir as default_dir
 
     if not listen:
