@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -264,6 +265,7 @@ def test_a_large_answer_is_truncated_over_udp_and_whole_over_tcp(tmp_path, resol
         port = dns.addresses[0][1]
         plain = ask_udp(port, "shop.internal")
         assert plain.header.tc == 1 and plain.rr == []
+        assert [str(q.qname) for q in plain.questions] == ["shop.internal."]  # glibc needs it
         edns = ask_udp(port, "shop.internal", edns=4096)  # 60 × 40 bytes > 1232
         assert edns.header.tc == 1
         assert len(addresses(ask_udp(port, "top20.nearest.of.shop.internal", edns=1232))) == 20
@@ -521,3 +523,26 @@ def test_api_internal_depends_on_the_asker_even_for_repeated_questions(tmp_path,
                 "fdaa:0:7::3"
             ]
             assert addresses(ask_udp(v4, "_api.internal")) == ["fdaa:0:9::3"]
+
+
+@pytest.mark.skipif(shutil.which("dig") is None, reason="dig (Debian's dnsutils) is not installed")
+def test_dig_gets_every_address_falling_back_to_tcp_on_truncation(tmp_path, resolver):
+    many = [
+        MachineEntry(f"m{i:03d}", "web", "local", f"fdaa:0:1:a7b:0:{i + 1:x}:0:2", "started")
+        for i in range(60)
+    ]
+    publish(shop(*many), tmp_path)
+    with start_dns([("127.0.0.1", 0)], tmp_path, upstreams=[resolver.address]) as dns:
+        port = str(dns.addresses[0][1])
+
+        def dig(*args: str) -> str:
+            command = ["dig", "-p", port, "@127.0.0.1", "+tries=1", "+time=5", *args]
+            return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+        for edns in ("+edns", "+noedns"):
+            assert dig("shop.internal", "AAAA", "+short", edns).split() == [
+                m.private_ip for m in many
+            ]
+        assert "status: NXDOMAIN" in dig("nothing.internal", "AAAA")
+        assert "status: NOERROR" in dig("shop.internal", "A")
+        assert dig("example.com", "A", "+short").split() == [ANSWER_FROM_UPSTREAM]

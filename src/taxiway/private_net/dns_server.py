@@ -413,8 +413,18 @@ class DnsService:
                 else max(UDP_PLAIN_LIMIT, min(int(offered), UDP_EDNS_LIMIT))
             )
             if len(packed) > room:
-                return reply.truncate().pack()  # TC: the client asks again over TCP
+                return _truncated(request, reply)
         return packed
+
+
+def _truncated(request: DNSRecord, reply: DNSRecord) -> bytes:
+    """TC set, no records: the client asks again over TCP. The question stays (dnslib's
+    own truncate() drops it): glibc's resolver ignores a reply whose question count
+    differs from its query's."""
+    from dnslib import DNSHeader, DNSRecord
+
+    header = DNSHeader(id=reply.header.id, bitmap=reply.header.bitmap, tc=1)
+    return DNSRecord(header, q=request.q).pack()
 
 
 def _same_for_everyone(request: DNSRecord) -> bool:
