@@ -23,11 +23,9 @@ import time: the parent only needs `start_dns`.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ipaddress
 import os
-import secrets
 import selectors
 import signal
 import socket
@@ -218,6 +216,9 @@ class Forwarder:
         self._preferred = 0
         self._transports: dict[int, Any] = {}
         self._tasks: set[Any] = set()
+        import secrets  # here: the daemon, which imports this module, never forwards
+
+        self._random_id = secrets.randbelow
 
     async def start(self) -> None:
         import asyncio
@@ -257,9 +258,9 @@ class Forwarder:
         transport = self._transports.get(_family(upstream[0]))
         if transport is None:
             return False
-        query_id = secrets.randbelow(65536)
+        query_id = self._random_id(65536)
         while query_id in self.pending:
-            query_id = secrets.randbelow(65536)
+            query_id = self._random_id(65536)
         timer = self.loop.call_later(self.timeout, self._expire, query_id)
         self.pending[query_id] = _Pending(
             int.from_bytes(data[:2], "big"), request, send, upstream, timer
@@ -666,6 +667,8 @@ def _quiet_output() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="python -m taxiway.private_net.dns_server",
         description="The private network's DNS server (.internal, .flycast, forwarding).",
