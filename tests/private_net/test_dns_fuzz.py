@@ -84,3 +84,60 @@ def test_mutated_queries(service, base, edits, cut, udp):
         assert reply.header.id == int.from_bytes(packet[:2], "big")
         if udp:
             assert len(replies[0]) <= 1232
+
+
+LABELS = st.sampled_from(
+    [
+        "shop",
+        "SHOP",
+        "nothing",
+        "vm",
+        "aaa111",
+        "zzz",
+        "internal",
+        "flycast",
+        "example",
+        "com",
+        "_instances",
+        "_api",
+        "global",
+        "top2",
+        "nearest",
+        "of",
+        "kv",
+        "_metadata",
+        "xé",
+    ]
+)
+
+
+@settings_
+@given(
+    labels=st.lists(LABELS, min_size=1, max_size=5),
+    suffix=st.sampled_from(["internal", "Internal", "flycast", "com", ""]),
+    qtype=st.sampled_from(["AAAA", "A", "TXT", "ANY", "MX"]),
+    flags=st.integers(0, 0xFFFF),
+    edns=st.booleans(),
+    udp=st.booleans(),
+)
+def test_the_fast_path_says_what_dnslib_says(
+    service, monkeypatch, labels, suffix, qtype, flags, edns, udp
+):
+    """Forwards and NXDOMAIN skip dnslib; their bytes must be the full path's."""
+    from dnslib import EDNS0, DNSLabel
+
+    from taxiway.private_net import dns_server
+
+    name = DNSLabel([label.encode("latin-1") for label in labels] + [suffix.encode()])
+    query = DNSRecord.question("x", qtype)
+    query.questions[0].qname = name
+    query.header.bitmap = flags & ~0x000F  # any flags, opcode included; no rcode
+    if edns:
+        query.add_ar(EDNS0(udp_len=4096))
+    packet = bytes(query.pack())
+    fast = replies_to(service, packet, udp)
+    with monkeypatch.context() as patch:
+        patch.setattr(dns_server, "read_question", lambda data: None)
+        service._replies.clear()
+        full = replies_to(service, packet, udp)
+    assert fast == full

@@ -29,6 +29,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -177,18 +178,18 @@ class SourceRateLimit:
 
 
 class _Pending:
-    __slots__ = ("client_id", "request", "send", "timer", "upstream")
+    __slots__ = ("client_id", "failure", "send", "timer", "upstream")
 
     def __init__(
         self,
         client_id: int,
-        request: DNSRecord,
+        failure: bytes,
         send: Callable[[bytes], None],
         upstream: Address,
         timer: asyncio.TimerHandle,
     ):
         self.client_id = client_id
-        self.request = request
+        self.failure = failure
         self.send = send
         self.upstream = upstream
         self.timer = timer
@@ -243,15 +244,16 @@ class Forwarder:
             self._transports[family] = transport
 
     def forward(
-        self, data: bytes, request: DNSRecord, send: Callable[[bytes], None], udp: bool = True
+        self, data: bytes, failure: bytes, send: Callable[[bytes], None], udp: bool = True
     ) -> bool:
-        """Send ``data`` on; False when it can't be (no resolver, too many in flight)."""
+        """Send ``data`` on; False when it can't be (no resolver, too many in flight).
+        ``failure``: the SERVFAIL to send the client if the resolver doesn't answer."""
         if not self.upstreams or len(self.pending) + self.streams >= self.max_pending:
             return False
         upstream = self.upstreams[self._preferred % len(self.upstreams)]
         if not udp:
             self.streams += 1
-            task = self.loop.create_task(self._over_tcp(data, request, send, upstream))
+            task = self.loop.create_task(self._over_tcp(data, failure, send, upstream))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return True
@@ -263,13 +265,13 @@ class Forwarder:
             query_id = self._random_id(65536)
         timer = self.loop.call_later(self.timeout, self._expire, query_id)
         self.pending[query_id] = _Pending(
-            int.from_bytes(data[:2], "big"), request, send, upstream, timer
+            int.from_bytes(data[:2], "big"), failure, send, upstream, timer
         )
         transport.sendto(query_id.to_bytes(2, "big") + data[2:], upstream)
         return True
 
     async def _over_tcp(
-        self, data: bytes, request: DNSRecord, send: Callable[[bytes], None], upstream: Address
+        self, data: bytes, failure: bytes, send: Callable[[bytes], None], upstream: Address
     ) -> None:
         import asyncio
 
@@ -281,7 +283,7 @@ class Forwarder:
                 size = int.from_bytes(await reader.readexactly(2), "big")
                 reply = await reader.readexactly(size)
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
-            reply = _failure(request)
+            reply = failure
         finally:
             self.streams -= 1
             if writer is not None:
@@ -307,7 +309,7 @@ class Forwarder:
             return
         if pending.upstream == self.upstreams[self._preferred % len(self.upstreams)]:
             self._preferred += 1
-        pending.send(_failure(pending.request))
+        pending.send(pending.failure)
 
     def close(self) -> None:
         for task in self._tasks:
@@ -376,6 +378,9 @@ class DnsService:
         if known is not None:
             send(data[:2] + known)
             return
+        question = read_question(data)
+        if question is not None and self._routed(data, question, zone, source, send, udp):
+            return
         try:
             request = self._parse(data)
         except Exception:
@@ -390,8 +395,9 @@ class DnsService:
             send(_failure(request))
             return
         if reply is None:
-            if not self.forwarder.forward(data, request, send, udp):
-                send(_failure(request))
+            failure = _failure(request)
+            if not self.forwarder.forward(data, failure, send, udp):
+                send(failure)
             return
         packed = self._packed(request, reply, udp)
         if _same_for_everyone(request):
@@ -399,6 +405,34 @@ class DnsService:
                 self._replies.clear()
             self._replies[key] = packed[2:]
         send(packed)
+
+    def _routed(
+        self,
+        data: bytes,
+        question: Question,
+        zone: Zone,
+        source: str,
+        send: Callable[[bytes], None],
+        udp: bool,
+    ) -> bool:
+        """The two answers that need no records, without dnslib: a name that isn't ours
+        is forwarded, one of ours that names nothing is NXDOMAIN (a flood of made-up
+        names is this path). False: the full path decides."""
+        labels, end, edns = question
+        try:
+            name = b".".join(labels).decode("ascii")
+        except UnicodeDecodeError:
+            return False
+        found = zone.lookup(name, source)
+        if found is None:
+            failure = bare_reply(data, end, RCODE_SERVFAIL, authoritative=False, edns=False)
+            if not self.forwarder.forward(data, failure, send, udp):
+                send(failure)
+            return True
+        if not found.exists:
+            send(bare_reply(data, end, RCODE_NXDOMAIN, authoritative=True, edns=edns))
+            return True
+        return False
 
     def _packed(self, request: DNSRecord, reply: DNSRecord, udp: bool) -> bytes:
         from dnslib import EDNS0, QTYPE
@@ -416,6 +450,60 @@ class DnsService:
             if len(packed) > room:
                 return _truncated(request, reply)
         return packed
+
+
+#: (the question's labels, the offset just past the question, whether an EDNS OPT follows)
+Question = tuple[list[bytes], int, bool]
+RCODE_SERVFAIL = 2
+RCODE_NXDOMAIN = 3
+_QR, _AA, _RA, _OPCODE = 0x8000, 0x0400, 0x0080, 0x7800
+_OPT = 41
+
+
+def read_question(data: bytes) -> Question | None:
+    """The question of a plain query (one question, nothing else but an EDNS OPT), read
+    without dnslib; None for anything else (dnslib parses that: compressed names,
+    answers in a query, other opcodes, replies, junk)."""
+    size = len(data)
+    if size < 17:
+        return None
+    flags, questions, answers, authority, additional = struct.unpack_from("!HHHHH", data, 2)
+    if flags & (_QR | _OPCODE) or questions != 1 or answers or authority or additional > 1:
+        return None
+    labels = []
+    offset = 12
+    while True:
+        length = data[offset]
+        offset += 1
+        if length == 0:
+            break
+        if length > 63 or offset + length >= size:
+            return None  # a compression pointer (or junk): dnslib's to read
+        labels.append(data[offset : offset + length])
+        offset += length
+    end = offset + 4
+    if end > size:
+        return None
+    if not additional:
+        return (labels, end, False) if end == size else None
+    # The OPT record: the root name, type 41, then class, TTL, and data of its length.
+    if end + 11 > size or data[end] != 0 or struct.unpack_from("!H", data, end + 1)[0] != _OPT:
+        return None
+    return labels, end, True
+
+
+def bare_reply(data: bytes, end: int, rcode: int, authoritative: bool, edns: bool) -> bytes:
+    """A reply to the query ``data`` (question ending at ``end``) with no records: its id,
+    its flags with QR and RA (and AA) set, ``rcode``, its question, and (``edns``) an OPT
+    offering `UDP_EDNS_LIMIT` bytes, as `dns_answers.respond` and `_packed` would say."""
+    flags = (int.from_bytes(data[2:4], "big") | _QR | _RA) & ~0x000F | rcode
+    if authoritative:
+        flags |= _AA
+    else:
+        flags &= ~_AA
+    header = data[:2] + struct.pack("!HHHHH", flags, 1, 0, 0, 1 if edns else 0)
+    opt = b"\x00" + struct.pack("!HHIH", _OPT, UDP_EDNS_LIMIT, 0, 0) if edns else b""
+    return header + data[12:end] + opt
 
 
 def _truncated(request: DNSRecord, reply: DNSRecord) -> bytes:
