@@ -546,3 +546,38 @@ def test_dig_gets_every_address_falling_back_to_tcp_on_truncation(tmp_path, reso
         assert "status: NXDOMAIN" in dig("nothing.internal", "AAAA")
         assert "status: NOERROR" in dig("shop.internal", "A")
         assert dig("example.com", "A", "+short").split() == [ANSWER_FROM_UPSTREAM]
+
+
+def test_the_udp_read_budget_pauses_readers_until_the_next_window():
+    from taxiway.private_net.dns_server import UDP_READ_WINDOW, UdpReadBudget
+
+    class Clock:
+        def __init__(self):
+            self.now = 100.0
+            self.timers = []
+
+        def time(self):
+            return self.now
+
+        def call_at(self, when, callback):
+            self.timers.append((when, callback))
+
+    class Reader:
+        resumed = 0
+
+        def resume(self):
+            self.resumed += 1
+
+    clock = Clock()
+    budget = UdpReadBudget(clock, per_second=100 / UDP_READ_WINDOW)  # 100 a window
+    assert budget.take(60)
+    assert not budget.take(60)  # spent: the caller stops reading
+    first, second = Reader(), Reader()
+    budget.pause(first)
+    budget.pause(second)
+    [(when, resume)] = clock.timers  # one timer for every paused reader
+    assert when == 100.0 + UDP_READ_WINDOW
+    clock.now = when
+    resume()
+    assert (first.resumed, second.resumed) == (1, 1)
+    assert budget.take(60)  # a new window, a new budget

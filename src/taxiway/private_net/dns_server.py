@@ -16,9 +16,12 @@ PR_SET_PDEATHSIG would fire when the *thread* that started it ends, which is too
 for a daemon that starts it from a worker thread).
 
 Bounded under hostile clients: a token bucket per source address (queries beyond it are
-dropped), a cap on forwards in flight (beyond it: SERVFAIL), a cap on TCP connections
-with an idle timeout, malformed packets dropped. This module imports no DNS library at
-import time: the parent only needs `start_dns`.
+dropped), a budget of UDP datagrams read per second (past it the kernel drops them, so a
+flood costs this process a bounded share of a CPU), a cap on forwards in flight (beyond
+it: SERVFAIL), a cap on TCP connections with an idle timeout, malformed packets dropped.
+Replies to repeated questions come from a cache; forwards and NXDOMAIN are decided
+without a full parse. This module imports no DNS library at import time: the parent
+only needs `start_dns`.
 """
 
 from __future__ import annotations
@@ -68,6 +71,11 @@ TCP_WRITE_LIMIT = 256 * 1024
 UDP_PLAIN_LIMIT = 512
 UDP_EDNS_LIMIT = 1232
 MAX_CACHED_REPLIES = 4096
+#: Datagrams read per second over all UDP sockets, at most (see `UdpReadBudget`): far
+#: above what a host's machines ask, far below what a flood sends.
+UDP_READ_BUDGET = 20_000
+UDP_READ_WINDOW = 0.1
+UDP_BATCH = 64
 #: The server's CPU priority below the daemon's: a flood of queries must not take the
 #: CPU the edge needs (`benchmarks/dns_flood.py` measures it).
 DEFAULT_NICE = 10
@@ -523,23 +531,94 @@ def _same_for_everyone(request: DNSRecord) -> bool:
     return not (labels and labels[0].lower() == b"_api")
 
 
-def _udp_protocol(service: DnsService) -> Any:
-    import asyncio
+class UdpReadBudget:
+    """How many datagrams all UDP sockets may take in per second. Past it the server
+    stops reading until the next tenth of a second, and the kernel drops what arrives
+    meanwhile at no cost to anyone: however hard it is flooded, the server's CPU stays
+    bounded (each datagram read costs a little, even one the rate limit then drops)."""
 
-    class UdpServer(asyncio.DatagramProtocol):
-        transport: Any = None
+    def __init__(self, loop: asyncio.AbstractEventLoop, per_second: float = UDP_READ_BUDGET):
+        self.loop = loop
+        self.per_window = max(1, int(per_second * UDP_READ_WINDOW))
+        self.window_end = 0.0
+        self.used = 0
+        self.paused: list[UdpReader] = []
 
-        def connection_made(self, transport: Any) -> None:
-            self.transport = transport
+    def take(self, count: int) -> bool:
+        """Count ``count`` datagrams read; False when the window's budget is spent."""
+        now = self.loop.time()
+        if now >= self.window_end:
+            self.window_end = now + UDP_READ_WINDOW
+            self.used = 0
+        self.used += count
+        return self.used < self.per_window
 
-        def datagram_received(self, data: bytes, addr: Any) -> None:
-            transport = self.transport
-            service.handle(data, addr[0], lambda reply: transport.sendto(reply, addr), True)
+    def pause(self, reader: UdpReader) -> None:
+        if not self.paused:
+            self.loop.call_at(self.window_end, self._resume)
+        self.paused.append(reader)
 
-        def error_received(self, exc: Exception) -> None:
-            pass  # a client gone (ICMP unreachable): nothing to do
+    def _resume(self) -> None:
+        paused, self.paused = self.paused, []
+        for reader in paused:
+            reader.resume()
 
-    return UdpServer
+
+class UdpReader:
+    """One UDP socket, read by hand (asyncio's datagram transports can't pause): up to
+    `UDP_BATCH` datagrams a wake-up, under the shared `UdpReadBudget`."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        service: DnsService,
+        budget: UdpReadBudget,
+        loop: asyncio.AbstractEventLoop,
+    ):
+        self.sock = sock
+        self.service = service
+        self.budget = budget
+        self.loop = loop
+        self.closed = False
+        loop.add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        receive = self.sock.recvfrom
+        handle = self.service.handle
+        read = 0
+        while read < UDP_BATCH:
+            try:
+                data, addr = receive(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                read += 1  # an ICMP error queued on the socket: a client gone
+                continue
+            read += 1
+            handle(data, addr[0], self._sender(addr), True)
+        if not self.budget.take(read) and not self.closed:
+            self.loop.remove_reader(self.sock.fileno())
+            self.budget.pause(self)
+
+    def _sender(self, addr: Any) -> Callable[[bytes], None]:
+        def send(reply: bytes) -> None:
+            if self.closed:
+                return
+            # Full send buffer: the reply is lost, as UDP may lose it anyway.
+            with contextlib.suppress(OSError):
+                self.sock.sendto(reply, addr)
+
+        return send
+
+    def resume(self) -> None:
+        if not self.closed:
+            self.loop.add_reader(self.sock.fileno(), self._readable)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 def _tcp_protocol(
@@ -693,13 +772,12 @@ async def _serve(
     forwarder = Forwarder(loop, upstreams)
     await forwarder.start()
     service = DnsService(RegistryView(registry_dir), forwarder)
-    udp_factory = _udp_protocol(service)
+    budget = UdpReadBudget(loop)
     tcp_factory = _tcp_protocol(service, loop, tcp_idle)
     closers: list[Any] = []
     for kind, sock in sockets:
         if kind == "udp":
-            transport, _ = await loop.create_datagram_endpoint(udp_factory, sock=sock)
-            closers.append(transport)
+            closers.append(UdpReader(sock, service, budget, loop))
         else:
             closers.append(await loop.create_server(tcp_factory, sock=sock))
     stopped = asyncio.Event()
