@@ -2,7 +2,8 @@
 #
 #   make run     validate the bundled example app, show its machines, and run it (Ctrl-C stops)
 #   make test    lint (ruff) and run the test suite; extra pytest flags go in PYTEST_ARGS
-#   make bench   every benchmark: validate, up -d, autostart, the edge, deploys, docker compose
+#   make bench   every benchmark: validate, up -d, autostart, the edge (alone and beside a DNS
+#                flood), deploys, docker compose
 #                (each vs named peers), open dashboards against the edge
 #   make clean   remove the virtualenv and every cache
 #
@@ -62,6 +63,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/autostart.py
 	$(BIN)/python benchmarks/edge.py
+	$(BIN)/python benchmarks/dns_flood.py
 	$(BIN)/python benchmarks/deploy.py
 	$(BIN)/python benchmarks/compose.py
 	$(BIN)/python benchmarks/dashboard_tabs.py
