@@ -25,6 +25,7 @@ from taxiway.config.loader import LoadedConfig
 from taxiway.daemon_options import DaemonOptions
 from taxiway.daemon_startup import StartUp, prepare, write_lock_holder
 from taxiway.errors import TaxiwayError
+from taxiway.private_net.slot import PrivateNetSlot
 from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.drivers import make_driver
 from taxiway.runtime.early import EarlyMachine
@@ -105,11 +106,13 @@ async def serve(
     edge = EdgeSlot(runtime, paths, options)
     metrics = MetricsSlot(runtime, edge, options)
     snapshots = SnapshotSlot(runtime)
+    private_net = PrivateNetSlot(runtime, say=lambda line: _notice(runtime, line))
+    runtime.status_extras["private_network"] = private_net.network_facts
     try:
         await server.start(paths.socket, api_socket)
         for notice in startup.notices:
-            runtime.notices.append(notice)
-            print(notice, flush=True)
+            _notice(runtime, notice)
+        await private_net.start()
         try:
             await runtime.up(early, interrupt=shutdown)
         except ReleaseCommandFailed as exc:
@@ -138,6 +141,7 @@ async def serve(
         await snapshots.close()
         await metrics.close()
         await edge.close()
+        await private_net.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await server.close()
@@ -185,6 +189,7 @@ class EdgeSlot:
             base_dir=runtime.loaded.base_dir,
             certs_dir=self.paths.certs,
             host=self.options.edge_host,
+            private_hosts=[runtime.flycast_address] if runtime.flycast_address else [],
             autostop_after_s=self.options.autostop_after_s,
             log=_edge_log,
         )
@@ -264,6 +269,12 @@ def _metrics_interval() -> float:
     except ValueError:
         return INTERVAL_S
     return value if value > 0 else INTERVAL_S
+
+
+def _notice(runtime: AppRuntime, line: str) -> None:
+    """Something `up` tells the user (and `up -d` relays)."""
+    runtime.notices.append(line)
+    print(line, flush=True)
 
 
 def _edge_log(message: str) -> None:

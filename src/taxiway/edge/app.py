@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,13 +42,16 @@ class AppEdge:
         base_dir: Path,
         certs_dir: Path,
         host: str = "127.0.0.1",
+        private_hosts: Sequence[str] = (),
         autostop_after_s: float | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
+        """``private_hosts``: the app's flycast addresses (`taxiway.edge.server.Edge`)."""
         self.fleet = fleet
         self.base_dir = base_dir
         self.certs_dir = certs_dir
         self.host = host
+        self.private_hosts = tuple(private_hosts)
         self.autostop_after_s = autostop_after_s
         self.log = log
         self._layout = _layout(specs)
@@ -74,6 +77,7 @@ class AppEdge:
             fleet,
             specs,
             host=self.host,
+            private_hosts=self.private_hosts,
             tls=tls,
             statics=self.statics,
             udp=udp,

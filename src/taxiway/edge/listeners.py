@@ -104,9 +104,30 @@ async def bind_tcp(
 ) -> tuple[asyncio.AbstractServer, int]:
     """A listening server for ``port`` (or its mapped port) and the port it got."""
     sock = listening_socket(host, port, exact=exact, backlog=backlog)
+    return await serve_socket(factory, sock, backlog=backlog), sock.getsockname()[1]
+
+
+async def serve_socket(
+    factory: Callable[[], asyncio.Protocol], sock: socket.socket, *, backlog: int = 1024
+) -> asyncio.AbstractServer:
+    """A server on a listening socket (closed when the server can't start)."""
     try:
-        server = await asyncio.get_running_loop().create_server(factory, sock=sock, backlog=backlog)
+        return await asyncio.get_running_loop().create_server(factory, sock=sock, backlog=backlog)
     except BaseException:
         sock.close()
         raise
-    return server, sock.getsockname()[1]
+
+
+def exact_socket(host: str, port: int, *, backlog: int = 1024) -> socket.socket:
+    """A listening TCP socket on exactly ``port`` (OSError when it can't be had)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from taxiway.edge import heap
@@ -26,7 +26,13 @@ from taxiway.edge.errors_page import error_response
 from taxiway.edge.fleet import Fleet
 from taxiway.edge.http_proxy import HttpClientConnection, HttpSite, StaticsLike
 from taxiway.edge.limits import Limits
-from taxiway.edge.listeners import Binding, bind_tcp, listening_socket
+from taxiway.edge.listeners import (
+    Binding,
+    Listener,
+    exact_socket,
+    listening_socket,
+    serve_socket,
+)
 from taxiway.edge.tcp_proxy import ProxyProtoEncoder, TcpClientConnection, TcpSite
 from taxiway.edge.upstream import Pools
 from taxiway.metrics.edge_counts import EdgeCounts
@@ -95,10 +101,15 @@ class Edge:
         exact_ports: bool = True,
         admission: Admission | None = None,
         counts: EdgeCounts | None = None,
+        private_hosts: Sequence[str] = (),
     ) -> None:
         """``exact_ports=False`` binds every listener on a free port (tests, benchmarks,
         two apps side by side); `bindings` tells where. ``counts``: where the traffic is
-        counted (the caller keeps it across rebuilds of the edge)."""
+        counted (the caller keeps it across rebuilds of the edge). ``private_hosts``: the
+        app's flycast addresses, where every TCP port is served as well, on its own number
+        (the address is the app's alone) and with the same handlers: the platform's
+        flycast goes through its proxy like public traffic
+        (https://fly.io/docs/networking/flycast/)."""
         self.fleet = fleet
         self.specs = specs
         self.host = host
@@ -108,6 +119,7 @@ class Edge:
         self.udp = udp
         self.limits = limits or Limits()
         self.exact_ports = exact_ports
+        self.private_hosts = tuple(private_hosts)
         self.pools = Pools(self.limits)
         self.counts = counts if counts is not None else EdgeCounts()
         #: Client connections held, capped below the descriptor limit.
@@ -117,6 +129,8 @@ class Edge:
         self.draining: set[str] = set()
         self._on_route: Callable[[str], None] | None = None
         self._bindings: list[Binding] = []
+        #: The flycast listeners: not in `bindings` (status shows the public ones).
+        self._private: list[Listener] = []
         self._sites: list[HttpSite | TcpSite] = []
         self._sweeper: asyncio.TimerHandle | None = None
         self._https_port: dict[str, int | None] = {}
@@ -156,6 +170,8 @@ class Edge:
                 binding.server.close()
             if binding.closer is not None:
                 binding.closer()
+        for listener in self._private:
+            listener.close()
         for site in self._sites:
             for conn in list(site.connections):
                 if conn.transport is not None:
@@ -163,10 +179,10 @@ class Edge:
         self.pools.close()
         if self._h2 is not None:
             self._h2.close()
-        for binding in self._bindings:
-            if binding.server is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(binding.server.wait_closed(), 1.0)
+        servers = [b.server for b in self._bindings if b.server is not None] + self._private
+        for server in servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
         await asyncio.sleep(0)
 
     def use_statics(self, statics: StaticsLike | None) -> None:
@@ -302,22 +318,18 @@ class Edge:
                 return TcpClientConnection(tcp_site)
 
             shed_reply = b""
-        server: asyncio.AbstractServer | TlsAcceptor
-        if ssl_context is not None:
-            sock = listening_socket(self.host, number, exact=self.exact_ports)
-            server = TlsAcceptor(
-                sock,
-                factory,
-                ssl_context,
-                self.admission,
-                self.limits.tls_handshake_timeout_s,
-                counts=self.counts,
-            )
-            real = sock.getsockname()[1]
-        else:
-            server, real = await bind_tcp(
-                gate(factory, self.admission, shed_reply), self.host, number, exact=self.exact_ports
-            )
+        server, real = await self._serve_on(
+            self.host, number, factory, shed_reply, ssl_context, exact=self.exact_ports
+        )
+        for private in self.private_hosts:
+            try:
+                flycast, _ = await self._serve_on(
+                    private, number, factory, shed_reply, ssl_context, exact=False, port=number
+                )
+            except OSError as exc:
+                log.warning("edge: flycast [%s]:%s is not served: %s", private, number, exc)
+                continue
+            self._private.append(flycast)
         self._sites.append(site)
         self._bindings.append(
             Binding(
@@ -331,6 +343,36 @@ class Edge:
                 server=server,
             )
         )
+
+    async def _serve_on(
+        self,
+        host: str,
+        number: int,
+        factory: Callable[[], asyncio.Protocol],
+        shed_reply: bytes,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        exact: bool,
+        port: int | None = None,
+    ) -> tuple[Listener, int]:
+        """A listener for a port's connections on ``host``: the port (or its mapped
+        one), or exactly ``port`` when given."""
+        if port is not None:
+            sock = exact_socket(host, port)
+        else:
+            sock = listening_socket(host, number, exact=exact)
+        real = sock.getsockname()[1]
+        if ssl_context is not None:
+            acceptor = TlsAcceptor(
+                sock,
+                factory,
+                ssl_context,
+                self.admission,
+                self.limits.tls_handshake_timeout_s,
+                counts=self.counts,
+            )
+            return acceptor, real
+        return await serve_socket(gate(factory, self.admission, shed_reply), sock), real
 
     async def _listen_udp(
         self, service: ServiceSpec, port: Port, number: int, bal: Balancer

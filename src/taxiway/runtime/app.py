@@ -96,6 +96,11 @@ class AppRuntime(MachineRoster):
         #: The docker driver for machines of another image than the app's, made on first
         #: use when the app's own driver runs no images (`image_driver`).
         self._image_driver: Driver | None = None
+        #: The app's flycast address, when the host carries the private network
+        #: (`taxiway.private_net.slot`): the edge serves the app's ports there too.
+        self.flycast_address: str | None = None
+        #: More of `status --json`, from the daemon's parts: key → what to say there.
+        self.status_extras: dict[str, Callable[[], object]] = {}
 
     # -- start-up (after `taxiway.runtime.leftovers.reap`) -----------------------------------
 
@@ -402,6 +407,7 @@ class AppRuntime(MachineRoster):
             from taxiway.runtime.drivers.docker import DockerDriver
 
             self._image_driver = DockerDriver()
+            self._image_driver.machine_resolv_conf = self.driver.machine_resolv_conf
         return self._image_driver
 
     def unmanaged(self, machine: SupervisedMachine) -> bool:
@@ -768,13 +774,16 @@ class AppRuntime(MachineRoster):
 
     def status(self) -> dict[str, object]:
         """The documented, stable `status --json` shape."""
-        return self.status_document(
+        document = self.status_document(
             (
                 (m.info, m.checks.summary() if m.checks is not None else {})
                 for m in self.machines.values()
             ),
             self.edge_bindings() if self.edge_bindings is not None else [],
         )
+        for key, facts in self.status_extras.items():
+            document[key] = facts()
+        return document
 
 
 def scale_down_order(

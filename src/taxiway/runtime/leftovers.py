@@ -19,6 +19,7 @@ import os
 import signal
 from pathlib import Path
 
+from taxiway.private_net.slot import release_scope
 from taxiway.runtime import cgroups, hostaccess, netns, outbound
 from taxiway.runtime.drivers import unusable_reason
 from taxiway.runtime.drivers.engine_scope import reap_engine
@@ -139,6 +140,7 @@ def reap(store: Store, app: str, state_dir: Path) -> int:
     scope = scope_for(app, state_dir)
     cleaned = set(release_namespaces(scope)) if unusable_reason() is None else set()
     cleaned |= set(reap_engine(scope, state_dir))  # the docker driver's containers
+    release_scope(scope)  # its entry in the private network, its addresses on the host
     count = len(cleaned)
     for record in store.list_machines(app):
         if record.pid and record.pgid:

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import msgspec
 
+from taxiway.private_net import addresses as private_net
+
 NETNS_DIR = Path("/run/netns")
 #: The interface name the machine sees (as a VM sees its NIC).
 GUEST_IF = "eth0"
@@ -247,6 +249,7 @@ class MachineNet(msgspec.Struct, frozen=True):
                 f"addr add {self.private_ip}/64 dev {GUEST_IF} nodad\n"
                 f"link set {GUEST_IF} up\n"
                 f"route add default via {gateway(subnet)}\n"
+                f"route add {private_net.NETWORK} via {ipv6_link(self.private_ip)[1]}\n"
             ),
         )
 

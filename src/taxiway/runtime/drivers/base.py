@@ -153,6 +153,10 @@ class Driver(ABC):
     #: Whether machines run the release's image (docker) rather than the app's folder on
     #: the host: a release is then its image, and a rollback brings the old code back.
     runs_image: ClassVar[bool] = False
+    #: What a machine with its own filesystem sees as /etc/resolv.conf: the private
+    #: network's DNS server's, once the daemon serves it (`taxiway.private_net.slot`);
+    #: None: the driver's own choice (the host's resolvers).
+    machine_resolv_conf: Path | None = None
 
     @abstractmethod
     async def launch(self, spec: LaunchSpec) -> MachineProcess:

@@ -266,8 +266,11 @@ class DockerDriver(Driver, OneoffSlots):
         for other in spec.containers:
             if not other.built:
                 _remove(api, container_name(scope, spec.machine_id, other.name))
+        binds = {str(source): {"bind": dest, "mode": "rw"} for source, dest in spec.mounts}
+        if self.machine_resolv_conf is not None:  # the engine leaves a mounted one alone
+            binds[str(self.machine_resolv_conf)] = {"bind": "/etc/resolv.conf", "mode": "ro"}
         host_config = api.create_host_config(
-            binds={str(source): {"bind": dest, "mode": "rw"} for source, dest in spec.mounts},
+            binds=binds,
             init=True,
             extra_hosts={
                 hostaccess.HOST_NAME: netns.gateway(subnet),

@@ -189,10 +189,13 @@ class NamespaceDriver(Driver, OneoffSlots):
 
     def _with_machine_files(self, spec: LaunchSpec, hosts: Path) -> LaunchSpec:
         """The spec with the machine's /etc/hosts (`taxiway.runtime.hostaccess`) and a
-        resolv.conf its own network can reach, when the host's names only its loopback
-        (systemd-resolved's stub); the log says when there is none."""
+        resolv.conf: the private network's DNS server when it runs, else one its own
+        network can reach when the host's names only its loopback (systemd-resolved's
+        stub); the log says when there is none."""
         mounts = [*spec.mounts, (hosts, str(hostaccess.HOSTS))]
-        resolv_conf, note = outbound.machine_resolv_conf()
+        resolv_conf, note = self.machine_resolv_conf, None
+        if resolv_conf is None:
+            resolv_conf, note = outbound.machine_resolv_conf()
         if note is not None:
             self._tell_once(spec, "resolver", note)
         if resolv_conf is not None:
