@@ -15,6 +15,7 @@ rules; it goes with the last app, as do the shared addresses.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -23,7 +24,9 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from taxiway.private_net.addresses import DNS_ADDRESS, NETWORK
+from taxiway.errors import TaxiwayError
+from taxiway.private_net.addresses import DNS_ADDRESS, NETWORK, api_address, flycast_address
+from taxiway.runtime.scope import seed
 
 IF_INET6 = Path("/proc/net/if_inet6")
 FORWARDING = Path("/proc/sys/net/ipv6/conf/all/forwarding")
@@ -127,3 +130,23 @@ def write_resolv_conf() -> Path:
         partial.chmod(0o644)
         partial.replace(RESOLV_CONF)
     return RESOLV_CONF
+
+
+def release_scope(scope: str) -> None:
+    """Everything the daemon of ``scope`` held in the private network, after it stopped
+    or died: its registry entry, its addresses on the host, and the shared ones when no
+    other app is left."""
+    from taxiway.private_net import registry
+
+    with contextlib.suppress(OSError, TaxiwayError):
+        registry.withdraw(scope)
+    if unavailable_reason() is not None:
+        return
+    app_seed = seed(scope)
+    own = {flycast_address(app_seed), api_address(app_seed)}
+    held = held_addresses()
+    remove_addresses(own & held)
+    if DNS_ADDRESS in held and not registry.read_entries():
+        remove_addresses([DNS_ADDRESS])
+        disallow_between_apps()
+        RESOLV_CONF.unlink(missing_ok=True)

@@ -137,24 +137,4 @@ class PrivateNetSlot:
             self.runtime.on_change.remove(self._changed)
         if self.dns is not None:
             await asyncio.to_thread(self.dns.stop)
-        await asyncio.to_thread(release_scope, self.runtime.scope)
-
-
-def release_scope(scope: str) -> None:
-    """Everything the daemon of ``scope`` held in the private network, after it stopped
-    or died: its registry entry, its addresses on the host, and the shared ones when no
-    other app is left."""
-    from taxiway.private_net import registry
-
-    with contextlib.suppress(OSError):
-        registry.withdraw(scope)
-    if host.unavailable_reason() is not None:
-        return
-    app_seed = seed(scope)
-    own = {addresses.flycast_address(app_seed), addresses.api_address(app_seed)}
-    held = host.held_addresses()
-    host.remove_addresses(own & held)
-    if addresses.DNS_ADDRESS in held and not registry.read_entries():
-        host.remove_addresses([addresses.DNS_ADDRESS])
-        host.disallow_between_apps()
-        host.RESOLV_CONF.unlink(missing_ok=True)
+        await asyncio.to_thread(host.release_scope, self.runtime.scope)

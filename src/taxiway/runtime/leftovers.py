@@ -19,7 +19,7 @@ import os
 import signal
 from pathlib import Path
 
-from taxiway.private_net.slot import release_scope
+from taxiway.private_net.host import release_scope
 from taxiway.runtime import cgroups, hostaccess, netns, outbound
 from taxiway.runtime.drivers import unusable_reason
 from taxiway.runtime.drivers.engine_scope import reap_engine
