@@ -25,6 +25,7 @@ from taxiway.config.loader import LoadedConfig
 from taxiway.daemon_options import DaemonOptions
 from taxiway.daemon_startup import StartUp, prepare, write_lock_holder
 from taxiway.errors import TaxiwayError
+from taxiway.machines_api.slot import MachinesApiSlot
 from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.drivers import make_driver
 from taxiway.runtime.early import EarlyMachine
@@ -103,6 +104,7 @@ async def serve(
     server = ApiServer(build_router(runtime, shutdown))
     edge = EdgeSlot(runtime, paths, options)
     metrics = MetricsSlot(runtime, edge, options)
+    machines_api = MachinesApiSlot(runtime, paths.state_dir)
     try:
         await server.start(paths.socket, api_socket)
         for notice in startup.notices:
@@ -122,6 +124,7 @@ async def serve(
             store.set_release_status(app_name, release.version, "complete")
         runtime.stamp_release(runtime.release)
         await edge.start()
+        await machines_api.start()
         if on_ready is not None:
             on_ready(runtime)
         await metrics.start()
@@ -131,6 +134,7 @@ async def serve(
         await runtime.down()
         return 0
     finally:
+        await machines_api.close()
         await metrics.close()
         await edge.close()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -90,6 +90,9 @@ class AppRuntime(MachineRoster):
         self._port_ok: set[str] = set()
         #: The app's metrics (`taxiway.metrics.registry.MetricsHub`), set by the daemon.
         self.metrics: Any = None
+        #: Where the host reaches the Machines API (``http://127.0.0.1:PORT``), once the
+        #: daemon serves it (`taxiway.machines_api.slot`).
+        self.api_url: str | None = None
 
     # -- start-up (after `taxiway.runtime.leftovers.reap`) -----------------------------------
 
@@ -549,14 +552,18 @@ class AppRuntime(MachineRoster):
             self.store.update_machine(machine.id, release_version=version)
 
     def status(self) -> dict[str, object]:
-        """The documented, stable `status --json` shape."""
-        return self.status_document(
+        """The documented, stable `status --json` shape (with ``api.url`` once the
+        Machines API serves)."""
+        document = self.status_document(
             (
                 (m.info, m.checks.summary() if m.checks is not None else {})
                 for m in self.machines.values()
             ),
             self.edge_bindings() if self.edge_bindings is not None else [],
         )
+        if self.api_url is not None:
+            document["api"] = {"url": self.api_url}
+        return document
 
 
 def scale_down_order(
