@@ -51,8 +51,8 @@ class LiveApp:
         return json.loads(result.stdout)
 
 
-def start_app(folder: Path, name: str) -> LiveApp:
-    (folder / "worker.py").write_text(WORKER)
+def start_app(folder: Path, name: str, worker: str = WORKER) -> LiveApp:
+    (folder / "worker.py").write_text(worker)
     (folder / "fly.toml").write_text(
         f'app = "{name}"\nkill_timeout = "5s"\n'
         f'[processes]\nworker = "{sys.executable} -u worker.py"\n'
