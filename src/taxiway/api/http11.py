@@ -54,6 +54,7 @@ async def serve_connection(
             except BodyTooLarge:
                 body = {"error": f"the request body is over the {MAX_BODY // 1024} KiB limit"}
                 await _send_json(conn, writer, 413, body)
+                await _discard_rest(reader)
                 return
             if request is None:
                 return
@@ -63,6 +64,19 @@ async def serve_connection(
             conn.start_next_cycle()
     except (h11.ProtocolError, ConnectionError, TimeoutError):
         return
+
+
+async def _discard_rest(reader: asyncio.StreamReader) -> None:
+    """Take in (a bounded part of) what the client still sends after a 413: closing on
+    unread data resets the connection, and the client would lose the answer."""
+    loop = asyncio.get_running_loop()
+    deadline, taken = loop.time() + 2.0, 0
+    with contextlib.suppress(TimeoutError, OSError):
+        while taken < 16 * MAX_BODY:
+            data = await asyncio.wait_for(reader.read(65536), max(deadline - loop.time(), 0))
+            if not data:
+                return
+            taken += len(data)
 
 
 async def _read_request(

@@ -112,6 +112,10 @@ class MachinesApiServer:
             if len(self._connections) >= self.max_connections:
                 writer.write(_busy_answer())
                 await writer.drain()
+                # take in what the client sent: closing on unread data would reset the
+                # connection, and the client would lose the answer
+                with contextlib.suppress(TimeoutError, OSError):
+                    await asyncio.wait_for(reader.read(65536), 1.0)
                 return
             self._connections.add(task)
             await serve_connection(
