@@ -296,3 +296,15 @@ def test_machine_object_has_the_platforms_fields(live: LiveApp) -> None:
     assert machine["config"]["metadata"]["fly_process_group"] == "worker"
     versions = live.api.get(machine_path(live, "/versions")).json()
     assert versions[0]["version"] == machine["instance_id"]
+
+
+def test_ps_lists_the_machines_processes(live: LiveApp) -> None:
+    listed = live.api.get(machine_path(live, "/ps?sort_by=rss&order=desc"))
+    assert listed.status == 200, listed.body
+    processes = listed.json()
+    assert any("worker.py" in p["command"] for p in processes)
+    main_pid = live.status()["machines"][0]["pid"]
+    assert main_pid in [p["pid"] for p in processes]
+    assert [p["rss"] for p in processes] == sorted((p["rss"] for p in processes), reverse=True)
+    assert all(p["rss"] > 0 and p["directory"] for p in processes)
+    assert_error(live.api.get(machine_path(live, "/ps?sort_by=colour")), 400)

@@ -8,6 +8,7 @@ updating and destroying machines live in `taxiway.machines_api.lifecycle`.
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import signal as signals
 from typing import Any
@@ -114,6 +115,20 @@ class MachineRoutes:
         record = self.runtime.store.get_machine(machine.id)
         config = machine_config(machine.spec, record.metadata if record else None)
         return [{"version": machine.info.version, "user_config": config}]
+
+    async def ps(self, request: Request, params: dict[str, str]) -> Result:
+        """Query: ``sort_by`` (pid, cpu, rss, rtime, stime, command), ``order`` (asc|desc)."""
+        from taxiway.machines_api.processes import machine_processes
+
+        machine = self._machine(params)
+        info = machine.info
+        return await asyncio.to_thread(
+            machine_processes,
+            info.pid if machine.state in (State.STARTED, State.SUSPENDED) else None,
+            info.pgid,
+            sort_by=request.query.get("sort_by", ""),
+            order=request.query.get("order", ""),
+        )
 
     async def wait(self, request: Request, params: dict[str, str]) -> Result:
         """200 ``{"ok": true}`` once the machine is in ``state`` (default started), 408

@@ -29,6 +29,7 @@ def build_router(runtime: AppRuntime, changes: MachineChanges) -> Router:
     router.add("GET", one, machines.show)
     router.add("GET", one + "/events", machines.events)
     router.add("GET", one + "/versions", machines.versions)
+    router.add("GET", one + "/ps", machines.ps)
     router.add("GET", one + "/wait", machines.wait)
     router.add("POST", one + "/start", machines.start)
     router.add("POST", one + "/stop", machines.stop)
