@@ -144,6 +144,17 @@ def test_stop_and_start_show_in_status_and_events(live: LiveApp) -> None:
     assert live.status()["machines"][0]["state"] == "started"
 
 
+def test_a_stop_as_fly_go_sends_it_is_understood(live: LiveApp) -> None:
+    """fly-go's StopMachineInput: the machine's id, and a zero timeout meaning the default."""
+    body = {"id": one_machine(live), "signal": "", "timeout": "0s"}
+    assert live.api.post(machine_path(live, "/stop"), body).status == 200
+    assert live.api.get(machine_path(live, "/wait?state=stopped&timeout=30")).status == 200
+    assert live.status()["machines"][0]["exit_code"] == 3  # SIGINT reached it, no SIGKILL
+    other = {"id": "0000000000dead"}
+    assert "names machine" in assert_error(live.api.post(machine_path(live, "/stop"), other), 400)
+    ensure_started(live)
+
+
 def test_wait_times_out_with_408(live: LiveApp) -> None:
     reply = live.api.get(machine_path(live, "/wait?state=stopped&timeout=1"))
     assert "stopped" in assert_error(reply, 408)

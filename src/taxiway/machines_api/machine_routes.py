@@ -16,6 +16,7 @@ from typing import Any
 from taxiway.api.routing import Answer, HTTPError, Request, Result
 from taxiway.machines_api.bodies import (
     INTEGER,
+    OBJECT,
     STRING,
     STRING_LIST,
     bad_request,
@@ -179,12 +180,18 @@ class MachineRoutes:
         """Body (optional): ``signal`` (default the machine's kill_signal) and ``timeout``
         (seconds or a duration; default its kill_timeout) before SIGKILL."""
         body = json_body(
-            request, {"signal": STRING, "timeout": _DURATION}, what="a stop", optional=True
+            request,
+            {"id": STRING, "signal": STRING, "timeout": _DURATION, "filters": OBJECT},
+            what="a stop",
+            optional=True,
         )
-        sig = signal_from(body["signal"]) if "signal" in body else None
+        sig = signal_from(body["signal"]) if body.get("signal") else None
+        # fly-go sends "timeout": "0s" on every stop it isn't given one for: 0 is the default
         timeout_s = duration_s(body["timeout"], "timeout") if "timeout" in body else None
         machine = self._changing(request, params)
-        await machine.stop(sig=sig, timeout_s=timeout_s)
+        if body.get("id") and body["id"] != machine.id:
+            raise bad_request(f"the stop's body names machine {body['id']}, not {machine.id}")
+        await machine.stop(sig=sig, timeout_s=timeout_s or None)
         return {"ok": True}
 
     async def restart(self, request: Request, params: dict[str, str]) -> Result:
@@ -193,6 +200,7 @@ class MachineRoutes:
         timeout_s = None
         if request.query.get("timeout"):
             timeout_s = duration_s(request.query["timeout"], "timeout")
+        timeout_s = timeout_s or None  # fly-go's zero duration: the machine's kill_timeout
         if query_bool(request, "force_stop"):
             sig, timeout_s = int(signals.SIGKILL), 0.0
         machine = self._changing(request, params)
@@ -233,10 +241,17 @@ class MachineRoutes:
 
     async def exec(self, request: Request, params: dict[str, str]) -> Result:
         """Body: ``command`` (a list) or ``cmd`` (one string, split as a shell would),
-        ``timeout`` seconds; answers ``{exit_code, stdout, stderr}``."""
+        ``timeout`` seconds; answers ``{exit_code, stdout, stderr}``. ``container`` (fly-go
+        sends it) is accepted: the command runs where the driver's exec runs it."""
         body = json_body(
             request,
-            {"cmd": STRING, "command": STRING_LIST, "timeout": INTEGER, "stdin": STRING},
+            {
+                "cmd": STRING,
+                "command": STRING_LIST,
+                "timeout": INTEGER,
+                "stdin": STRING,
+                "container": STRING,
+            },
             what="an exec",
         )
         if body.get("stdin"):
