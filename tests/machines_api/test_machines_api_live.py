@@ -73,6 +73,7 @@ def test_api_token_makes_one_without_a_daemon(tmp_path: Path) -> None:
 def test_status_json_names_the_api_url(live: LiveApp) -> None:
     url = live.status()["api"]["url"]
     assert url.startswith("http://127.0.0.1:") and url == live.url
+    assert f"machines api {url}" in taxiway(live.folder, "status").stdout
 
 
 # -- error shapes ---------------------------------------------------------------------------
