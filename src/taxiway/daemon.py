@@ -106,6 +106,7 @@ async def serve(
     metrics = MetricsSlot(runtime, edge, options)
     machines_api = MachinesApiSlot(runtime, paths.state_dir)
     try:
+        await machines_api.start()  # before the socket serves: `status` names its URL
         await server.start(paths.socket, api_socket)
         for notice in startup.notices:
             runtime.notices.append(notice)
@@ -124,7 +125,6 @@ async def serve(
             store.set_release_status(app_name, release.version, "complete")
         runtime.stamp_release(runtime.release)
         await edge.start()
-        await machines_api.start()
         if on_ready is not None:
             on_ready(runtime)
         await metrics.start()

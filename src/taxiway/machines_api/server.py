@@ -15,8 +15,7 @@ import contextlib
 import ipaddress
 import json
 import sys
-import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from taxiway.api.routing import HTTPError, Request, Router
 from taxiway.errors import TaxiwayError
@@ -33,13 +32,16 @@ AUTH_SCHEMES = ("bearer", "flyv1")
 class MachinesApiServer:
     def __init__(
         self,
-        router: Router,
+        router: Router | Callable[[], Router],
         token: str,
         *,
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
-        self.router = router
+        #: The routes, or what makes them on the first connection (the daemon starts the
+        #: server before its machines, and building the routes then would delay them).
+        self.router: Router | None = router if isinstance(router, Router) else None
+        self._make_router = router if not isinstance(router, Router) else None
         self.token = token
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
@@ -118,6 +120,9 @@ class MachinesApiServer:
                     await asyncio.wait_for(reader.read(65536), 1.0)
                 return
             self._connections.add(task)
+            if self.router is None:
+                assert self._make_router is not None
+                self.router = self._make_router()
             await serve_connection(
                 self.router,
                 reader,
@@ -146,6 +151,8 @@ def _busy_answer() -> bytes:
 def _log_bug(exc: BaseException, request: Request) -> None:
     """A route's bug: its traceback goes to the daemon's log; the client only learns
     that it was an internal error."""
+    import traceback
+
     with contextlib.suppress(OSError, ValueError):
         print(
             f"machines api | internal error on {request.method} {request.path}:",

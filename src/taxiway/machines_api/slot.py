@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from taxiway.api.routing import Router
 from taxiway.errors import TaxiwayError
 from taxiway.runtime.app import AppRuntime
+
+if TYPE_CHECKING:
+    from taxiway.machines_api.changes import MachineChanges
+    from taxiway.machines_api.server import MachinesApiServer
 
 
 class MachinesApiSlot:
@@ -28,19 +34,23 @@ class MachinesApiSlot:
         self.state_dir = state_dir
         self.port = port
         self.listen = list(listen)
-        self._server = None
-        self._changes = None
+        self._server: MachinesApiServer | None = None
+        self._changes: MachineChanges | None = None
 
     async def start(self) -> None:
         from taxiway.machines_api.changes import MachineChanges
-        from taxiway.machines_api.routes import build_router
         from taxiway.machines_api.server import MachinesApiServer
         from taxiway.machines_api.token import api_token
 
-        self._changes = MachineChanges(self.runtime)
-        server = MachinesApiServer(
-            build_router(self.runtime, self._changes), api_token(self.state_dir)
-        )
+        changes = self._changes = MachineChanges(self.runtime)
+        runtime = self.runtime
+
+        def routes() -> Router:
+            from taxiway.machines_api.routes import build_router
+
+            return build_router(runtime, changes)
+
+        server = MachinesApiServer(routes, api_token(self.state_dir))
         try:
             await server.start([("127.0.0.1", self.port), *self.listen])
         except TaxiwayError as exc:  # the app runs on without its API; the log says why

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import os
-import secrets
 from pathlib import Path
 
 TOKEN_FILE = "api.token"
@@ -23,6 +22,8 @@ def api_token(state_dir: Path) -> str:
         token = path.read_text().strip()
         if token:
             return token
+    import secrets  # only to make one
+
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     temporary = path.with_name(f".{TOKEN_FILE}.{os.getpid()}")
