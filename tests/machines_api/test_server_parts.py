@@ -179,3 +179,11 @@ def test_durations_and_signals_read_as_the_platform_writes_them() -> None:
     for bad in ("SIGNOPE", 0, 999, 1.5, None):
         with pytest.raises(HTTPError):
             signal_from(bad)
+
+
+def test_leases_of_machines_that_are_gone_are_dropped() -> None:
+    leases = Leases()
+    leases.acquire("kept", ttl_s=60, description="", version="v1")
+    leases.acquire("gone", ttl_s=60, description="", version="v1")
+    leases.keep_only({"kept"})
+    assert leases.current("kept") is not None and leases.current("gone") is None

@@ -1,4 +1,5 @@
-"""Waiting for a machine to reach a state, woken by the runtime's change callbacks.
+"""Waiting for a machine to reach a state, woken by the runtime's change callbacks (which
+also let a destroyed machine's lease go).
 
 The wait route (``GET …/wait``) must not poll: each machine change (`AppRuntime.on_change`)
 wakes every waiter once, and each checks its own condition again.
@@ -9,7 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from taxiway.machines_api.leases import LEASES
 from taxiway.runtime.app import AppRuntime
+from taxiway.runtime.lifecycle import State
 
 
 class MachineChanges:
@@ -23,6 +26,10 @@ class MachineChanges:
     def _wake(self) -> None:
         woken, self._changed = self._changed, asyncio.Event()
         woken.set()
+        if LEASES.held:  # a destroyed machine's lease goes with it
+            LEASES.keep_only(
+                {m.id for m in self._runtime.machines.values() if m.state is not State.DESTROYED}
+            )
 
     async def until(self, reached: Callable[[], bool], timeout_s: float) -> bool:
         """Wait (at most ``timeout_s``) until ``reached()``; returns whether it was."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from taxiway.api.routing import HTTPError, Request
@@ -57,6 +57,11 @@ class Leases:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._held: dict[str, Lease] = {}
+
+    @property
+    def held(self) -> bool:
+        """Whether any lease is held (expired ones included until looked at)."""
+        return bool(self._held)
 
     def current(self, machine_id: str) -> Lease | None:
         """The machine's lease while it holds (an expired one is dropped)."""
@@ -117,6 +122,11 @@ class Leases:
     def forget(self, machine_id: str) -> None:
         """The machine is gone (destroyed): so is its lease."""
         self._held.pop(machine_id, None)
+
+    def keep_only(self, machine_ids: Container[str]) -> None:
+        """Drop the leases of machines not in ``machine_ids`` (destroyed ones)."""
+        for machine_id in [m for m in self._held if m not in machine_ids]:
+            del self._held[machine_id]
 
 
 #: The daemon's leases (one daemon runs one app).
