@@ -187,3 +187,37 @@ def test_leases_of_machines_that_are_gone_are_dropped() -> None:
     leases.acquire("gone", ttl_s=60, description="", version="v1")
     leases.keep_only({"kept"})
     assert leases.current("kept") is not None and leases.current("gone") is None
+
+
+def test_malformed_http_and_deep_json_get_400s() -> None:
+    async def main() -> tuple[bytes, bytes]:
+        router = Router()
+
+        async def echo(request: Request, params: dict[str, str]) -> object:
+            from taxiway.machines_api.bodies import OBJECT, json_body
+
+            return json_body(request, {"a": OBJECT}, what="an echo")
+
+        router.add("POST", "/v1/echo", echo)
+        server = MachinesApiServer(router, TOKEN)
+        await server.start([("127.0.0.1", 0)])
+        port = server.addresses[0][1]
+        deep = b"[" * 100_000 + b"]" * 100_000
+        try:
+            garbage = await exchange(port, b"NOT HTTP AT ALL\x00\r\n\r\n")
+            nested = await exchange(
+                port,
+                b"POST /v1/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                + TOKEN.encode()
+                + b"\r\nConnection: close\r\nContent-Length: "
+                + str(len(deep)).encode()
+                + b"\r\n\r\n"
+                + deep,
+            )
+        finally:
+            await server.close()
+        return garbage, nested
+
+    garbage, nested = asyncio.run(main())
+    assert garbage.startswith(b"HTTP/1.1 400") and "not valid HTTP" in body_of(garbage)["error"]
+    assert nested.startswith(b"HTTP/1.1 400") and "nests" in body_of(nested)["error"]

@@ -62,6 +62,12 @@ async def serve_connection(
             if conn.our_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
+    except h11.RemoteProtocolError as exc:  # not HTTP/1.1: answered if still possible
+        if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            with contextlib.suppress(h11.ProtocolError, ConnectionError):
+                body = {"error": f"the request is not valid HTTP/1.1: {exc}"}
+                await _send_json(conn, writer, exc.error_status_hint, body)
+        return
     except (h11.ProtocolError, ConnectionError, TimeoutError):
         return
 

@@ -28,7 +28,7 @@ class Request:
     def json(self) -> Any:
         try:
             return json.loads(self.body or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):
             raise TaxiwayError("the request body is not JSON") from None
 
 

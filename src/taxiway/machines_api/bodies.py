@@ -62,6 +62,8 @@ def json_body(
         data = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):
         raise bad_request("the request body is not valid JSON") from None
+    except RecursionError:
+        raise bad_request("the request body's JSON nests too deeply") from None
     if data is None and optional:
         return {}
     if not isinstance(data, dict):
