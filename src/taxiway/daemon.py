@@ -25,6 +25,7 @@ from taxiway.config.loader import LoadedConfig
 from taxiway.daemon_options import DaemonOptions
 from taxiway.daemon_startup import StartUp, prepare, write_lock_holder
 from taxiway.errors import TaxiwayError
+from taxiway.machines_api.slot import MachinesApiSlot
 from taxiway.private_net.slot import PrivateNetSlot
 from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.drivers import make_driver
@@ -108,11 +109,14 @@ async def serve(
     snapshots = SnapshotSlot(runtime)
     private_net = PrivateNetSlot(runtime, say=lambda line: _notice(runtime, line))
     runtime.status_extras["private_network"] = private_net.network_facts
+    machines_api = MachinesApiSlot(runtime, paths.state_dir)
     try:
-        await server.start(paths.socket, api_socket)
         for notice in startup.notices:
             _notice(runtime, notice)
-        await private_net.start()
+        await private_net.start()  # before machines start: their resolver must answer
+        machines_api.listen.extend(private_net.api_listeners())
+        await machines_api.start()  # before the socket serves: `status` names its URL
+        await server.start(paths.socket, api_socket)
         try:
             await runtime.up(early, interrupt=shutdown)
         except ReleaseCommandFailed as exc:
@@ -139,6 +143,7 @@ async def serve(
         return 0
     finally:
         await snapshots.close()
+        await machines_api.close()
         await metrics.close()
         await edge.close()
         await private_net.close()

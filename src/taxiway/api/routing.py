@@ -10,16 +10,25 @@ from taxiway.errors import TaxiwayError
 
 
 class Request:
-    def __init__(self, method: str, path: str, query: dict[str, str], body: bytes) -> None:
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        body: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.method = method
         self.path = path
         self.query = query
         self.body = body
+        #: The request's headers, names in lower case (a repeated header: its last value).
+        self.headers = headers or {}
 
     def json(self) -> Any:
         try:
             return json.loads(self.body or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):
             raise TaxiwayError("the request body is not JSON") from None
 
 
@@ -35,6 +44,15 @@ class Text:
     def __init__(self, body: bytes, content_type: str) -> None:
         self.body = body
         self.content_type = content_type
+
+
+class Answer:
+    """A route's answer with another status than 200 (201, 204, 408…): ``body`` is
+    JSON data, or None for no body."""
+
+    def __init__(self, status: int, body: object = None) -> None:
+        self.status = status
+        self.body = body
 
 
 #: A route answers with JSON data, with `Text`, or with an async iterator of NDJSON

@@ -462,6 +462,8 @@ def print_status(data: dict[str, Any]) -> None:
     print(f"app {data['app']}  release v{data['release']}")
     if data.get("driver"):
         print(driver_line(data["driver"], data.get("driver_reason", "")))
+    if data.get("api"):
+        print(f"machines api {data['api']['url']} (token: `taxiway api token`)")
     rows = [("ID", "GROUP", "STATE", "REGION", "RESTARTS", "CHECKS", "PRIVATE IP", "PORTS")]
     for m in data["machines"]:
         state = m["state"]

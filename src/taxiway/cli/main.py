@@ -534,6 +534,23 @@ def _add_certs(commands: Commands) -> None:
     certs.set_defaults(handler="taxiway.cli.certs_cmd:certs")
 
 
+def _add_api(commands: Commands) -> None:
+    """`api token`: what a Machines API client needs."""
+    api = _command(
+        commands,
+        "api",
+        "the Machines API the daemon serves (its token)",
+        "The daemon serves the platform's Machines REST API on 127.0.0.1 (its address is "
+        "`status --json`'s api.url); every request needs `Authorization: Bearer <token>`.",
+    )
+    api_commands = api.add_subparsers(dest="api_command", metavar="COMMAND")
+    token = _command(api_commands, "token", "print the API token (made on first use)")
+    _add_config_option(token)
+    token.add_argument("--json", action="store_true", help='print {"token": …}')
+    token.set_defaults(handler="taxiway.cli.api_cmd:api")
+    api.set_defaults(usage_of=api)
+
+
 def _add_daemon(commands: Commands) -> None:
     daemon = commands.add_parser("daemon")  # started by `up -d`; not for people
     daemon.add_argument("-c", "--config", required=True)
@@ -648,6 +665,7 @@ _COMMANDS: dict[str, Callable[[Commands], None]] = {
     "state": _add_state,
     "checks": _add_checks,
     "certs": _add_certs,
+    "api": _add_api,
     "deploy": _add_deploy,
     "releases": _add_releases,
     "daemon": _add_daemon,

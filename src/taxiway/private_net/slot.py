@@ -83,6 +83,10 @@ class PrivateNetSlot:
         except TaxiwayError as exc:
             self.reason = f"a DNS server ({exc})"
 
+    def api_listeners(self) -> list[tuple[str, int]]:
+        """Where the app's Machines API listens for its machines (``_api.internal``)."""
+        return [] if self.reason is not None else [(self.api, addresses.API_PORT)]
+
     def network_facts(self) -> dict[str, object]:
         """What `status --json` says about the private network."""
         if self.reason is not None:

@@ -492,7 +492,7 @@ class MachineRoster:
                 event,
                 machine_id=info.id,
                 status=info.state.value,
-                data=_event_data(info),
+                data=_event_data(info, event),
             )
         except StateError as exc:
             if not self._unrecorded:
@@ -567,13 +567,18 @@ def _say(line: str) -> None:
         print(f"taxiway: {line}", file=sys.stderr, flush=True)
 
 
-def _event_data(info: MachineInfo) -> dict[str, object] | None:
-    """What an event records beyond the state: how the machine's last run ended."""
+def _event_data(info: MachineInfo, event: str) -> dict[str, object] | None:
+    """What an event records beyond the state: how the machine's last run ended, and
+    for an exit, whether the restart policy starts it again (the Machines API's exit
+    events say so: `taxiway.machines_api.shapes`)."""
     if info.exit_code is None:
         return None
+    data: dict[str, object] = {"exit_code": info.exit_code}
     if info.oom_killed:
-        return {"exit_code": info.exit_code, "oom_killed": True}
-    return {"exit_code": info.exit_code}
+        data["oom_killed"] = True
+    if event == "exit" and info.backoff_s > 0:
+        data["restarting"] = True
+    return data
 
 
 def _named_secrets(container: ContainerPlan, secrets: dict[str, str]) -> dict[str, str]:
