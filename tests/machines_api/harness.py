@@ -1,8 +1,6 @@
-"""A real app runtime with the Machines API's lifecycle routes on a real socket, for tests.
-
-TEST ONLY, until the Machines API server (`taxiway.machines_api.server`) is merged: it
-mounts `add_lifecycle_routes` and three read routes (get, wait, events) on a `Router`,
-served with `taxiway.api.http11` on a free loopback port, with a bearer token."""
+"""A real app runtime with the Machines API (its whole route table, its server, its
+token check) on a free loopback port, without a daemon: tests that need to reach into the
+runtime (its drivers, its store) while a client drives the API."""
 
 from __future__ import annotations
 
@@ -17,10 +15,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from taxiway.api.http11 import serve_connection
-from taxiway.api.routing import HTTPError, Request, Router
 from taxiway.config.loader import load_config
-from taxiway.machines_api.lifecycle import add_lifecycle_routes, machine_events, machine_json
+from taxiway.machines_api.changes import MachineChanges
+from taxiway.machines_api.routes import build_router
+from taxiway.machines_api.server import MachinesApiServer
 from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.drivers.process import ProcessDriver
 from taxiway.state.store import Store
@@ -43,57 +41,25 @@ def make_runtime(folder: Path, state: Path) -> AppRuntime:
 
 
 class Api:
-    """The served routes: ``url`` and ``token`` for a client; `call` asks them."""
+    """The served API: ``url`` and ``token`` for a client; `call` asks it."""
 
     def __init__(self, runtime: AppRuntime) -> None:
         self.runtime = runtime
         self.token = secrets.token_hex(8)
-        self.router = Router()
-        add_lifecycle_routes(self.router, runtime)
-        base = "/v1/apps/{app}/machines/{id}"
-        self.router.add("GET", base, self._get)
-        self.router.add("GET", base + "/wait", self._wait)
-        self.router.add("GET", base + "/events", self._events)
         self.url = ""
-
-    async def _get(self, request: Request, params: dict[str, str]) -> Any:
-        machine = self.runtime.machines.get(params["id"])
-        if machine is None:
-            raise HTTPError(404, "no such machine")
-        return machine_json(self.runtime, machine)
-
-    async def _wait(self, request: Request, params: dict[str, str]) -> Any:
-        wanted = request.query.get("state", "started")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + float(request.query.get("timeout", "60"))
-        while loop.time() < deadline:
-            machine = self.runtime.machines.get(params["id"])
-            record = self.runtime.store.get_machine(params["id"])
-            state = machine.state.value if machine is not None else (record and record.state)
-            if state == wanted:
-                return {"ok": True, "state": state}
-            await asyncio.sleep(0.05)
-        raise HTTPError(408, "timed out")
-
-    async def _events(self, request: Request, params: dict[str, str]) -> Any:
-        return machine_events(self.runtime, params["id"])
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        try:
-            await serve_connection(self.router, reader, writer)
-        finally:
-            writer.close()
 
     @contextlib.asynccontextmanager
     async def served(self) -> AsyncIterator[Api]:
-        server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        changes = MachineChanges(self.runtime)
+        server = MachinesApiServer(build_router(self.runtime, changes), self.token)
+        await server.start([("127.0.0.1", 0)])
+        assert server.url is not None
+        self.url = server.url
         try:
             yield self
         finally:
-            server.close()
-            await server.wait_closed()
+            await server.close()
+            changes.close()
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """``path`` under ``/v1/apps/<app>/machines``; (status, decoded JSON)."""

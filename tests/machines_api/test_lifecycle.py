@@ -175,7 +175,7 @@ def test_lease_ttl_gives_a_nonce_that_guards_the_machine(tmp_path: Path) -> None
     async def body(runtime: AppRuntime, api: Api) -> None:
         status, made = await api.call("POST", "", {**sleeper(runtime), "lease_ttl": 60})
         assert status == 200, made
-        assert len(made["nonce"]) >= 16
+        assert len(made["nonce"]) >= 12
         status, answer = await api.call("DELETE", f"/{made['id']}?force=true")
         assert status == 409, answer  # this client has no way to send the nonce yet
 

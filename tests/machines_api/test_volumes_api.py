@@ -23,13 +23,9 @@ from taxiway.runtime.app import AppRuntime
 from taxiway.runtime.drivers import make_driver
 from taxiway.state.store import Store
 
-#: The platform's OpenAPI document (superfly/fly-openapi-sdk, go/api/openapi.yaml): in the
-#: repository once vendored, else where the project keeps its copy.
-SPECS = [
-    Path(__file__).resolve().parents[2] / "spec" / "openapi.yaml",
-    Path(__file__).resolve().parent / "openapi.yaml",
-    Path("/work/wt/spec/openapi.yaml"),
-]
+#: The platform's OpenAPI document (superfly/fly-openapi-sdk, go/api/openapi.yaml), the
+#: copy beside this file.
+SPECS = [Path(__file__).resolve().parent / "openapi.yaml"]
 
 Call = Callable[..., tuple[int, Any]]
 

@@ -132,7 +132,9 @@ def _duration(value: Any, path: str) -> str:
 
 
 def _preset(value: Any, path: str) -> str:
-    if value not in PRESETS:
+    if not value:  # an empty field a client sends (``{}``, ``""``): the default size
+        return ""
+    if not isinstance(value, str) or value not in PRESETS:
         raise ConfigError(f"{path} must be a machine size such as shared-cpu-1x, not {value!r}")
     return value
 

@@ -1,7 +1,8 @@
 """The Machines API's route table: every path the daemon answers under ``/v1``.
 
 Paths and methods are the platform's OpenAPI document's (superfly/fly-openapi-sdk,
-go/api/openapi.yaml); the handlers are in `app_routes` and `machine_routes`.
+go/api/openapi.yaml); the handlers are in `app_routes`, `machine_routes`, `lifecycle`
+(create, update, destroy) and `volumes`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 from taxiway.api.routing import Router
 from taxiway.machines_api.app_routes import AppRoutes
 from taxiway.machines_api.changes import MachineChanges
+from taxiway.machines_api.lifecycle import add_lifecycle_routes
 from taxiway.machines_api.machine_routes import MachineRoutes
+from taxiway.machines_api.volumes import add_volume_routes
 from taxiway.runtime.app import AppRuntime
 
 
@@ -46,9 +49,6 @@ def build_router(runtime: AppRuntime, changes: MachineChanges) -> Router:
     router.add("POST", one + "/metadata/{key}", machines.metadata_set)
     router.add("DELETE", one + "/metadata/{key}", machines.metadata_delete)
 
-    # -- merged from the other Issue-16 helpers (the lead adds these calls) ----------------
-    # from taxiway.machines_api.lifecycle import add_lifecycle_routes
-    # add_lifecycle_routes(router, runtime)  # POST …/machines, POST/DELETE …/machines/{id}
-    # from taxiway.machines_api.volumes import add_volume_routes
-    # add_volume_routes(router, runtime)  # …/volumes…
+    add_lifecycle_routes(router, runtime)  # POST …/machines, POST/DELETE …/machines/{id}
+    add_volume_routes(router, runtime)  # …/volumes, …/volumes/{id}[/extend|/snapshots]
     return router

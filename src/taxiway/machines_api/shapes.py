@@ -40,6 +40,13 @@ def machine_object(
     reading the machine must not learn the lease's nonce."""
     info = machine.info
     record = runtime.store.get_machine(machine.id)
+    metadata = record.metadata if record else None
+    made = runtime.api_machines.get(machine.id)  # what the API was asked for, as it was
+    config = dict(made["config"]) if made else machine_config(machine.spec, metadata)
+    if made and metadata is not None:
+        config["metadata"] = {**config.get("metadata", {}), **metadata}
+    if not made:  # the image a platform machine would name: what FLY_IMAGE_REF says
+        config["image"] = runtime.image_ref_of(info)
     shown: dict[str, Any] = {
         "id": machine.id,
         "name": machine_name(record, machine.id),
@@ -47,8 +54,8 @@ def machine_object(
         "region": info.region,
         "instance_id": info.version,
         "private_ip": info.private_ip,
-        "config": machine_config(machine.spec, record.metadata if record else None),
-        "image_ref": image_ref(machine.spec.runs.image),
+        "config": config,
+        "image_ref": image_ref(config.get("image")),
         "created_at": record.created_at if record else "",
         "updated_at": record.updated_at if record else "",
         "events": events_of(runtime, machine.id, MACHINE_EVENTS),

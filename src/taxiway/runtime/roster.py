@@ -264,6 +264,11 @@ class MachineRoster:
                         ports.update(range(port.start_port, port.end_port + 1))
         return ports
 
+    def image_ref_of(self, info: MachineInfo) -> str:
+        """The machine's ``FLY_IMAGE_REF``: the image the Machines API made it with, else
+        the platform's form of a deployment's (a machine of the app's image)."""
+        return self.image_refs.get(info.id, f"registry.fly.io/{self.app}:deployment-{info.version}")
+
     def launch_spec(self, info: MachineInfo, spec: MachineSpec, log: MachineLog) -> LaunchSpec:
         """Everything the driver needs to start the machine; writes its [[files]] and
         attaches (or creates) its volumes."""
@@ -273,9 +278,7 @@ class MachineRoster:
             group=spec.group,
             region=info.region,
             private_ip=info.private_ip,
-            image_ref=self.image_refs.get(
-                info.id, f"registry.fly.io/{self.app}:deployment-{info.version}"
-            ),
+            image_ref=self.image_ref_of(info),
             version=info.version,
             memory_mb=spec.guest.memory_mb,
             primary_region=self.loaded.config.primary_region,
