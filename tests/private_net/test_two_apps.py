@@ -228,6 +228,7 @@ def test_names_resolve_for_the_machines_and_public_names_are_forwarded(
         "for name in sys.argv[1:]:\n"
         "    print(name, resolve(name))\n"
         "print(open('/etc/resolv.conf').read())\n"
+        "print(open('/etc/hosts').read())\n"
     )
     machine = status(web)["machines"][0]["id"]
     names = ["nobody-here.internal", f"{db_name}.internal", *([public] if public else [])]
@@ -239,6 +240,8 @@ def test_names_resolve_for_the_machines_and_public_names_are_forwarded(
     if public:
         assert lines[public].startswith("[")
     assert "nameserver fdaa::3" in result.stdout
+    private_ip = status(web)["machines"][0]["private_ip"]
+    assert f"{private_ip}\tfly-local-6pn" in result.stdout.replace(" ", "\t")
 
 
 def _host_resolves(*names: str) -> str | None:
