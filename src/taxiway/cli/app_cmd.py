@@ -464,6 +464,9 @@ def print_status(data: dict[str, Any]) -> None:
         print(driver_line(data["driver"], data.get("driver_reason", "")))
     if data.get("api"):
         print(f"machines api {data['api']['url']} (token: `taxiway api token`)")
+    network = data.get("private_network") or {}
+    if network.get("dns"):
+        print(f"private network dns {network['dns']}  flycast {network['flycast']}")
     rows = [("ID", "GROUP", "STATE", "REGION", "RESTARTS", "CHECKS", "PRIVATE IP", "PORTS")]
     for m in data["machines"]:
         state = m["state"]
