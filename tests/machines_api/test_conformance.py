@@ -153,7 +153,7 @@ def keep_it_short_and_harmless(case) -> None:
 
 @schema.parametrize()
 @settings(
-    max_examples=25,
+    max_examples=12,
     deadline=None,
     suppress_health_check=list(HealthCheck),
     derandomize=True,
