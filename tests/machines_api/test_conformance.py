@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -151,14 +151,36 @@ def keep_it_short_and_harmless(case) -> None:
             body["cmd"] = "echo " + shlex.quote(body["cmd"])
 
 
-@schema.parametrize()
-@settings(
-    max_examples=12,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    derandomize=True,
-)
-def test_the_api_conforms_to_the_platforms_document(case, live: LiveApp) -> None:
+#: Every operation of the document. One test walks them all rather than one pytest item
+#: each: pytest-xdist's file-grouped runs (`make test`) silently drop the items
+#: schemathesis' `parametrize` makes.
+OPERATIONS = [result.ok() for result in schema.get_all_operations()]
+
+
+def test_the_api_conforms_to_the_platforms_document(live: LiveApp) -> None:
+    failures = []
+    for operation in OPERATIONS:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=12,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
+        def conforms(case) -> None:
+            _check(case, live)
+
+        try:
+            conforms()
+        except Exception as exc:  # every operation is tried; all failures are shown
+            failures.append(f"{operation.label}: {exc}")
+    assert not failures, "\n\n".join(failures)
+    assert len(OPERATIONS) == 34  # the document's operations, all tried
+
+
+def _check(case, live: LiveApp) -> None:
     aim_at_the_live_app(case, live)
     keep_it_short_and_harmless(case)
     response = case.call(

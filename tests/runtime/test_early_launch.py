@@ -4,6 +4,7 @@ running processes once asyncio is in. Real daemons, real processes, real SQLite.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -126,7 +127,8 @@ def test_launching_early_needs_no_event_loop_and_records_each_machine(tmp_path: 
     finally:
         for pid in pids:
             if pid:
-                os.killpg(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it may have died already
+                    os.killpg(pid, signal.SIGKILL)
 
 
 def test_machines_launched_early_are_supervised_like_any_other(tmp_path: Path) -> None:
