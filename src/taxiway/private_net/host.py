@@ -16,12 +16,13 @@ rules; it goes with the last app, as do the shared addresses.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from taxiway.errors import TaxiwayError
@@ -132,6 +133,21 @@ def write_resolv_conf() -> Path:
     return RESOLV_CONF
 
 
+@contextlib.contextmanager
+def shared_lock() -> Iterator[None]:
+    """Held (host-wide, by every daemon) while one publishes its entry and takes the
+    shared addresses, or finds no entry left and removes them: a daemon starting while
+    the last one stops must not lose ``fdaa::3`` between the two."""
+    from taxiway.private_net import registry
+
+    fd = os.open(registry.registry_dir() / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def release_scope(scope: str) -> None:
     """Everything the daemon of ``scope`` held in the private network, after it stopped
     or died: its registry entry, its addresses on the host, and the shared ones when no
@@ -144,9 +160,11 @@ def release_scope(scope: str) -> None:
         return
     app_seed = seed(scope)
     own = {flycast_address(app_seed), api_address(app_seed)}
-    held = held_addresses()
-    remove_addresses(own & held)
-    if DNS_ADDRESS in held and not registry.read_entries():
-        remove_addresses([DNS_ADDRESS])
-        disallow_between_apps()
-        RESOLV_CONF.unlink(missing_ok=True)
+    remove_addresses(own & held_addresses())
+    if DNS_ADDRESS not in held_addresses():
+        return
+    with contextlib.suppress(OSError, TaxiwayError), shared_lock():
+        if not registry.read_entries():
+            remove_addresses([DNS_ADDRESS])
+            disallow_between_apps()
+            RESOLV_CONF.unlink(missing_ok=True)

@@ -18,13 +18,14 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from taxiway.errors import TaxiwayError
 from taxiway.private_net import addresses, host
 from taxiway.runtime.scope import seed
 
 if TYPE_CHECKING:
+    from taxiway.private_net.dns_server import DnsProcess
     from taxiway.runtime.app import AppRuntime
 
 #: Metadata that keeps a machine out of the ``.internal`` names: flyctl registers no
@@ -45,33 +46,43 @@ class PrivateNetSlot:
         self.api = addresses.api_address(app_seed)
         #: Why the network's names don't reach this app's machines (None: they do).
         self.reason: str | None = None
-        self.dns: Any = None
+        self.dns: DnsProcess | None = None
         self._publish_pending = False
 
     async def start(self) -> None:
         runtime = self.runtime
         runtime.on_change.append(self._changed)
-        if runtime.driver.own_network:
-            self.reason = host.unavailable_reason()
-            if self.reason is None:
-                self.reason = await asyncio.to_thread(self._hold_addresses)
+        if not runtime.driver.own_network:
+            self.reason = (
+                f"the {runtime.driver.name} driver's machines share the host's network "
+                "(--driver namespace or docker gives them the private network)"
+            )
+        elif (missing := host.unavailable_reason()) is not None:
+            self.reason = f"the private network needs {missing}"
+        else:
+            self.reason = self._hold_addresses()  # ~30 ms, once, before any machine
             if self.reason is None:
                 await self._start_dns()
             if self.reason is not None:
-                self.say(f"private network: .internal names and flycast need {self.reason}")
+                self.say(f"private network: no .internal names or flycast: {self.reason}")
             else:
                 runtime.flycast_address = self.flycast
                 runtime.driver.machine_resolv_conf = host.write_resolv_conf()
                 forwarding = host.forwarding_reason()
                 if forwarding is not None:
                     self.say(f"private network: other apps' machines need {forwarding}")
-        else:
-            self.reason = "a driver that gives machines their own network (namespace, docker)"
         self._publish()
 
     def _hold_addresses(self) -> str | None:
+        """The host's addresses for the network and the app, its entry published first
+        (under the host-wide lock: a stopping last app then leaves the shared ones)."""
         wanted = [addresses.DNS_ADDRESS, self.flycast, self.api]
-        return host.add_addresses(wanted) or host.allow_between_apps()
+        try:
+            with host.shared_lock():
+                self._publish()
+                return host.add_addresses(wanted) or host.allow_between_apps()
+        except (OSError, TaxiwayError) as exc:
+            return f"the private network's lock: {exc}"
 
     async def _start_dns(self) -> None:
         from taxiway.private_net.dns_server import start_dns
@@ -81,7 +92,7 @@ class PrivateNetSlot:
                 start_dns, [(addresses.DNS_ADDRESS, addresses.DNS_PORT)]
             )
         except TaxiwayError as exc:
-            self.reason = f"a DNS server ({exc})"
+            self.reason = str(exc)
 
     def api_listeners(self) -> list[tuple[str, int]]:
         """Where the app's Machines API listens for its machines (``_api.internal``)."""
