@@ -17,10 +17,10 @@ BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
 EXAMPLE     := examples/hello/fly.toml
 PYTEST_ARGS ?=
-# Three pytest-xdist workers, each taking whole files (module fixtures set up once): most
-# tests wait on daemons, machines and engines rather than compute, so on two cores the
-# suite takes about half as long. PYTEST_WORKERS= runs it in one process.
-PYTEST_WORKERS ?= -n 3 --dist loadfile
+# Serial by default. `make test PYTEST_WORKERS="-n 3 --dist loadfile"` runs three
+# pytest-xdist workers (whole files each) in about half the time on two cores, but some
+# tests' apps bind fixed ports (8080, as real apps do) and can then meet in two workers.
+PYTEST_WORKERS ?=
 BENCH_ARGS  ?=
 
 .DEFAULT_GOAL := help
