@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_taxiway as taxiway
+from small_disk import small_tmpfs
 
 #: Writes a fresh 4 KB file per tick; on a full disk it says so, at length, and crashes.
 APP = """
@@ -39,20 +40,11 @@ for n in itertools.count():
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(disk)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"a small tmpfs can't be mounted here: {mounted.stderr.strip()}")
-    try:
-        yield disk
-    finally:
-        taxiway(disk, "down")
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        try:
+            yield disk
+        finally:
+            taxiway(disk, "down")
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from cli_runner import run_taxiway as taxiway
 from engine_support import requires_image
+from small_disk import small_tmpfs
 from taxiway.runtime.drivers.process import mounts_supported
 
 #: Writes its counter to ``a`` then ``c``, each atomically, as fast as it can; between
@@ -234,23 +235,9 @@ def test_the_daemon_takes_daily_snapshots_and_prunes_expired_ones(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """The app's folder (and its .taxiway) on a 2 MB tmpfs."""
-    import subprocess
-
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(disk)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"a small tmpfs can't be mounted here: {mounted.stderr.strip()}")
-    (disk / "fly.toml").write_text('app = "snaps"\n')
-    try:
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        (disk / "fly.toml").write_text('app = "snaps"\n')
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_a_full_disk_is_one_sentence_and_leaves_no_snapshot_or_volume(small_disk: Path) -> None:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import io
 import os
 import stat
-import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from small_disk import small_tmpfs
 from taxiway.volumes.archive import extract_archive, write_archive
 
 
@@ -107,18 +107,8 @@ def test_an_archive_cannot_write_outside_its_folder(
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"a small tmpfs can't be mounted here: {mounted.stderr.strip()}")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
+    with small_tmpfs(tmp_path / "disk", "256k") as disk:
+        yield disk
 
 
 def test_a_full_disk_leaves_no_partial_archive_or_folder(tmp_path: Path, tiny_disk: Path) -> None:

@@ -5,13 +5,13 @@ nothing."""
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from small_disk import small_tmpfs
 from taxiway.errors import TaxiwayError
 from taxiway.state.records import StateError, VolumeRecord
 from taxiway.state.store import DB_NAME, Store
@@ -164,22 +164,9 @@ def test_the_schema_upgrade_keeps_volumes_and_turns_daily_snapshots_on(tmp_path:
 @pytest.fixture
 def full_state(tmp_path: Path) -> Iterator[Store]:
     """A store whose folder is a 1 MB tmpfs, nearly full."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"a small tmpfs can't be mounted here: {mounted.stderr.strip()}")
-    try:
-        with Store.open(disk / ".taxiway") as store:
-            store.ensure_app("hello", tmp_path / "fly.toml")
-            yield store
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+    with small_tmpfs(tmp_path / "disk", "1m") as disk, Store.open(disk / ".taxiway") as store:
+        store.ensure_app("hello", tmp_path / "fly.toml")
+        yield store
 
 
 def test_a_full_disk_is_one_sentence_and_leaves_nothing_half_made(full_state: Store) -> None:
